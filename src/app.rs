@@ -1,0 +1,209 @@
+//! `AppState`, the router and the server's life: start, serve, drain, stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Utc};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::audit::Audit;
+use crate::auth::Keys;
+use crate::build_info;
+use crate::clock::{Clock, rfc3339};
+use crate::config::Config;
+use crate::store::{Store, meta};
+use crate::supervisor::Supervisor;
+use crate::web;
+
+/// Everything a handler or a background task needs. Every field is a cheap handle
+/// (`Arc`s and sled handles inside), so cloning the state per request costs a few
+/// reference-count increments, not a copy.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub supervisor: Supervisor,
+    pub clock: Clock,
+    /// When this process started serving.
+    pub started_at: DateTime<Utc>,
+    started: Instant,
+    /// Facts about this installation (first start, previous deployment).
+    pub instance: Arc<meta::Instance>,
+    /// Live keys, as digests.
+    pub keys: Arc<Keys>,
+    /// The audit trail.
+    pub audit: Audit,
+}
+
+impl AppState {
+    /// Open the store and build the state. Fails with "already running" when another
+    /// server holds this home.
+    pub fn open(config: Config) -> anyhow::Result<AppState> {
+        Self::open_with_clock(config, Clock::system())
+    }
+
+    /// As [`AppState::open`], with a given clock (tests pass a manual one).
+    pub fn open_with_clock(config: Config, clock: Clock) -> anyhow::Result<AppState> {
+        for dir in [config.logs_dir(), config.backups_dir()] {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("while creating {}", dir.display()))?;
+        }
+        let store = Store::open(&config.home)?;
+        let now = clock.now();
+        let instance = meta::record_boot(
+            &store,
+            &rfc3339(now),
+            build_info::VERSION,
+            &build_info::commit_label(),
+        )
+        .context("while recording this start in the store")?;
+        let audit = Audit::open(&store, &config.logs_dir(), clock.clone())?;
+        Ok(AppState {
+            audit,
+            keys: Arc::new(Keys::from_config(&config)),
+            config: Arc::new(config),
+            store,
+            supervisor: Supervisor::new(),
+            clock,
+            started_at: now,
+            started: Instant::now(),
+            instance: Arc::new(instance),
+        })
+    }
+
+    /// How long this process has been up.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Start the background tasks (scheduler, executors, flushers) under the supervisor.
+    pub fn start_background(&self) {
+        // Domains register their tasks here as they arrive.
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let config = state.config.clone();
+    let app = Router::new()
+        .merge(web::api::router())
+        .fallback(web::fallback)
+        .with_state(state);
+    layers(app, &config)
+}
+
+/// The layers every request passes through (request id, tracing, compression, our JSON
+/// errors, timeout, body limit). Public so tests can wrap extra routes the same way.
+pub fn layers(app: Router, config: &Config) -> Router {
+    let request_id_span = |req: &Request<Body>| {
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .and_then(|id| id.header_value().to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+    };
+    // ServiceBuilder: the first layer is the outermost.
+    app.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http().make_span_with(request_id_span))
+            .layer(CompressionLayer::new())
+            .layer(axum::middleware::from_fn(web::json_errors))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_secs(config.request_timeout_secs),
+            ))
+            .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+            .layer(DefaultBodyLimit::disable()),
+    )
+}
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_LIMIT: Duration = Duration::from_secs(6);
+/// How long background tasks get to stop after the server stopped.
+const TASKS_LIMIT: Duration = Duration::from_secs(3);
+
+/// Serve until `shutdown` fires, then drain requests, stop background tasks and flush
+/// the store (miniflux's order). Bounded so the process exits within 10 s.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    state.start_background();
+    let app = router(state.clone());
+    let token = shutdown.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { token.cancelled().await });
+    let mut server = tokio::spawn(server.into_future());
+
+    let served = tokio::select! {
+        r = &mut server => Some(r),
+        _ = shutdown.cancelled() => None,
+    };
+    let result = match served {
+        Some(r) => r.context("server task").and_then(|r| r.context("server")),
+        None => {
+            tracing::info!("shutting down: draining requests");
+            match tokio::time::timeout(DRAIN_LIMIT, &mut server).await {
+                Ok(r) => r.context("server task").and_then(|r| r.context("server")),
+                Err(_) => {
+                    tracing::warn!("requests still running after {DRAIN_LIMIT:?}; closing them");
+                    server.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+    if !state.supervisor.shutdown(TASKS_LIMIT).await {
+        tracing::warn!("some background tasks did not stop within {TASKS_LIMIT:?}");
+    }
+    state
+        .store
+        .sync_blocking()
+        .context("while flushing the store at shutdown")?;
+    tracing::info!("stopped");
+    result
+}
+
+/// Resolve when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,142 @@
+//! Keys and roles. Keys arrive in `X-Dash-Key`; we keep only their SHA-256 digests and
+//! compare digests in constant time. A caller is named by its key id (the first 8 hex
+//! characters of the digest), never by its key.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+pub use crate::config::Role;
+
+/// The header that carries a key.
+pub const KEY_HEADER: &str = "x-dash-key";
+
+/// Who is calling: a key id and its role.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Caller {
+    pub key_id: String,
+    pub role: Role,
+}
+
+/// The live keys, as digests. Several may be live at once (key rotation).
+#[derive(Debug, Default)]
+pub struct Keys {
+    keys: Vec<([u8; 32], Role)>,
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    let d = Sha256::digest(key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_slice());
+    out
+}
+
+/// The short, loggable id of a key: the first 8 hex characters of its digest.
+pub fn key_id(key: &str) -> String {
+    hex8(&digest(key))
+}
+
+fn hex8(d: &[u8; 32]) -> String {
+    d[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Keys {
+    pub fn from_config(config: &Config) -> Self {
+        let mut keys = Vec::new();
+        if let Some(k) = &config.dashboard_key {
+            keys.push((digest(k.expose()), Role::Admin));
+        }
+        for (k, role) in &config.roles {
+            keys.push((digest(k.expose()), *role));
+        }
+        Keys { keys }
+    }
+
+    /// Is any key configured at all?
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The caller holding `key`, if it is live. Every digest is compared, in constant
+    /// time, whatever matches first.
+    pub fn identify(&self, key: &str) -> Option<Caller> {
+        let d = digest(key);
+        let mut found: Option<Role> = None;
+        for (k, role) in &self.keys {
+            if bool::from(k.ct_eq(&d)) && found.is_none() {
+                found = Some(*role);
+            }
+        }
+        found.map(|role| Caller {
+            key_id: hex8(&d),
+            role,
+        })
+    }
+}
+
+/// What a route requires of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// viewer, operator or admin.
+    Viewer,
+    /// operator or admin.
+    Operator,
+    /// admin only.
+    Admin,
+    /// worker routes: worker, operator or admin.
+    Worker,
+}
+
+impl Need {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Need::Viewer => matches!(role, Role::Viewer | Role::Operator | Role::Admin),
+            Need::Operator => matches!(role, Role::Operator | Role::Admin),
+            Need::Admin => role == Role::Admin,
+            Need::Worker => matches!(role, Role::Worker | Role::Operator | Role::Admin),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Need::Viewer => "viewer",
+            Need::Operator => "operator",
+            Need::Admin => "admin",
+            Need::Worker => "worker",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    #[test]
+    fn identify_and_key_id() {
+        let mut config_keys = Keys::default();
+        config_keys
+            .keys
+            .push((digest("admin-key-aaaaaaaaaaaa"), Role::Admin));
+        config_keys
+            .keys
+            .push((digest("viewer-key-bbbbbbbbbbb"), Role::Viewer));
+        let c = config_keys.identify("viewer-key-bbbbbbbbbbb").unwrap();
+        assert_eq!(c.role, Role::Viewer);
+        assert_eq!(c.key_id.len(), 8);
+        assert_eq!(c.key_id, key_id("viewer-key-bbbbbbbbbbb"));
+        assert!(config_keys.identify("nope").is_none());
+        let _ = Secret::new("x");
+    }
+
+    #[test]
+    fn role_matrix() {
+        use Role::*;
+        assert!(Need::Viewer.allows(Viewer) && Need::Viewer.allows(Admin));
+        assert!(!Need::Viewer.allows(Worker));
+        assert!(!Need::Operator.allows(Viewer) && Need::Operator.allows(Operator));
+        assert!(!Need::Admin.allows(Operator) && Need::Admin.allows(Admin));
+        assert!(Need::Worker.allows(Worker) && Need::Worker.allows(Operator));
+        assert!(!Need::Worker.allows(Viewer));
+    }
+}

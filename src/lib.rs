@@ -1,0 +1,28 @@
+//! EchoPilot: the operations side of a small automation business in one binary.
+//!
+//! A map of the crate, one line a module:
+//! - [`config`]      the CLI, environment variables and `echopilot.toml`; secrets stay hidden
+//! - [`build_info`]  version, git commit, dirty flag, build time (from `build.rs`)
+//! - [`app`]         `AppState`, the router, and the server's life (serve, drain, stop)
+//! - [`audit`]       the audit trail: sled tree + `logs/ndjson/audit.ndjson`
+//! - [`auth`]        keys (as SHA-256 digests) and roles; `web::auth` holds the extractors
+//! - [`error`]       `AppError`, the `{"ok": false, "error": ...}` every API failure returns
+//! - [`store`]       sled: one tree per domain, the versioned codec, group-commit durability
+//! - [`supervisor`]  background tasks: restarted with backoff when they panic or fail
+//! - [`health`]      healthy / degraded / unhealthy, per component
+//! - [`clock`]       wall-clock time that tests can freeze and advance
+//! - [`cli`]         the subcommands besides `serve` (`db check`, `db stats`)
+//! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod build_info;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod store;
+pub mod supervisor;
+pub mod web;

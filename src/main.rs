@@ -1,0 +1,35 @@
+//! The `echopilot` binary: parse the command line, set up logging, hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use echopilot::cli;
+use echopilot::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    init_tracing();
+    let result = match args.command {
+        None => cli::serve(args.serve),
+        Some(Command::Serve(serve)) => cli::serve(serve),
+        Some(Command::Db { home, action }) => cli::db(home, action),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echopilot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}

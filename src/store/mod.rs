@@ -1,0 +1,162 @@
+//! The store: one sled database at `<home>/data/echopilot.sled`, one tree per domain.
+//!
+//! No sled type leaves this module: domains use [`Table`] (typed records through the
+//! [`codec`]) and [`Store::sync`] (group commit), so a second backend (`DATABASE_URL`)
+//! can be added as a new module without touching domain code.
+
+pub mod codec;
+mod durable;
+pub mod meta;
+mod table;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use codec::{CodecError, Record};
+pub use table::{Cas, Table};
+
+use durable::GroupCommit;
+
+/// Bump when the meaning of stored data changes in a way a record version cannot say
+/// (a tree renamed, a key layout changed). Older stores are migrated in `meta::open`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "another echopilot is already running on this home (lock {path} is held); stop it \
+         first or use another --home"
+    )]
+    AlreadyRunning { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    #[error("durable sync failed: {0}")]
+    Sync(String),
+    #[error(
+        "the store has schema version {found}, newer than this binary's {supported}: \
+         run the newer echopilot or restore a backup"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("store probe failed: {0}")]
+    Probe(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// A handle to the store; cloning is cheap (sled handles and an `Arc`).
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    commit: GroupCommit,
+    /// Held for the life of the process: a second server on the same home fails to take it.
+    _lock: Arc<File>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store under `<home>/data`, taking the home's lock first.
+    pub fn open(home: &Path) -> Result<Store, StoreError> {
+        let data = home.join("data");
+        std::fs::create_dir_all(&data).map_err(|e| StoreError::io(&data, e))?;
+        let lock_path = data.join("echopilot.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::AlreadyRunning { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        }
+        let path = data.join("echopilot.sled");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()?;
+        let commit = GroupCommit::new(db.clone(), &path)?;
+        let store = Store {
+            db,
+            path,
+            commit,
+            _lock: Arc::new(lock),
+        };
+        meta::open(&store)?;
+        Ok(store)
+    }
+
+    /// A typed view of the tree `name`.
+    pub fn table<T: Record>(&self, name: &str) -> Result<Table<T>, StoreError> {
+        Ok(Table::new(self.db.open_tree(name)?))
+    }
+
+    /// Wait until every write made before this call is on stable storage (group commit).
+    pub async fn sync(&self) -> Result<(), StoreError> {
+        self.commit.sync().await
+    }
+
+    /// Flush and fdatasync now, blocking (start-up, shutdown, CLI).
+    pub fn sync_blocking(&self) -> Result<(), StoreError> {
+        self.commit.sync_blocking()
+    }
+
+    /// How many real syncs have run (group commit shares them between writers).
+    pub fn syncs(&self) -> u64 {
+        self.commit.syncs()
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Names and record counts of every tree.
+    pub fn tree_counts(&self) -> Vec<(String, usize)> {
+        let mut out: Vec<(String, usize)> = self
+            .db
+            .tree_names()
+            .into_iter()
+            .filter(|n| n.as_ref() != b"__sled__default")
+            .filter_map(|n| {
+                let name = String::from_utf8_lossy(&n).to_string();
+                self.db.open_tree(&n).ok().map(|t| (name, t.len()))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Write, read back and compare a probe key: proves the store answers.
+    pub fn probe(&self) -> Result<(), StoreError> {
+        meta::probe(self)
+    }
+}

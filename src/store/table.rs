@@ -1,0 +1,184 @@
+//! A typed tree: keys are bytes (big-endian ids sort in time order), values are records.
+
+use std::marker::PhantomData;
+use std::ops::RangeBounds;
+
+use super::StoreError;
+use super::codec::{self, Record};
+
+/// One tree holding records of type `T`. Cloning is cheap.
+pub struct Table<T> {
+    tree: sled::Tree,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tree: self.tree.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// The outcome of a compare-and-swap.
+#[derive(Debug, PartialEq)]
+pub enum Cas<T> {
+    /// The swap happened.
+    Swapped,
+    /// Someone else changed the record first; here is what it holds now.
+    Conflict(Option<T>),
+}
+
+type Entry<T> = Result<(Vec<u8>, T), StoreError>;
+
+impl<T: Record> Table<T> {
+    pub(super) fn new(tree: sled::Tree) -> Self {
+        Self {
+            tree,
+            _t: PhantomData,
+        }
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
+        match self.tree.get(key)? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: &T) -> Result<(), StoreError> {
+        self.tree.insert(key.as_ref(), codec::encode(value)?)?;
+        Ok(())
+    }
+
+    /// Insert only if the key is absent; `false` when it was already there.
+    pub fn insert_new(&self, key: impl AsRef<[u8]>, value: &T) -> Result<bool, StoreError> {
+        let bytes = codec::encode(value)?;
+        Ok(self
+            .tree
+            .compare_and_swap(key.as_ref(), None as Option<&[u8]>, Some(bytes))?
+            .is_ok())
+    }
+
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
+        match self.tree.remove(key)? {
+            Some(v) => Ok(Some(codec::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Replace `old` by `new` atomically, or report what the record holds now.
+    /// `None` for `old` means "absent"; `None` for `new` removes.
+    pub fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        old: Option<&T>,
+        new: Option<&T>,
+    ) -> Result<Cas<T>, StoreError> {
+        let old = old.map(codec::encode).transpose()?;
+        let new = new.map(codec::encode).transpose()?;
+        match self.tree.compare_and_swap(key.as_ref(), old, new)? {
+            Ok(()) => Ok(Cas::Swapped),
+            Err(e) => Ok(Cas::Conflict(
+                e.current.map(|v| codec::decode(&v)).transpose()?,
+            )),
+        }
+    }
+
+    /// Read-modify-write with retry on conflict; `f` returns the new value (or `None`
+    /// to remove) and may be called several times. Returns the value written.
+    pub fn update<F>(&self, key: impl AsRef<[u8]>, mut f: F) -> Result<Option<T>, StoreError>
+    where
+        F: FnMut(Option<T>) -> Option<T>,
+    {
+        let key = key.as_ref();
+        loop {
+            let current_raw = self.tree.get(key)?;
+            let current = current_raw
+                .as_ref()
+                .map(|v| codec::decode::<T>(v))
+                .transpose()?;
+            let next = f(current);
+            let next_raw = next.as_ref().map(codec::encode).transpose()?;
+            if self
+                .tree
+                .compare_and_swap(key, current_raw, next_raw)?
+                .is_ok()
+            {
+                return Ok(next);
+            }
+        }
+    }
+
+    fn decode_entry(r: sled::Result<(sled::IVec, sled::IVec)>) -> Entry<T> {
+        let (k, v) = r?;
+        Ok((k.to_vec(), codec::decode(&v)?))
+    }
+
+    /// Every record, in key order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Entry<T>> + use<T> {
+        self.tree.iter().map(Self::decode_entry)
+    }
+
+    /// Records whose key starts with `prefix`, in key order.
+    pub fn scan_prefix<P: AsRef<[u8]>>(
+        &self,
+        prefix: P,
+    ) -> impl DoubleEndedIterator<Item = Entry<T>> + use<P, T> {
+        self.tree.scan_prefix(prefix).map(Self::decode_entry)
+    }
+
+    /// Records in a key range, in key order (`.rev()` for newest first).
+    pub fn range<K, R>(&self, range: R) -> impl DoubleEndedIterator<Item = Entry<T>> + use<K, R, T>
+    where
+        K: AsRef<[u8]>,
+        R: RangeBounds<K>,
+    {
+        self.tree.range(range).map(Self::decode_entry)
+    }
+
+    /// The record with the highest key.
+    pub fn last(&self) -> Result<Option<(Vec<u8>, T)>, StoreError> {
+        self.tree
+            .last()?
+            .map(|kv| Self::decode_entry(Ok(kv)))
+            .transpose()
+    }
+
+    /// The record with the lowest key.
+    pub fn first(&self) -> Result<Option<(Vec<u8>, T)>, StoreError> {
+        self.tree
+            .first()?
+            .map(|kv| Self::decode_entry(Ok(kv)))
+            .transpose()
+    }
+
+    /// Number of records (walks the tree: O(n)).
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+
+    /// Write several records and removals as one atomic batch.
+    pub fn apply(&self, puts: &[(Vec<u8>, T)], removes: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in puts {
+            batch.insert(k.as_slice(), codec::encode(v)?);
+        }
+        for k in removes {
+            batch.remove(k.as_slice());
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Remove every record.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.tree.clear()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,12 @@
+//! The JSON API: one module per resource, each with its own `router()`.
+
+pub mod status;
+
+use axum::Router;
+
+use crate::app::AppState;
+
+/// Every `/api` route.
+pub fn router() -> Router<AppState> {
+    Router::new().merge(status::router())
+}

@@ -1,0 +1,94 @@
+//! `GET /api/status/summary`: is EchoPilot healthy, and if not, which part is not.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::app::AppState;
+use crate::build_info;
+use crate::error::Result;
+use crate::health::{self, Component, Health};
+use crate::store::meta;
+use crate::supervisor::TaskState;
+use crate::web::extract::AppJson;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/status/summary", get(summary))
+}
+
+/// The summary. Keys come in a fixed order so `diff pre_maint.json <(curl …)` shows
+/// only what changed.
+pub async fn summary(State(state): State<AppState>) -> Result<AppJson<Value>> {
+    let components = components(&state);
+    let overall = components
+        .iter()
+        .map(|(_, c)| c.status)
+        .max()
+        .unwrap_or(Health::Healthy);
+    let mut comps = Map::new();
+    for (name, c) in &components {
+        comps.insert((*name).to_string(), c.to_json());
+    }
+    Ok(AppJson(json!({
+        "ok": true,
+        "status": overall,
+        "version": build_info::VERSION,
+        "commit": build_info::commit_label(),
+        "built_at": build_info::built_at(),
+        "started_at": crate::clock::rfc3339(state.started_at),
+        "uptime_secs": state.uptime().as_secs(),
+        "components": comps,
+    })))
+}
+
+/// Every component, in display order. Domains add theirs here.
+pub fn components(state: &AppState) -> Vec<(&'static str, Component)> {
+    vec![
+        ("store", store(state)),
+        ("disk", health::disk(&state.config.home)),
+        ("supervisor", supervisor(state)),
+    ]
+}
+
+fn store(state: &AppState) -> Component {
+    match state.store.probe() {
+        Ok(()) => {
+            let first = meta::instance(&state.store)
+                .ok()
+                .flatten()
+                .map(|i| i.first_started_at)
+                .unwrap_or_default();
+            Component::new(Health::Healthy)
+                .with("backend", "sled")
+                .with(
+                    "schema_version",
+                    meta::schema_version(&state.store).unwrap_or(0),
+                )
+                .with("first_started_at", first)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store probe failed");
+            Component::new(Health::Unhealthy)
+                .with("backend", "sled")
+                .with("error", e.to_string())
+        }
+    }
+}
+
+fn supervisor(state: &AppState) -> Component {
+    let tasks = state.supervisor.tasks();
+    let failing: Vec<&str> = tasks
+        .iter()
+        .filter(|t| t.state != TaskState::Running)
+        .map(|t| t.name.as_str())
+        .collect();
+    let status = if failing.is_empty() {
+        Health::Healthy
+    } else {
+        Health::Degraded
+    };
+    Component::new(status)
+        .with("tasks", tasks.len())
+        .with("not_running", failing)
+}
