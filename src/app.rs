@@ -21,11 +21,13 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::access::{Access, Limits};
 use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::build_info;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
+use crate::logfile::{Appender, RotatingFile};
 use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 use crate::web;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// The audit trail.
     pub audit: Audit,
+    /// Rate limits and the request log.
+    pub access: Access,
 }
 
 impl AppState {
@@ -72,9 +76,30 @@ impl AppState {
             &build_info::commit_label(),
         )
         .context("while recording this start in the store")?;
-        let audit = Audit::open(&store, &config.logs_dir(), clock.clone())?;
+        let audit = Audit::open_with_limit(
+            &store,
+            &config.logs_dir(),
+            clock.clone(),
+            config.log_max_bytes,
+        )?;
+        let app_log = config.logs_dir().join("app.log");
+        let request_log = Appender::start(
+            "app",
+            RotatingFile::new(
+                app_log.clone(),
+                config.logs_dir().join("archive"),
+                config.log_max_bytes,
+                clock.clone(),
+            ),
+        )
+        .with_context(|| format!("while opening {}", app_log.display()))?;
+        let access = Access {
+            limits: Arc::new(Limits::new(&config)),
+            request_log,
+        };
         Ok(AppState {
             audit,
+            access,
             keys: Arc::new(Keys::from_config(&config)),
             config: Arc::new(config),
             store,
@@ -94,6 +119,34 @@ impl AppState {
     /// Start the background tasks (scheduler, executors, flushers) under the supervisor.
     pub fn start_background(&self) {
         // Domains register their tasks here as they arrive.
+        let limits = self.access.limits.clone();
+        self.supervisor.spawn("rate-limits", move |token| {
+            let limits = limits.clone();
+            async move {
+                let mut every = tokio::time::interval(limits.window());
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return Ok(()),
+                        _ = every.tick() => limits.retain_recent(),
+                    }
+                }
+            }
+        });
+    }
+
+    /// Write out the queued audit and request-log lines (shutdown, tests).
+    pub async fn flush_logs(&self) -> std::io::Result<()> {
+        self.audit.flush().await?;
+        self.access.request_log.flush().await
+    }
+
+    /// Move `audit.ndjson` and `app.log` into `logs/archive/YYYYMMDD/`; returns the
+    /// archived files.
+    pub async fn rotate_logs(&self) -> std::io::Result<Vec<std::path::PathBuf>> {
+        let mut out = Vec::new();
+        out.extend(self.audit.rotate().await?);
+        out.extend(self.access.request_log.rotate().await?);
+        Ok(out)
     }
 }
 
@@ -103,13 +156,23 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .merge(web::api::router())
         .fallback(web::fallback)
-        .with_state(state);
-    layers(app, &config)
+        // Innermost: sees the caller's key and the handler's 401/403.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::access::guard,
+        ))
+        .with_state(state.clone());
+    stack(app, &config, Some(state))
 }
 
 /// The layers every request passes through (request id, tracing, compression, our JSON
 /// errors, timeout, body limit). Public so tests can wrap extra routes the same way.
 pub fn layers(app: Router, config: &Config) -> Router {
+    stack(app, config, None)
+}
+
+/// The layers, with the request log when there is a state to write it.
+fn stack(app: Router, config: &Config, state: Option<AppState>) -> Router {
     let request_id_span = |req: &Request<Body>| {
         let id = req
             .extensions()
@@ -124,6 +187,11 @@ pub fn layers(app: Router, config: &Config) -> Router {
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_http().make_span_with(request_id_span))
+            // Outside the timeout and body limit, so 408 and 413 are logged too.
+            .layer(axum::middleware::from_fn_with_state(
+                state,
+                web::access::request_log,
+            ))
             .layer(CompressionLayer::new())
             .layer(axum::middleware::from_fn(web::json_errors))
             .layer(TimeoutLayer::with_status_code(
@@ -177,6 +245,9 @@ pub async fn serve(
     };
     if !state.supervisor.shutdown(TASKS_LIMIT).await {
         tracing::warn!("some background tasks did not stop within {TASKS_LIMIT:?}");
+    }
+    if let Err(e) = state.flush_logs().await {
+        tracing::error!(error = %e, "cannot flush the log files at shutdown");
     }
     state
         .store

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppState};
 use crate::build_info;
-use crate::config::{Config, DbAction, HomeArg, ServeArgs};
+use crate::config::{AuditAction, Config, DbAction, HomeArg, LogsAction, ServeArgs};
 use crate::store::{Store, StoreError, meta};
 
 /// `echopilot serve`: check the build and the configuration, open the store, serve
@@ -77,6 +77,99 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
             for (tree, count) in store.tree_counts() {
                 println!("tree {tree}: {count} records");
             }
+        }
+    }
+    Ok(())
+}
+
+/// `echopilot keygen`: a fresh key for `DASHBOARD_KEY` or `ROLES_JSON`.
+pub fn keygen() -> anyhow::Result<()> {
+    println!("{}", crate::auth::generate_key());
+    Ok(())
+}
+
+fn home_dir(home: &HomeArg) -> std::path::PathBuf {
+    home.home.clone().unwrap_or_else(|| ".".into())
+}
+
+/// `echopilot audit verify`: the chain over the files, and over the store when this
+/// process can open it (not while the server holds it).
+pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
+    match action {
+        AuditAction::Verify => {
+            let dir = home_dir(&home);
+            let logs = dir.join("logs");
+            let audit = match Store::open(&dir) {
+                Ok(store) => Some(
+                    crate::audit::Audit::open(&store, &logs, crate::clock::Clock::system())
+                        .context("while opening the audit trail")?,
+                ),
+                Err(StoreError::AlreadyRunning { .. }) => {
+                    println!(
+                        "note: the server holds the store; verifying the files only \
+                         (stop it to compare them with the store too)"
+                    );
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(a) = &audit {
+                // Opening the trail appends events the file missed; let them land.
+                a.flush_blocking().context("while writing audit.ndjson")?;
+            }
+            let report =
+                crate::audit::verify(&logs, audit.as_ref()).map_err(|b| anyhow::anyhow!("{b}"))?;
+            println!(
+                "ok: audit chain intact: {} events in {} files (seq {}..{})",
+                report.file_events,
+                report.files.len(),
+                report.first_seq.unwrap_or(0),
+                report.last_seq.unwrap_or(0)
+            );
+            if let Some(n) = report.store_events {
+                println!("ok: store chain intact: {n} events; every file line matches the store");
+            }
+            if report.first_seq.is_some_and(|s| s > 1) {
+                println!(
+                    "note: the files start at seq {} (older archives were removed)",
+                    report.first_seq.unwrap_or(0)
+                );
+            }
+            if report.missing_from_files > 0 {
+                println!(
+                    "note: {} stored events are not in the files yet",
+                    report.missing_from_files
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `echopilot logs rotate`: rename the files into the archive. Safe beside a running
+/// server: it sees the path name another file and opens a fresh one.
+pub fn logs(home: HomeArg, action: LogsAction) -> anyhow::Result<()> {
+    match action {
+        LogsAction::Rotate => {
+            let logs = home_dir(&home).join("logs");
+            let archive = logs.join("archive");
+            let now = chrono::Utc::now();
+            let mut n = 0;
+            for f in [
+                logs.join("ndjson").join("audit.ndjson"),
+                logs.join("app.log"),
+            ] {
+                match crate::logfile::archive_file(&f, &archive, now)
+                    .with_context(|| format!("while rotating {}", f.display()))?
+                {
+                    Some(to) => {
+                        println!("rotated {} -> {}", f.display(), to.display());
+                        n += 1;
+                    }
+                    None => println!("skipped {} (empty or absent)", f.display()),
+                }
+            }
+            println!("ok: {n} files rotated");
         }
     }
     Ok(())

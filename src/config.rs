@@ -35,6 +35,36 @@ pub enum Command {
         #[command(subcommand)]
         action: DbAction,
     },
+    /// Print a fresh key: 32 random bytes, URL-safe base64 without padding (43 characters).
+    Keygen,
+    /// The audit trail: `audit verify` checks the hash chain.
+    Audit {
+        #[command(flatten)]
+        home: HomeArg,
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Log files: `logs rotate` moves them into `logs/archive/YYYYMMDD/`.
+    Logs {
+        #[command(flatten)]
+        home: HomeArg,
+        #[command(subcommand)]
+        action: LogsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the chain over the NDJSON files (archives in order) and the store; exits
+    /// non-zero naming the first bad seq.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsAction {
+    /// Move `logs/ndjson/audit.ndjson` and `logs/app.log` into `logs/archive/YYYYMMDD/`
+    /// (safe while the server runs: it opens fresh files on the next line).
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

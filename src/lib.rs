@@ -4,7 +4,7 @@
 //! - [`config`]      the CLI, environment variables and `echopilot.toml`; secrets stay hidden
 //! - [`build_info`]  version, git commit, dirty flag, build time (from `build.rs`)
 //! - [`app`]         `AppState`, the router, and the server's life (serve, drain, stop)
-//! - [`audit`]       the audit trail: sled tree + `logs/ndjson/audit.ndjson`
+//! - [`audit`]       the audit trail: sled tree + `logs/ndjson/audit.ndjson`, hash chain
 //! - [`auth`]        keys (as SHA-256 digests) and roles; `web::auth` holds the extractors
 //! - [`error`]       `AppError`, the `{"ok": false, "error": ...}` every API failure returns
 //! - [`store`]       sled: one tree per domain, the versioned codec, group-commit durability
@@ -13,7 +13,10 @@
 //! - [`clock`]       wall-clock time that tests can freeze and advance
 //! - [`cli`]         the subcommands besides `serve` (`db check`, `db stats`)
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
+//! - [`access`]      rate limits (governor), client addresses, request-log lines
+//! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
 
+pub mod access;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -23,6 +26,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod logfile;
 pub mod store;
 pub mod supervisor;
 pub mod web;

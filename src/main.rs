@@ -13,6 +13,9 @@ fn main() -> ExitCode {
         None => cli::serve(args.serve),
         Some(Command::Serve(serve)) => cli::serve(serve),
         Some(Command::Db { home, action }) => cli::db(home, action),
+        Some(Command::Keygen) => cli::keygen(),
+        Some(Command::Audit { home, action }) => cli::audit(home, action),
+        Some(Command::Logs { home, action }) => cli::logs(home, action),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -74,6 +74,16 @@ impl Keys {
     }
 }
 
+/// A fresh key: 32 random bytes as URL-safe base64 without padding (43 characters),
+/// like Python's `secrets.token_urlsafe(32)`.
+pub fn generate_key() -> String {
+    use base64::Engine;
+    use rand::RngExt;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes[..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// What a route requires of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
@@ -127,6 +137,17 @@ mod tests {
         assert_eq!(c.key_id, key_id("viewer-key-bbbbbbbbbbb"));
         assert!(config_keys.identify("nope").is_none());
         let _ = Secret::new("x");
+    }
+
+    #[test]
+    fn generated_keys_are_43_url_safe_chars() {
+        let a = generate_key();
+        assert_eq!(a.len(), 43);
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_ne!(a, generate_key());
     }
 
     #[test]

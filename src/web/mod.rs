@@ -1,6 +1,7 @@
 //! HTTP: the API, the dashboards and the layers around them. Only this module knows
 //! HTTP; domains take and return plain types.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod extract;

@@ -1,6 +1,9 @@
 //! The JSON API: one module per resource, each with its own `router()`.
 
+pub mod audit;
+pub mod logs;
 pub mod status;
+pub mod supervisor;
 
 use axum::Router;
 
@@ -8,5 +11,9 @@ use crate::app::AppState;
 
 /// Every `/api` route.
 pub fn router() -> Router<AppState> {
-    Router::new().merge(status::router())
+    Router::new()
+        .merge(status::router())
+        .merge(audit::router())
+        .merge(supervisor::router())
+        .merge(logs::router())
 }

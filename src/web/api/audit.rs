@@ -1,0 +1,77 @@
+//! `GET /api/audit`: the audit trail, newest first, with filters and a cursor.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::audit::Filter;
+use crate::clock::rfc3339;
+use crate::error::{AppError, Result};
+use crate::web::auth::Viewer;
+use crate::web::extract::{AppJson, AppQuery};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/audit", get(list))
+}
+
+/// Most events one page may hold.
+pub const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    ok: Option<bool>,
+    action: Option<String>,
+    actor: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<u64>,
+}
+
+fn time_bound(name: &str, v: Option<String>) -> Result<Option<String>> {
+    v.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(s.trim())
+            .map(|t| rfc3339(t.to_utc()))
+            .map_err(|_| AppError::bad_request(format!("{name} must be an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+/// `?ok=false&action=auth.failed&actor=<key id>&since=..&until=..&limit=50&cursor=..`
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Viewer,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> Result<AppJson<Value>> {
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(AppError::bad_request(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let filter = Filter {
+        ok: q.ok,
+        action: q.action.filter(|s| !s.is_empty()),
+        actor: q.actor.filter(|s| !s.is_empty()),
+        since: time_bound("since", q.since)?,
+        until: time_bound("until", q.until)?,
+        before: q.cursor,
+        limit,
+    };
+    let audit = state.audit.clone();
+    let (events, next) = tokio::task::spawn_blocking(move || audit.query(&filter))
+        .await
+        .map_err(|e| AppError::internal(anyhow::anyhow!("audit query task: {e}")))??;
+    let events: Vec<Value> = events.iter().map(|e| e.to_json()).collect();
+    Ok(AppJson(json!({
+        "ok": true,
+        "count": events.len(),
+        "events": events,
+        "next_cursor": next,
+    })))
+}
