@@ -382,11 +382,18 @@ mod tests {
         }
         a.append("last".into());
         assert!(a.rotate().await.unwrap().is_some());
-        assert!(a.rotate().await.unwrap().is_none(), "nothing left to rotate");
+        assert!(
+            a.rotate().await.unwrap().is_none(),
+            "nothing left to rotate"
+        );
         assert!(!path.exists());
         let all = lines_in(tmp.path());
         assert_eq!(all.len(), 23);
-        let day = std::fs::read_dir(&archive).unwrap().next().unwrap().unwrap();
+        let day = std::fs::read_dir(&archive)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
         assert!(std::fs::read_dir(day.path()).unwrap().count() >= 3);
     }
 }

@@ -1,0 +1,558 @@
+//! Access control, rate limits, the audit trail and the request log.
+
+mod helpers;
+
+use std::time::{Duration, Instant};
+
+use echopilot::auth::key_id;
+use helpers::access::all_audit_events;
+use helpers::{ADMIN_KEY, OPERATOR_KEY, Process, TestApp, VIEWER_KEY, WORKER_KEY, bin};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug)]
+enum Who {
+    /// No key needed; a wrong key is ignored.
+    Public,
+    Viewer,
+    Operator,
+    Admin,
+    /// worker, operator or admin.
+    Worker,
+}
+
+/// Every API route on this branch: method, path, who may call it, and the status an
+/// allowed caller gets. A new route is one line here.
+const ROUTES: &[(&str, &str, Who, u16)] = &[
+    ("GET", "/api/status/summary", Who::Public, 200),
+    ("GET", "/api/audit", Who::Viewer, 200),
+    ("GET", "/api/supervisor-status", Who::Viewer, 200),
+    ("POST", "/api/logs/rotate", Who::Admin, 200),
+];
+
+const ROLES: &[(&str, &str)] = &[
+    ("viewer", VIEWER_KEY),
+    ("operator", OPERATOR_KEY),
+    ("admin", ADMIN_KEY),
+    ("worker", WORKER_KEY),
+];
+
+fn allows(who: Who, role: &str) -> bool {
+    match who {
+        Who::Public => true,
+        Who::Viewer => matches!(role, "viewer" | "operator" | "admin"),
+        Who::Operator => matches!(role, "operator" | "admin"),
+        Who::Admin => role == "admin",
+        Who::Worker => matches!(role, "worker" | "operator" | "admin"),
+    }
+}
+
+#[tokio::test]
+async fn role_matrix_over_every_route() {
+    // Brute-force protection off: this test sends many wrong keys on purpose.
+    let app = TestApp::spawn_with(&[("AUTH_FAIL_LIMIT_PER_MIN", "0")]).await;
+    let mut expected_failed = 0;
+    let mut expected_forbidden = 0;
+    for &(method, path, who, ok) in ROUTES {
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let mut cases: Vec<(&str, Option<&str>, u16)> = vec![
+            (
+                "no key",
+                None,
+                if matches!(who, Who::Public) { ok } else { 401 },
+            ),
+            (
+                "wrong key",
+                Some("not-a-live-key-0123456789"),
+                if matches!(who, Who::Public) { ok } else { 401 },
+            ),
+        ];
+        for &(role, key) in ROLES {
+            cases.push((role, Some(key), if allows(who, role) { ok } else { 403 }));
+        }
+        for (label, key, want) in cases {
+            let body = (m == Method::POST).then(|| json!({}));
+            let (status, v) = app.send(m.clone(), path, key, body).await;
+            assert_eq!(status, want, "{method} {path} as {label}: {v}");
+            match status {
+                401 => expected_failed += 1,
+                403 => expected_forbidden += 1,
+                _ => {}
+            }
+            if status >= 400 {
+                assert_eq!(v["ok"], false, "{method} {path} as {label}: {v}");
+                assert!(v["error"].is_string(), "{v}");
+            }
+        }
+    }
+    // Every 401 and 403 is an audit event with `"ok":false` (across the rotation that
+    // the admin's call of /api/logs/rotate made).
+    app.flush_logs().await;
+    let lines = all_audit_events(&app.home);
+    let count = |a: &str| lines.iter().filter(|l| l["action"] == a).count();
+    assert_eq!(count("auth.failed"), expected_failed);
+    assert_eq!(count("auth.forbidden"), expected_forbidden);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn key_rotation_with_two_live_keys_then_restart_without_the_old_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = "old-admin-key-aaaaaaaaaaaaaaaa";
+    let new = "new-admin-key-bbbbbbbbbbbbbbbb";
+    let both = json!({old: "admin", new: "admin", VIEWER_KEY: "viewer"}).to_string();
+    let app = TestApp::spawn_in(tmp.path(), &[("ROLES_JSON", &both)]).await;
+    for k in [old, new] {
+        let (s, v) = app.supervisor_status(Some(k)).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["caller"]["key_id"], key_id(k));
+        assert_eq!(v["caller"]["role"], "admin");
+    }
+    app.stop().await;
+    let only_new = json!({new: "admin", VIEWER_KEY: "viewer"}).to_string();
+    let app = TestApp::spawn_in(tmp.path(), &[("ROLES_JSON", &only_new)]).await;
+    let (s, v) = app.supervisor_status(Some(old)).await;
+    assert_eq!(s, 401, "{v}");
+    assert_eq!(v["ok"], false);
+    let (s, _) = app.supervisor_status(Some(new)).await;
+    assert_eq!(s, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn supervisor_status_lists_tasks_and_the_caller() {
+    let app = TestApp::spawn().await;
+    let (s, v) = app.supervisor_status(Some(VIEWER_KEY)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ok"], true);
+    assert_eq!(
+        v["caller"],
+        json!({"key_id": key_id(VIEWER_KEY), "role": "viewer"})
+    );
+    let tasks = v["tasks"].as_array().unwrap();
+    let t = tasks
+        .iter()
+        .find(|t| t["name"] == "rate-limits")
+        .expect("rate-limits task");
+    for field in ["state", "restarts", "last_error", "started_at"] {
+        assert!(t.get(field).is_some(), "{field} missing in {t}");
+    }
+    app.stop().await;
+}
+
+async fn poll_until_ok(app: &TestApp, path: &str, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, v) = app.get(path, Some(key)).await;
+        if s == 200 {
+            return;
+        }
+        assert_eq!(s, 429, "{v}");
+        assert!(Instant::now() < deadline, "limit did not clear");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn over_the_limit_gets_429_retry_after_one_audit_event_and_recovers() {
+    let app =
+        TestApp::spawn_with(&[("RATE_LIMIT_PER_MIN", "3"), ("RATE_LIMIT_WINDOW_SECS", "2")]).await;
+    for _ in 0..3 {
+        let (s, v) = app.supervisor_status(Some(VIEWER_KEY)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    for _ in 0..3 {
+        let resp = app
+            .raw(Method::GET, "/api/supervisor-status", Some(VIEWER_KEY))
+            .await;
+        assert_eq!(resp.status(), 429);
+        let retry: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body, json!({"ok": false, "error": "Rate limit exceeded"}));
+    }
+    // Other clients and the exempt summary are not affected.
+    assert_eq!(app.supervisor_status(Some(OPERATOR_KEY)).await.0, 200);
+    for _ in 0..10 {
+        assert_eq!(app.get("/api/status/summary", None).await.0, 200);
+    }
+    // One event for the flood, not one per refusal; the runbook's grep finds it.
+    let text = app.audit_text().await;
+    let hits: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("rate_limit_exceeded"))
+        .collect();
+    assert_eq!(hits.len(), 1, "{text}");
+    assert!(hits[0].contains(r#""ok":false"#));
+    assert!(hits[0].contains(&format!(r#""actor":"{}""#, key_id(VIEWER_KEY))));
+    assert!(hits[0].contains(r#""status":429"#));
+    // The window passes and the client is served again.
+    poll_until_ok(&app, "/api/supervisor-status", VIEWER_KEY).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn zero_disables_the_limit() {
+    let app = TestApp::spawn_with(&[("RATE_LIMIT_PER_MIN", "0")]).await;
+    for _ in 0..50 {
+        assert_eq!(app.supervisor_status(Some(VIEWER_KEY)).await.0, 200);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn failed_keys_block_the_address_even_for_good_keys() {
+    let app = TestApp::spawn_with(&[
+        ("AUTH_FAIL_LIMIT_PER_MIN", "3"),
+        ("RATE_LIMIT_WINDOW_SECS", "2"),
+    ])
+    .await;
+    for _ in 0..4 {
+        let (s, _) = app
+            .supervisor_status(Some("wrong-key-guess-0000000000"))
+            .await;
+        assert_eq!(s, 401);
+    }
+    let (s, v) = app.supervisor_status(Some(ADMIN_KEY)).await;
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v, json!({"ok": false, "error": "Rate limit exceeded"}));
+    assert_eq!(app.get("/api/status/summary", None).await.0, 200);
+    let text = app.audit_text().await;
+    assert!(
+        text.lines()
+            .any(|l| l.contains("rate_limit_exceeded") && l.contains("failed keys")),
+        "{text}"
+    );
+    poll_until_ok(&app, "/api/supervisor-status", ADMIN_KEY).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn audit_lines_for_each_kind_of_event() {
+    let app = TestApp::spawn_with(&[("RATE_LIMIT_PER_MIN", "20")]).await;
+    let wrong = "a-wrong-key-that-must-never-be-logged";
+    assert_eq!(app.supervisor_status(None).await.0, 401);
+    assert_eq!(app.supervisor_status(Some(wrong)).await.0, 401);
+    assert_eq!(app.rotate_logs(Some(VIEWER_KEY)).await.0, 403);
+    let (s, v) = app.rotate_logs(Some(ADMIN_KEY)).await;
+    assert_eq!(s, 200, "{v}");
+    let mut limited = false;
+    for _ in 0..40 {
+        if app.supervisor_status(Some(OPERATOR_KEY)).await.0 == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited);
+    app.flush_logs().await;
+    let events = all_audit_events(&app.home);
+    let find = |action: &str| {
+        events
+            .iter()
+            .find(|e| e["action"] == action)
+            .unwrap_or_else(|| panic!("no {action} in {events:?}"))
+            .clone()
+    };
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "auth.failed")
+        .collect();
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0]["actor"], "anonymous");
+    assert_eq!(failed[0]["status"], 401);
+    assert_eq!(failed[1]["actor"], key_id(wrong));
+    assert_eq!(failed[1]["target"], "GET /api/supervisor-status");
+    let forbidden = find("auth.forbidden");
+    assert_eq!(forbidden["actor"], key_id(VIEWER_KEY));
+    assert_eq!(forbidden["role"], "viewer");
+    assert_eq!(forbidden["status"], 403);
+    let rotate = find("logs.rotate");
+    assert_eq!(rotate["ok"], true);
+    assert_eq!(rotate["role"], "admin");
+    assert!(rotate.get("error").is_none());
+    let limit = find("rate_limit_exceeded");
+    assert_eq!(limit["actor"], key_id(OPERATOR_KEY));
+    // Every field, in order, on every line; request ids and addresses filled in.
+    for e in &events {
+        let keys: Vec<&str> = e.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut want = vec![
+            "ts",
+            "seq",
+            "request_id",
+            "actor",
+            "role",
+            "action",
+            "target",
+            "ip",
+            "ok",
+            "status",
+        ];
+        if e["ok"] == false {
+            want.push("error");
+        }
+        want.extend(["prev_hash", "hash"]);
+        assert_eq!(keys, want, "{e}");
+        assert!(!e["request_id"].as_str().unwrap().is_empty(), "{e}");
+        assert_eq!(e["ip"], "127.0.0.1", "{e}");
+    }
+    // The raw files: `"ok":false` literally; keys never.
+    let mut raw = String::new();
+    for e in &events {
+        raw.push_str(&e.to_string());
+    }
+    let current = app.audit_text().await;
+    assert!(current.contains(r#""ok":false"#), "{current}");
+    let log = app.app_log().await;
+    for k in [wrong, ADMIN_KEY, VIEWER_KEY, OPERATOR_KEY] {
+        assert!(!raw.contains(k) && !current.contains(k) && !log.contains(k));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn audit_api_filters_newest_first_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    for _ in 0..5 {
+        assert_eq!(app.supervisor_status(None).await.0, 401);
+    }
+    assert_eq!(app.rotate_logs(Some(ADMIN_KEY)).await.0, 200);
+    let (s, v) = app.audit_query("ok=false&limit=2", VIEWER_KEY).await;
+    assert_eq!(s, 200, "{v}");
+    let page1 = v["events"].as_array().unwrap().clone();
+    assert_eq!(page1.len(), 2);
+    assert!(page1[0]["seq"].as_u64() > page1[1]["seq"].as_u64());
+    assert!(page1.iter().all(|e| e["ok"] == false));
+    let cursor = v["next_cursor"].as_u64().expect("a next page");
+    let (_, v2) = app
+        .audit_query(&format!("ok=false&limit=10&cursor={cursor}"), VIEWER_KEY)
+        .await;
+    let page2 = v2["events"].as_array().unwrap();
+    assert_eq!(page2.len(), 3);
+    assert!(page2[0]["seq"].as_u64() < page1[1]["seq"].as_u64());
+    assert!(v2["next_cursor"].is_null());
+    let (_, v) = app.audit_query("action=logs.rotate", VIEWER_KEY).await;
+    assert_eq!(v["count"], 1);
+    assert_eq!(v["events"][0]["actor"], key_id(ADMIN_KEY));
+    let (_, v) = app
+        .audit_query(&format!("actor={}", key_id(ADMIN_KEY)), VIEWER_KEY)
+        .await;
+    assert_eq!(v["count"], 1);
+    let (_, v) = app
+        .audit_query("since=2999-01-01T00:00:00Z", VIEWER_KEY)
+        .await;
+    assert_eq!(v["count"], 0);
+    let (_, v) = app
+        .audit_query("until=2999-01-01T00:00:00%2B02:00", VIEWER_KEY)
+        .await;
+    assert_eq!(v["count"], 6);
+    let (s, v) = app.audit_query("since=yesterday", VIEWER_KEY).await;
+    assert_eq!(s, 400);
+    assert_eq!(v["ok"], false);
+    let (s, _) = app.audit_query("limit=0", VIEWER_KEY).await;
+    assert_eq!(s, 400);
+    app.stop().await;
+}
+
+fn verify(home: &std::path::Path) -> (bool, String) {
+    let out = bin(home).args(["audit", "verify"]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn verify_catches_edited_removed_and_reordered_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_in(tmp.path(), &[]).await;
+    for _ in 0..6 {
+        assert_eq!(app.supervisor_status(None).await.0, 401);
+    }
+    let path = app.audit_path();
+    app.stop().await;
+    let (ok, out) = verify(tmp.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("6 events"), "{out}");
+
+    let original = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = original.lines().collect();
+    let write = |ls: &[String]| std::fs::write(&path, ls.join("\n") + "\n").unwrap();
+    let owned: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+
+    // Edited: seq 3 now claims success.
+    let mut edited = owned.clone();
+    edited[2] = edited[2].replace(r#""status":401"#, r#""status":200"#);
+    write(&edited);
+    let (ok, out) = verify(tmp.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("seq 3"), "{out}");
+
+    // Removed: seq 4 is gone.
+    let mut removed = owned.clone();
+    removed.remove(3);
+    write(&removed);
+    let (ok, out) = verify(tmp.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("seq 4"), "{out}");
+
+    // Reordered: 2 and 3 swapped.
+    let mut swapped = owned.clone();
+    swapped.swap(1, 2);
+    write(&swapped);
+    let (ok, out) = verify(tmp.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("seq 2"), "{out}");
+
+    // Restored, and checked while a server holds the store: the files alone.
+    write(&owned);
+    let _server = Process::start(tmp.path(), &[]);
+    let (ok, out) = verify(tmp.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("server holds the store"), "{out}");
+}
+
+#[tokio::test]
+async fn moved_audit_file_is_recreated_without_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_in(tmp.path(), &[]).await;
+    assert_eq!(app.supervisor_status(None).await.0, 401);
+    app.flush_logs().await;
+    // The runbook's manual rotation.
+    let day = tmp.path().join("logs/archive/20260101");
+    std::fs::create_dir_all(&day).unwrap();
+    std::fs::rename(app.audit_path(), day.join("audit.ndjson")).unwrap();
+    assert!(!app.audit_path().exists());
+    assert_eq!(app.supervisor_status(None).await.0, 401);
+    let lines = app.audit_lines().await;
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["seq"], 2);
+    app.stop().await;
+    let (ok, out) = verify(tmp.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("2 events in 2 files"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotation_under_concurrent_writes_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_in(tmp.path(), &[("LOG_MAX_BYTES", "8192")]).await;
+    let mut tasks = Vec::new();
+    for t in 0..8u32 {
+        let audit = app.state.audit.clone();
+        tasks.push(tokio::spawn(async move {
+            let n = if t < 4 { 63 } else { 62 };
+            for i in 0..n {
+                audit
+                    .record(echopilot::audit::NewEvent {
+                        action: "test.write".into(),
+                        target: format!("{t}/{i}"),
+                        ok: true,
+                        status: 200,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let state = app.state.clone();
+    let rotator = tokio::spawn(async move {
+        for _ in 0..5 {
+            state.rotate_logs().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    for t in tasks {
+        t.await.unwrap();
+    }
+    rotator.await.unwrap();
+    app.flush_logs().await;
+    let events = all_audit_events(tmp.path());
+    let seqs: std::collections::BTreeSet<u64> =
+        events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(events.len(), 500, "no duplicates");
+    assert_eq!(seqs.len(), 500);
+    assert_eq!(seqs.first(), Some(&1));
+    assert_eq!(seqs.last(), Some(&500));
+    let archives: usize = std::fs::read_dir(tmp.path().join("logs/archive"))
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+        .sum();
+    assert!(archives >= 3, "{archives} archives");
+    app.stop().await;
+    let (ok, out) = verify(tmp.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("500 events"), "{out}");
+}
+
+#[test]
+fn logs_rotate_command_moves_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(logs.join("ndjson")).unwrap();
+    std::fs::write(logs.join("app.log"), "x\n").unwrap();
+    let out = bin(tmp.path()).args(["logs", "rotate"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(!logs.join("app.log").exists());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 files rotated"), "{stdout}");
+}
+
+#[tokio::test]
+async fn every_request_is_logged_and_slow_ones_say_so() {
+    let app = TestApp::spawn_with(&[("SLOW_REQUEST_MS", "0")]).await;
+    let resp = app.raw(Method::GET, "/api/status/summary", None).await;
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(app.supervisor_status(Some(VIEWER_KEY)).await.0, 200);
+    let log = app.app_log().await;
+    let mine: Vec<&str> = log.lines().filter(|l| l.contains(&rid)).collect();
+    assert_eq!(mine.len(), 2, "{log}");
+    assert!(mine.iter().any(|l| l.contains("Slow request")));
+    let line = mine.iter().find(|l| !l.contains("Slow request")).unwrap();
+    for part in [
+        "method=GET",
+        "route=/api/status/summary",
+        "status=200",
+        "duration_ms=",
+        "client=127.0.0.1",
+    ] {
+        assert!(line.contains(part), "{part} missing in {line}");
+    }
+    let ts = line.split_whitespace().next().unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{line}");
+    assert!(log.contains(&format!("key={}", key_id(VIEWER_KEY))));
+    app.stop().await;
+
+    // With the default threshold, quick requests get no `Slow request` line.
+    let app = TestApp::spawn().await;
+    app.summary().await;
+    let log = app.app_log().await;
+    assert!(log.contains("route=/api/status/summary"));
+    assert!(!log.contains("Slow request"), "{log}");
+    app.stop().await;
+}
+
+#[test]
+fn keygen_prints_a_43_character_url_safe_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = || {
+        let out = bin(tmp.path()).arg("keygen").output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.len(), 43, "{a}");
+    assert!(
+        a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    );
+    assert_ne!(a, b);
+}
