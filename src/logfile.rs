@@ -14,7 +14,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -193,6 +194,8 @@ enum Msg {
 pub struct Appender {
     tx: mpsc::Sender<Msg>,
     path: PathBuf,
+    /// Set while writes fail (disk full, permissions); cleared by the next good write.
+    failing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Appender {
@@ -211,10 +214,17 @@ impl Appender {
     pub fn start(name: &str, file: RotatingFile) -> io::Result<Appender> {
         let (tx, rx) = mpsc::channel();
         let path = file.path().to_path_buf();
+        let failing = Arc::new(AtomicBool::new(false));
+        let flag = failing.clone();
         std::thread::Builder::new()
             .name(format!("log-{name}"))
-            .spawn(move || writer(file, rx))?;
-        Ok(Appender { tx, path })
+            .spawn(move || writer(file, rx, flag))?;
+        Ok(Appender { tx, path, failing })
+    }
+
+    /// Did the last write fail?
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -260,7 +270,7 @@ impl Appender {
     }
 }
 
-fn writer(mut file: RotatingFile, rx: mpsc::Receiver<Msg>) {
+fn writer(mut file: RotatingFile, rx: mpsc::Receiver<Msg>, failing: Arc<AtomicBool>) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     // Lines whose write failed wait here and go out with the next batch.
     let mut pending = false;
@@ -302,6 +312,7 @@ fn writer(mut file: RotatingFile, rx: mpsc::Receiver<Msg>) {
             next = rx.try_recv().ok();
         }
         let written = file.append(&buf);
+        failing.store(written.is_err(), Ordering::Relaxed);
         match &written {
             Ok(()) => {
                 buf.clear();

@@ -557,3 +557,26 @@ fn keygen_prints_a_43_character_url_safe_key() {
     );
     assert_ne!(a, b);
 }
+
+#[tokio::test]
+async fn events_the_file_missed_are_appended_at_the_next_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_in(tmp.path(), &[]).await;
+    for _ in 0..4 {
+        assert_eq!(app.supervisor_status(None).await.0, 401);
+    }
+    let path = app.audit_path();
+    app.stop().await;
+    // As if the process died before the writer ran: only the first line made it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let first = text.lines().next().unwrap().to_string();
+    std::fs::write(&path, first + "\n").unwrap();
+    let app = TestApp::spawn_in(tmp.path(), &[]).await;
+    let lines = app.audit_lines().await;
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(app.summary().await["components"]["audit"]["last_seq"], 4);
+    app.stop().await;
+    let (ok, out) = verify(tmp.path());
+    assert!(ok, "{out}");
+}

@@ -408,6 +408,16 @@ impl Audit {
         self.file.rotate().await
     }
 
+    /// The seq of the newest event (0 when there is none).
+    pub fn last_seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// Is the NDJSON writer failing (the store still has every event)?
+    pub fn file_failing(&self) -> bool {
+        self.file.is_failing()
+    }
+
     /// Path of the current NDJSON file.
     pub fn file_path(&self) -> &Path {
         self.file.path()

@@ -48,6 +48,7 @@ pub fn components(state: &AppState) -> Vec<(&'static str, Component)> {
         ("store", store(state)),
         ("disk", health::disk(&state.config.home)),
         ("supervisor", supervisor(state)),
+        ("audit", audit(state)),
     ]
 }
 
@@ -91,4 +92,19 @@ fn supervisor(state: &AppState) -> Component {
     Component::new(status)
         .with("tasks", tasks.len())
         .with("not_running", failing)
+}
+
+/// The audit trail: its newest seq, and whether the log files are being written.
+fn audit(state: &AppState) -> Component {
+    let audit_ok = !state.audit.file_failing();
+    let app_log_ok = !state.access.request_log.is_failing();
+    let status = if audit_ok && app_log_ok {
+        Health::Healthy
+    } else {
+        Health::Degraded
+    };
+    Component::new(status)
+        .with("last_seq", state.audit.last_seq())
+        .with("audit_file_ok", audit_ok)
+        .with("app_log_ok", app_log_ok)
 }
