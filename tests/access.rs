@@ -580,3 +580,20 @@ async fn events_the_file_missed_are_appended_at_the_next_start() {
     let (ok, out) = verify(tmp.path());
     assert!(ok, "{out}");
 }
+
+#[tokio::test]
+async fn verify_catches_a_removed_last_line_against_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_in(tmp.path(), &[]).await;
+    for _ in 0..3 {
+        assert_eq!(app.supervisor_status(None).await.0, 401);
+    }
+    let path = app.audit_path();
+    app.stop().await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text.lines().take(2).collect();
+    std::fs::write(&path, kept.join("\n") + "\n").unwrap();
+    let (ok, out) = verify(tmp.path());
+    assert!(!ok, "{out}");
+    assert!(out.contains("seq 3"), "{out}");
+}

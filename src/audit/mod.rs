@@ -221,8 +221,26 @@ impl Audit {
         Self::open_with_limit(store, logs_dir, clock, DEFAULT_MAX_BYTES)
     }
 
-    /// Open the trail; `audit.ndjson` is rotated past `max_bytes`.
+    /// Open the trail; `audit.ndjson` is rotated past `max_bytes`, and events it
+    /// missed at its end are appended from the store.
     pub fn open_with_limit(
+        store: &Store,
+        logs_dir: &Path,
+        clock: Clock,
+        max_bytes: u64,
+    ) -> Result<Self, StoreError> {
+        let audit = Self::open_inner(store, logs_dir, clock, max_bytes)?;
+        audit.catch_up()?;
+        Ok(audit)
+    }
+
+    /// Open without touching the files (for `audit verify`, which must report a
+    /// missing tail rather than repair it).
+    pub fn open_for_verify(store: &Store, logs_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_inner(store, logs_dir, Clock::system(), DEFAULT_MAX_BYTES)
+    }
+
+    fn open_inner(
         store: &Store,
         logs_dir: &Path,
         clock: Clock,
@@ -252,16 +270,14 @@ impl Audit {
             ),
         )
         .map_err(|e| StoreError::io(&path, e))?;
-        let audit = Self {
+        Ok(Self {
             table,
             store: store.clone(),
             clock,
             file,
             logs_dir: logs_dir.to_path_buf(),
             tail: Arc::new(Mutex::new(tail)),
-        };
-        audit.catch_up()?;
-        Ok(audit)
+        })
     }
 
     /// Append to the file the events it is missing at its end (written to the store,
@@ -433,7 +449,8 @@ pub struct Report {
     pub last_seq: Option<u64>,
     /// Events in the store, when it could be opened.
     pub store_events: Option<u64>,
-    /// Store events not yet in the files (written just before a crash, or not flushed).
+    /// Store events after the files' last line (removed, or written just before a crash
+    /// and not yet re-appended by a start of the server).
     pub missing_from_files: u64,
 }
 
@@ -501,6 +518,19 @@ pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::B
     report.last_seq = v.last_seq();
     if let Some(n) = report.store_events {
         report.missing_from_files = n.saturating_sub(report.last_seq.unwrap_or(0));
+        if report.missing_from_files > 0 {
+            let seq = report.last_seq.unwrap_or(0) + 1;
+            return Err(chain::Break {
+                seq,
+                reason: format!(
+                    "{} stored events (from seq {seq}) are missing from the files: lines \
+                     were removed, or the server died before writing them (starting it \
+                     once re-appends them from the store)",
+                    report.missing_from_files
+                ),
+                location: files.last().map(|f| f.display().to_string()),
+            });
+        }
     }
     Ok(report)
 }
