@@ -597,3 +597,56 @@ async fn verify_catches_a_removed_last_line_against_the_store() {
     assert!(!ok, "{out}");
     assert!(out.contains("seq 3"), "{out}");
 }
+
+/// Worker and webhook routes have their own limits. The routes themselves live on other
+/// branches; the limiter sits in front of the router's fallback too, so the classes can
+/// be checked here by path.
+#[tokio::test]
+async fn worker_and_webhook_routes_have_their_own_limits() {
+    let app = TestApp::spawn_with(&[
+        ("RATE_LIMIT_PER_MIN", "3"),
+        ("WORKER_RATE_LIMIT_PER_MIN", "5"),
+        ("WEBHOOK_RATE_LIMIT_PER_MIN", "0"),
+    ])
+    .await;
+    for _ in 0..5 {
+        let (s, _) = app
+            .post("/api/jobs/claim", Some(WORKER_KEY), json!({}))
+            .await;
+        assert_ne!(s, 429);
+    }
+    let (s, _) = app
+        .post("/api/job/x/heartbeat", Some(WORKER_KEY), json!({}))
+        .await;
+    assert_eq!(s, 429, "worker limit shared by the worker routes");
+    // The general allowance of the same key is untouched.
+    for _ in 0..3 {
+        assert_ne!(app.get("/api/jobs", Some(WORKER_KEY)).await.0, 429);
+    }
+    assert_eq!(app.get("/api/jobs", Some(WORKER_KEY)).await.0, 429);
+    // 0 disables the webhook limit.
+    for _ in 0..20 {
+        let (s, _) = app.post("/api/stripe/webhook", None, json!({})).await;
+        assert_ne!(s, 429);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_for_is_trusted_only_when_configured() {
+    for (trust, want) in [("false", "127.0.0.1"), ("true", "203.0.113.9")] {
+        let app = TestApp::spawn_with(&[("TRUST_PROXY", trust)]).await;
+        let resp = app
+            .client
+            .get(app.url("/api/audit"))
+            .header("x-forwarded-for", "198.51.100.1, 203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        let lines = app.audit_lines().await;
+        assert_eq!(lines[0]["ip"], want, "TRUST_PROXY={trust}");
+        assert!(app.app_log().await.contains(&format!("client={want}")));
+        app.stop().await;
+    }
+}
