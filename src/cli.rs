@@ -1,4 +1,5 @@
-//! Subcommands: `serve` and the operator's tools (`db check`, `db stats`).
+//! Subcommands: `serve` and the operator's tools (`db check`, `db stats`, `keygen`,
+//! `audit verify`, `logs rotate`).
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;

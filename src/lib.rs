@@ -11,7 +11,7 @@
 //! - [`supervisor`]  background tasks: restarted with backoff when they panic or fail
 //! - [`health`]      healthy / degraded / unhealthy, per component
 //! - [`clock`]       wall-clock time that tests can freeze and advance
-//! - [`cli`]         the subcommands besides `serve` (`db check`, `db stats`)
+//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`)
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
