@@ -29,6 +29,11 @@ pub struct Client {
     pub caller: Option<Caller>,
 }
 
+/// Put in a response's extensions by a handler whose failure should count against the
+/// client's address like a wrong key does (a failed dashboard login, for instance).
+#[derive(Debug, Clone, Copy)]
+pub struct FailedLogin;
+
 fn request_id(req: &Request) -> Option<String> {
     req.extensions()
         .get::<RequestId>()
@@ -178,26 +183,25 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         if let Err(e) = state.audit.record(ev).await {
             tracing::error!(error = %e, "cannot record {action}");
         }
-        // A wrong key counts against its address (brute force).
-        if status == StatusCode::UNAUTHORIZED
-            && client.key_id.is_some()
-            && client.caller.is_none()
-            && let Verdict::Limited { report: true, .. } = limits.auth_failed(&client.ip)
-        {
-            let ev = NewEvent {
-                request_id: rid,
-                actor: None,
-                actor_id: client.key_id.clone(),
-                action: "rate_limit_exceeded".into(),
-                target: tgt,
-                ip: Some(client.ip.clone()),
-                ok: false,
-                status: 429,
-                error: Some("Rate limit exceeded (too many failed keys from this address)".into()),
-            };
-            if let Err(e) = state.audit.record(ev).await {
-                tracing::error!(error = %e, "cannot record rate_limit_exceeded");
-            }
+    }
+    // A wrong key, or a failed login, counts against its address (brute force).
+    let wrong_key =
+        status == StatusCode::UNAUTHORIZED && client.key_id.is_some() && client.caller.is_none();
+    let counted = wrong_key || resp.extensions().get::<FailedLogin>().is_some();
+    if counted && let Verdict::Limited { report: true, .. } = limits.auth_failed(&client.ip) {
+        let ev = NewEvent {
+            request_id: rid,
+            actor: None,
+            actor_id: client.key_id.clone(),
+            action: "rate_limit_exceeded".into(),
+            target: tgt,
+            ip: Some(client.ip.clone()),
+            ok: false,
+            status: 429,
+            error: Some("Rate limit exceeded (too many failed keys from this address)".into()),
+        };
+        if let Err(e) = state.audit.record(ev).await {
+            tracing::error!(error = %e, "cannot record rate_limit_exceeded");
         }
     }
     resp.extensions_mut().insert(client);
