@@ -661,3 +661,47 @@ async fn forwarded_for_is_trusted_only_when_configured() {
         app.stop().await;
     }
 }
+
+/// A handler marks a failed login with `FailedLogin`; the guard counts it against the
+/// address like a wrong key (driven with `oneshot`: no peer address, so "unknown").
+#[tokio::test]
+async fn failed_logins_marked_by_a_handler_count_against_the_address() {
+    use axum::response::IntoResponse;
+    use echopilot::web::access::{FailedLogin, guard};
+    use tower::ServiceExt;
+
+    let app = TestApp::spawn_with(&[("AUTH_FAIL_LIMIT_PER_MIN", "2")]).await;
+    let login = || async {
+        let mut resp = (axum::http::StatusCode::OK, "bad password").into_response();
+        resp.extensions_mut().insert(FailedLogin);
+        resp
+    };
+    let router = axum::Router::new()
+        .route("/login", axum::routing::post(login))
+        .route("/other", axum::routing::get(|| async { "fine" }))
+        .layer(axum::middleware::from_fn_with_state(
+            app.state.clone(),
+            guard,
+        ))
+        .with_state(app.state.clone());
+    let call = |method: &'static str, path: &'static str| {
+        let router = router.clone();
+        async move {
+            let req = axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            router.oneshot(req).await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(call("GET", "/other").await, 200);
+    for _ in 0..3 {
+        assert_eq!(call("POST", "/login").await, 200);
+    }
+    assert_eq!(call("GET", "/other").await, 429);
+    let text = app.audit_text().await;
+    assert!(text.contains("rate_limit_exceeded"), "{text}");
+    assert!(text.contains(r#""ip":"unknown""#), "{text}");
+    app.stop().await;
+}
