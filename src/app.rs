@@ -26,6 +26,8 @@ use crate::auth::Keys;
 use crate::build_info;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
+use crate::slo::Slo;
+use crate::slo::alerts::Alerts;
 use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 use crate::web;
@@ -48,6 +50,10 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// The audit trail.
     pub audit: Audit,
+    /// SLO counters and figures.
+    pub slo: Slo,
+    /// Alerts (fired from the SLO figures, flag changes, deployments).
+    pub alerts: Alerts,
 }
 
 impl AppState {
@@ -73,7 +79,16 @@ impl AppState {
         )
         .context("while recording this start in the store")?;
         let audit = Audit::open(&store, &config.logs_dir(), clock.clone())?;
+        let slo = Slo::open(&store, &config, clock.clone(), &instance.first_started_at)?;
+        let alerts = Alerts::open(
+            &store,
+            audit.clone(),
+            clock.clone(),
+            config.alert_webhook_url.clone(),
+        )?;
         Ok(AppState {
+            slo,
+            alerts,
             audit,
             keys: Arc::new(Keys::from_config(&config)),
             config: Arc::new(config),
@@ -94,6 +109,7 @@ impl AppState {
     /// Start the background tasks (scheduler, executors, flushers) under the supervisor.
     pub fn start_background(&self) {
         // Domains register their tasks here as they arrive.
+        crate::slo::start(self);
     }
 }
 
@@ -103,8 +119,8 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .merge(web::api::router())
         .fallback(web::fallback)
-        .with_state(state);
-    layers(app, &config)
+        .with_state(state.clone());
+    web::measure::layer(layers(app, &config), &state.slo)
 }
 
 /// The layers every request passes through (request id, tracing, compression, our JSON

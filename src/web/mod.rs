@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod extract;
+pub mod measure;
 
 use axum::body::Body;
 use axum::extract::Request;
