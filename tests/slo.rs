@@ -606,3 +606,25 @@ async fn metrics_can_require_a_viewer_key() {
     assert!(text.contains("echopilot_build_info"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn minutes_past_the_window_are_pruned_and_never_counted() {
+    let home = tempfile::tempdir().unwrap();
+    let state = manual_state(home.path(), &[("SLO_WINDOW_DAYS", "1")], t0());
+    let first = minute_of(t0());
+    state.slo.merge_minute(first, &traffic(100, 50), true).unwrap();
+    // Three days on: the old minute is outside the 1-day window (and its margin day).
+    state.clock.advance(chrono::Duration::days(3));
+    let now = minute_of(state.clock.now());
+    mark_up(&state, now - 1439, now);
+    let f = state.slo.figures().unwrap();
+    assert_eq!(f.requests, 0);
+    assert!(close(f.uptime_pct, 100.0));
+    state.slo.flush().unwrap();
+    let s = state.slo.figures().unwrap();
+    assert_eq!(s.errors, 0);
+    // The record itself is gone.
+    let stats = state.store.tree_counts();
+    let minutes = stats.iter().find(|(n, _)| n == "slo_minutes").unwrap().1;
+    assert_eq!(minutes, 1440);
+}

@@ -47,6 +47,10 @@ pub fn minute_of(t: DateTime<Utc>) -> u64 {
     (t.timestamp().max(0) / 60) as u64
 }
 
+fn key_minute(k: &[u8]) -> u64 {
+    k.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
 /// One route's traffic in one minute.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct RouteMinute {
@@ -448,6 +452,28 @@ impl Slo {
         let delta = snap.minus(&flushed);
         self.merge_minute(minute_of(now), &delta, true)?;
         *flushed = snap;
+        drop(flushed);
+        self.prune(minute_of(now))
+    }
+
+    /// Drop minute records a day past the window (and their cached hours), a bounded
+    /// number per call so a flush stays short.
+    fn prune(&self, now_min: u64) -> Result<(), StoreError> {
+        let keep = (self.0.window_days + 1) * 24 * 60;
+        let cutoff = now_min.saturating_sub(keep);
+        for _ in 0..1000 {
+            match self.0.table.first()? {
+                Some((k, _)) if key_minute(&k) < cutoff => {
+                    self.0.table.remove(&k)?;
+                }
+                _ => break,
+            }
+        }
+        self.0
+            .closed_hours
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|h, _| *h >= cutoff / 60);
         Ok(())
     }
 
@@ -560,9 +586,16 @@ impl Slo {
 
         // Uptime: minutes since the first start (inside the window), the current one
         // counted as up — we are answering.
+        // Minutes before the first mark were never measured (a home older than this
+        // code): they count neither as up nor as down.
+        let first_mark = match self.0.table.first()? {
+            Some((k, _)) => key_minute(&k),
+            None => now_min,
+        };
         let first = self
             .0
             .first_minute
+            .max(first_mark)
             .max((now_min + 1).saturating_sub(window));
         let first = first.min(now_min);
         let observed = now_min - first + 1;
