@@ -612,7 +612,10 @@ async fn minutes_past_the_window_are_pruned_and_never_counted() {
     let home = tempfile::tempdir().unwrap();
     let state = manual_state(home.path(), &[("SLO_WINDOW_DAYS", "1")], t0());
     let first = minute_of(t0());
-    state.slo.merge_minute(first, &traffic(100, 50), true).unwrap();
+    state
+        .slo
+        .merge_minute(first, &traffic(100, 50), true)
+        .unwrap();
     // Three days on: the old minute is outside the 1-day window (and its margin day).
     state.clock.advance(chrono::Duration::days(3));
     let now = minute_of(state.clock.now());
