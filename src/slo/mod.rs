@@ -15,7 +15,7 @@ mod live;
 pub mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -315,6 +315,8 @@ struct Inner {
     gauges: RwLock<Option<Arc<dyn GaugeSource>>>,
     /// A scheduler runs here, so a stale tick is worth an alert.
     ticks_expected: AtomicBool,
+    /// The minute this process last marked up.
+    last_marked: AtomicU64,
 }
 
 /// The SLO handle; cheap to clone.
@@ -346,6 +348,7 @@ impl Slo {
             closed_hours: Mutex::default(),
             gauges: RwLock::new(None),
             ticks_expected: AtomicBool::new(false),
+            last_marked: AtomicU64::new(u64::MAX),
         })))
     }
 
@@ -445,15 +448,22 @@ impl Slo {
     // ---- the store ----
 
     /// Add what was counted since the last flush to the current minute and mark it up.
-    pub fn flush(&self) -> Result<(), StoreError> {
-        let now = self.0.clock.now();
+    /// Returns whether anything was written.
+    pub fn flush(&self) -> Result<bool, StoreError> {
+        let now = minute_of(self.0.clock.now());
         let mut flushed = self.0.flushed.lock().unwrap_or_else(|p| p.into_inner());
         let snap = self.0.live.snapshot();
         let delta = snap.minus(&flushed);
-        self.merge_minute(minute_of(now), &delta, true)?;
+        // An idle server writes (and syncs) once a minute, to mark it up.
+        if delta == Snapshot::default() && self.0.last_marked.load(Ordering::Relaxed) == now {
+            return Ok(false);
+        }
+        self.merge_minute(now, &delta, true)?;
+        self.0.last_marked.store(now, Ordering::Relaxed);
         *flushed = snap;
         drop(flushed);
-        self.prune(minute_of(now))
+        self.prune(now)?;
+        Ok(true)
     }
 
     /// Drop minute records a day past the window (and their cached hours), a bounded
@@ -479,8 +489,10 @@ impl Slo {
 
     /// Flush, then wait until it is on disk.
     pub async fn flush_durable(&self) -> Result<(), StoreError> {
-        self.flush()?;
-        self.0.store.sync().await
+        if self.flush()? {
+            self.0.store.sync().await?;
+        }
+        Ok(())
     }
 
     /// Mark `minute` as up (the flusher does this every few seconds; tests write marks
