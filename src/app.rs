@@ -28,6 +28,8 @@ use crate::build_info;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
 use crate::logfile::{Appender, RotatingFile};
+use crate::slo::Slo;
+use crate::slo::alerts::Alerts;
 use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 use crate::web;
@@ -52,6 +54,10 @@ pub struct AppState {
     pub audit: Audit,
     /// Rate limits and the request log.
     pub access: Access,
+    /// SLO counters and figures.
+    pub slo: Slo,
+    /// Alerts (fired from the SLO figures, flag changes, deployments).
+    pub alerts: Alerts,
 }
 
 impl AppState {
@@ -97,7 +103,16 @@ impl AppState {
             limits: Arc::new(Limits::new(&config)),
             request_log,
         };
+        let slo = Slo::open(&store, &config, clock.clone(), &instance.first_started_at)?;
+        let alerts = Alerts::open(
+            &store,
+            audit.clone(),
+            clock.clone(),
+            config.alert_webhook_url.clone(),
+        )?;
         Ok(AppState {
+            slo,
+            alerts,
             audit,
             access,
             keys: Arc::new(Keys::from_config(&config)),
@@ -132,6 +147,7 @@ impl AppState {
                 }
             }
         });
+        crate::slo::start(self);
     }
 
     /// Write out the queued audit and request-log lines (shutdown, tests).
@@ -162,7 +178,8 @@ pub fn router(state: AppState) -> Router {
             web::access::guard,
         ))
         .with_state(state.clone());
-    stack(app, &config, Some(state))
+    // Outermost: the SLO counts every response, including 408/413 from the layers.
+    web::measure::layer(stack(app, &config, Some(state.clone())), &state.slo)
 }
 
 /// The layers every request passes through (request id, tracing, compression, our JSON

@@ -9,6 +9,7 @@
 //! - [`error`]       `AppError`, the `{"ok": false, "error": ...}` every API failure returns
 //! - [`store`]       sled: one tree per domain, the versioned codec, group-commit durability
 //! - [`supervisor`]  background tasks: restarted with backoff when they panic or fail
+//! - [`slo`]         per-minute SLO counters, error budget, burn rates, alerts, `/metrics` text
 //! - [`health`]      healthy / degraded / unhealthy, per component
 //! - [`clock`]       wall-clock time that tests can freeze and advance
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`)
@@ -27,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod logfile;
+pub mod slo;
 pub mod store;
 pub mod supervisor;
 pub mod web;

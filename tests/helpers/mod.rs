@@ -2,6 +2,8 @@
 //! `127.0.0.1:0` or as the real `echopilot` binary, plus one method per endpoint.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod slo;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 
 pub mod audit;
 pub mod logs;
+pub mod alerts;
+pub mod metrics;
+pub mod slo;
 pub mod status;
 pub mod supervisor;
 
@@ -16,4 +19,7 @@ pub fn router() -> Router<AppState> {
         .merge(audit::router())
         .merge(supervisor::router())
         .merge(logs::router())
+        .merge(slo::router())
+        .merge(alerts::router())
+        .merge(metrics::router())
 }

@@ -9,6 +9,8 @@ use crate::app::AppState;
 use crate::build_info;
 use crate::error::Result;
 use crate::health::{self, Component, Health};
+use crate::slo::alerts::{Alert, Severity};
+use crate::slo::round4;
 use crate::store::meta;
 use crate::supervisor::TaskState;
 use crate::web::extract::AppJson;
@@ -49,7 +51,49 @@ pub fn components(state: &AppState) -> Vec<(&'static str, Component)> {
         ("disk", health::disk(&state.config.home)),
         ("supervisor", supervisor(state)),
         ("audit", audit(state)),
+        ("slo", slo(state)),
+        ("alerts", alerts(state)),
     ]
+}
+
+/// Health from firing alerts: a critical one makes it unhealthy, a warning degraded.
+fn worst(alerts: &[Alert]) -> Health {
+    match alerts.iter().map(|a| a.severity).max() {
+        Some(Severity::Critical) => Health::Unhealthy,
+        Some(Severity::Warning) => Health::Degraded,
+        _ => Health::Healthy,
+    }
+}
+
+/// The SLO figures and the alerts they raised (deployment and flag notes excluded).
+fn slo(state: &AppState) -> Component {
+    let firing: Vec<Alert> = state
+        .alerts
+        .firing()
+        .into_iter()
+        .filter(|a| a.severity != Severity::Info)
+        .collect();
+    match state.slo.figures() {
+        Ok(f) => Component::new(worst(&firing))
+            .with("error_budget_remaining_pct", round4(f.budget.remaining_pct))
+            .with("availability_pct", round4(f.availability_pct))
+            .with("uptime_pct", round4(f.uptime_pct))
+            .with("latency_p95_ms", round4(f.latency_p95_ms)),
+        Err(e) => Component::new(Health::Unhealthy).with("error", e.to_string()),
+    }
+}
+
+fn alerts(state: &AppState) -> Component {
+    let firing = state.alerts.firing();
+    let count = |s: Severity| firing.iter().filter(|a| a.severity == s).count();
+    Component::new(worst(&firing))
+        .with("critical", count(Severity::Critical))
+        .with("warning", count(Severity::Warning))
+        .with("info", count(Severity::Info))
+        .with(
+            "firing",
+            firing.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        )
 }
 
 fn store(state: &AppState) -> Component {

@@ -1,0 +1,644 @@
+//! Alerts: the runbook's thresholds and the multi-window burn-rate rules, evaluated from
+//! the SLO figures; each alert lives `firing → resolved` in the `alerts` tree, each change
+//! is an audit event (`alert.fired`, `alert.resolved`) and a message to the alert sink.
+//!
+//! Rules (runbook "Alert Thresholds"; Google SRE workbook ch. 5 for burn rates):
+//! - critical: error budget < 10 %; uptime < 99 %; burn 1 h and 5 m > 14.4×; burn 6 h and
+//!   30 m > 6×
+//! - warning: error budget < 25 % (not also when < 10 %); P95 of the last hour > 500 ms;
+//!   burn 1 d and 2 h > 3×; burn 3 d and 6 h > 1×; scheduler tick older than two intervals
+//!   (once a scheduler runs: see [`crate::slo::Slo::expect_ticks`])
+//! - info: a new deployment (version or commit differs from the last run); a feature-flag
+//!   change ([`Alerts::info`]). Info alerts resolve by themselves after an hour, silently.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Figures;
+use crate::app::AppState;
+use crate::audit::{Audit, NewEvent};
+use crate::clock::{Clock, rfc3339};
+use crate::config::Secret;
+use crate::store::{Record, Store, StoreError, Table};
+
+/// How often the supervised task evaluates the rules.
+pub const EVALUATE_EVERY: Duration = Duration::from_secs(5);
+/// Info alerts (deployments, flag changes) stay listed this long.
+pub const INFO_TTL: chrono::Duration = chrono::Duration::hours(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertState {
+    Firing,
+    Resolved,
+}
+
+impl std::str::FromStr for AlertState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "firing" => Ok(AlertState::Firing),
+            "resolved" => Ok(AlertState::Resolved),
+            other => Err(format!(
+                "unknown alert state {other:?} (firing or resolved)"
+            )),
+        }
+    }
+}
+
+/// One alert, from firing to resolved. Stored at its id (big-endian).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: u64,
+    pub name: String,
+    pub severity: Severity,
+    pub state: AlertState,
+    pub message: String,
+    pub fired_at: String,
+    /// Empty while firing.
+    pub resolved_at: String,
+}
+
+impl Record for Alert {
+    const NAME: &'static str = "alert";
+    const VERSION: u8 = 1;
+}
+
+/// A rule that holds now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Wanted {
+    pub name: &'static str,
+    pub severity: Severity,
+    pub message: String,
+}
+
+/// The rules: which alerts should be firing for these figures. Pure, so each threshold
+/// is tested on its own.
+pub fn conditions(f: &Figures, tick_secs: u64, ticks_expected: bool) -> Vec<Wanted> {
+    let mut out = Vec::new();
+    let mut want = |name, severity, message: String| {
+        out.push(Wanted {
+            name,
+            severity,
+            message,
+        })
+    };
+    let left = f.budget.remaining_pct;
+    if left < 10.0 {
+        want(
+            "error_budget_critical",
+            Severity::Critical,
+            format!("error budget {left:.1}% left (below 10%)"),
+        );
+    } else if left < 25.0 {
+        want(
+            "error_budget_low",
+            Severity::Warning,
+            format!("error budget {left:.1}% left (below 25%)"),
+        );
+    }
+    if f.uptime_pct < 99.0 {
+        want(
+            "uptime_low",
+            Severity::Critical,
+            format!(
+                "uptime {:.2}% over the last {} minutes (below 99%)",
+                f.uptime_pct, f.observed_minutes
+            ),
+        );
+    }
+    if f.latency_p95_1h_ms > 500.0 {
+        want(
+            "latency_p95_high",
+            Severity::Warning,
+            format!(
+                "P95 latency {:.0} ms over the last hour (above 500 ms)",
+                f.latency_p95_1h_ms
+            ),
+        );
+    }
+    let burn = |long: &str, short: &str, over: f64| {
+        let (l, s) = (f.burn(long), f.burn(short));
+        (l > over && s > over).then(|| {
+            format!(
+                "error budget burning {l:.1}× over {long} and {s:.1}× over {short} (above {over}×)"
+            )
+        })
+    };
+    if let Some(m) = burn("1h", "5m", 14.4) {
+        want("burn_rate_1h", Severity::Critical, m);
+    }
+    if let Some(m) = burn("6h", "30m", 6.0) {
+        want("burn_rate_6h", Severity::Critical, m);
+    }
+    if let Some(m) = burn("1d", "2h", 3.0) {
+        want("burn_rate_1d", Severity::Warning, m);
+    }
+    if let Some(m) = burn("3d", "6h", 1.0) {
+        want("burn_rate_3d", Severity::Warning, m);
+    }
+    if ticks_expected && f.scheduler_tick_age_secs > 2.0 * tick_secs as f64 {
+        want(
+            "scheduler_tick_stale",
+            Severity::Warning,
+            format!(
+                "last scheduler tick {:.0} s ago (expected every {tick_secs} s)",
+                f.scheduler_tick_age_secs
+            ),
+        );
+    }
+    out
+}
+
+/// Where alert messages go. `deliver` must return quickly (queue the message); retries
+/// are the sink's business. The lead's production sink enqueues an `http` job.
+pub trait AlertSink: Send + Sync {
+    fn deliver(
+        &self,
+        text: String,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>>;
+}
+
+/// No webhook configured: messages are dropped (the alerts are still stored and audited).
+pub struct NoSink;
+
+impl AlertSink for NoSink {
+    fn deliver(
+        &self,
+        _text: String,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Posts `{"text": ...}` to `ALERT_WEBHOOK_URL` from a background worker, in order, with
+/// bounded retries. A stand-in for the job queue: messages still queued at shutdown are
+/// lost, which the job-queue sink fixes.
+pub struct WebhookSink {
+    tx: mpsc::Sender<String>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<String>>,
+    url: Secret,
+    client: reqwest::Client,
+}
+
+/// Attempts per message, and the first backoff (doubled after each failure).
+const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+impl WebhookSink {
+    pub fn new(url: Secret) -> Self {
+        let (tx, rx) = mpsc::channel(256);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        Self {
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+            url,
+            client,
+        }
+    }
+
+    /// Send queued messages until `token` fires.
+    pub async fn run(&self, token: CancellationToken) -> anyhow::Result<()> {
+        let mut rx = self.rx.lock().await;
+        loop {
+            let text = tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                m = rx.recv() => match m {
+                    Some(t) => t,
+                    None => return Ok(()),
+                },
+            };
+            let mut wait = FIRST_BACKOFF;
+            for attempt in 1..=ATTEMPTS {
+                match self.post(&text).await {
+                    Ok(()) => break,
+                    Err(e) if attempt == ATTEMPTS => {
+                        tracing::error!(error = %e, "alert webhook failed {ATTEMPTS} times; message dropped");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, attempt, "alert webhook failed; retrying");
+                        tokio::select! {
+                            _ = token.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(wait) => {}
+                        }
+                        wait *= 2;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn post(&self, text: &str) -> anyhow::Result<()> {
+        let resp = self
+            .client
+            .post(self.url.expose())
+            .json(&serde_json::json!({ "text": text }))
+            .send()
+            .await
+            // The URL is a secret (Slack puts its token in the path): never print it.
+            .map_err(|e| anyhow::anyhow!("request failed: {}", e.without_url()))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            anyhow::bail!("webhook answered {}", resp.status())
+        }
+    }
+}
+
+impl AlertSink for WebhookSink {
+    fn deliver(
+        &self,
+        text: String,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            self.tx
+                .try_send(text)
+                .map_err(|e| anyhow::anyhow!("alert queue: {e}"))
+        })
+    }
+}
+
+/// The alerts handle; cheap to clone.
+#[derive(Clone)]
+pub struct Alerts(Arc<Inner>);
+
+struct Inner {
+    table: Table<Alert>,
+    store: Store,
+    audit: Audit,
+    clock: Clock,
+    /// Firing alerts by name (at most one per name).
+    firing: Mutex<BTreeMap<String, Alert>>,
+    next_id: AtomicU64,
+    /// One evaluation or transition at a time, so a rule never fires twice.
+    turn: tokio::sync::Mutex<()>,
+    sink: RwLock<Arc<dyn AlertSink>>,
+    webhook: Option<Arc<WebhookSink>>,
+    deployment_checked: AtomicBool,
+}
+
+impl Alerts {
+    pub fn open(
+        store: &Store,
+        audit: Audit,
+        clock: Clock,
+        webhook_url: Option<Secret>,
+    ) -> Result<Alerts, StoreError> {
+        let table: Table<Alert> = store.table("alerts")?;
+        let mut firing = BTreeMap::new();
+        let mut last = 0;
+        for r in table.iter() {
+            let (_, a) = r?;
+            last = last.max(a.id);
+            if a.state == AlertState::Firing {
+                firing.insert(a.name.clone(), a);
+            }
+        }
+        let webhook = webhook_url.map(|u| Arc::new(WebhookSink::new(u)));
+        let sink: Arc<dyn AlertSink> = match &webhook {
+            Some(w) => w.clone(),
+            None => Arc::new(NoSink),
+        };
+        Ok(Alerts(Arc::new(Inner {
+            table,
+            store: store.clone(),
+            audit,
+            clock,
+            firing: Mutex::new(firing),
+            next_id: AtomicU64::new(last + 1),
+            turn: tokio::sync::Mutex::new(()),
+            sink: RwLock::new(sink),
+            webhook,
+            deployment_checked: AtomicBool::new(false),
+        })))
+    }
+
+    /// Replace where messages go (the lead's job-queue sink).
+    pub fn set_sink(&self, sink: Arc<dyn AlertSink>) {
+        *self.0.sink.write().unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+
+    /// The direct webhook sender, when `ALERT_WEBHOOK_URL` is set (its worker runs under
+    /// the supervisor).
+    pub fn webhook(&self) -> Option<Arc<WebhookSink>> {
+        self.0.webhook.clone()
+    }
+
+    /// Alerts firing now, worst first.
+    pub fn firing(&self) -> Vec<Alert> {
+        let mut v: Vec<Alert> = self
+            .0
+            .firing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// Newest first, optionally only those in `state`, at most `limit`.
+    pub fn list(&self, state: Option<AlertState>, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.0.table.iter().rev() {
+            let (_, a) = r?;
+            if state.is_none_or(|s| s == a.state) {
+                out.push(a);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raise an info alert now (a feature flag changed, ...). A firing info alert of the
+    /// same name is resolved first.
+    pub async fn info(&self, name: &str, message: &str) -> anyhow::Result<()> {
+        let _turn = self.0.turn.lock().await;
+        let old = self
+            .0
+            .firing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        if let Some(old) = old {
+            self.resolve(old, false).await?;
+        }
+        self.fire(name, Severity::Info, message).await
+    }
+
+    async fn fire(&self, name: &str, severity: Severity, message: &str) -> anyhow::Result<()> {
+        let now = rfc3339(self.0.clock.now());
+        let alert = Alert {
+            id: self.0.next_id.fetch_add(1, Ordering::Relaxed),
+            name: name.to_string(),
+            severity,
+            state: AlertState::Firing,
+            message: message.to_string(),
+            fired_at: now.clone(),
+            resolved_at: String::new(),
+        };
+        self.0.table.insert(alert.id.to_be_bytes(), &alert)?;
+        self.0.store.sync().await?;
+        self.0
+            .firing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), alert.clone());
+        tracing::warn!(alert = name, severity = severity.as_str(), "{message}");
+        self.audit("alert.fired", &alert).await;
+        let text = format!(
+            "[{}] EchoPilot {name}: {message} (since {now})",
+            severity.as_str().to_uppercase()
+        );
+        self.send(text).await;
+        Ok(())
+    }
+
+    async fn resolve(&self, mut alert: Alert, notify: bool) -> anyhow::Result<()> {
+        alert.state = AlertState::Resolved;
+        alert.resolved_at = rfc3339(self.0.clock.now());
+        self.0.table.insert(alert.id.to_be_bytes(), &alert)?;
+        self.0.store.sync().await?;
+        self.0
+            .firing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&alert.name);
+        tracing::info!(alert = %alert.name, "alert resolved");
+        self.audit("alert.resolved", &alert).await;
+        if notify {
+            let text = format!(
+                "[RESOLVED] EchoPilot {}: {} (fired {}, resolved {})",
+                alert.name, alert.message, alert.fired_at, alert.resolved_at
+            );
+            self.send(text).await;
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, action: &str, alert: &Alert) {
+        let r = self
+            .0
+            .audit
+            .record(NewEvent {
+                action: action.to_string(),
+                target: format!("alert/{}", alert.name),
+                ok: true,
+                error: None,
+                ..NewEvent::default()
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "could not audit {action}");
+        }
+    }
+
+    async fn send(&self, text: String) {
+        let sink = self
+            .0
+            .sink
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Err(e) = sink.deliver(text).await {
+            tracing::error!(error = %e, "could not queue the alert message");
+        }
+    }
+}
+
+/// What one evaluation changed: (alert name, new state).
+pub type Changes = Vec<(String, AlertState)>;
+
+/// Evaluate every rule once and fire or resolve alerts accordingly.
+pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
+    let alerts = &state.alerts;
+    let _turn = alerts.0.turn.lock().await;
+    let figures = state.slo.figures()?;
+    let wanted = conditions(&figures, state.slo.tick_secs(), state.slo.ticks_expected());
+    let mut changes = Changes::new();
+
+    if !alerts.0.deployment_checked.swap(true, Ordering::Relaxed) {
+        let i = &state.instance;
+        if !i.previous_version.is_empty()
+            && (i.previous_version != i.version || i.previous_commit != i.commit)
+        {
+            let msg = format!(
+                "deployed {} ({}), previously {} ({})",
+                i.version, i.commit, i.previous_version, i.previous_commit
+            );
+            if let Some(old) = alerts
+                .firing()
+                .into_iter()
+                .find(|a| a.name == "new_deployment")
+            {
+                alerts.resolve(old, false).await?;
+            }
+            alerts.fire("new_deployment", Severity::Info, &msg).await?;
+            changes.push(("new_deployment".into(), AlertState::Firing));
+        }
+    }
+
+    let firing = alerts.firing();
+    let now = state.clock.now();
+    for a in &firing {
+        let stale = if a.severity == Severity::Info {
+            chrono::DateTime::parse_from_rfc3339(&a.fired_at)
+                .map(|t| now - t.to_utc() >= INFO_TTL)
+                .unwrap_or(true)
+        } else {
+            !wanted.iter().any(|w| w.name == a.name)
+        };
+        if stale {
+            alerts
+                .resolve(a.clone(), a.severity != Severity::Info)
+                .await?;
+            changes.push((a.name.clone(), AlertState::Resolved));
+        }
+    }
+    for w in wanted {
+        if !firing.iter().any(|a| a.name == w.name) {
+            alerts.fire(w.name, w.severity, &w.message).await?;
+            changes.push((w.name.to_string(), AlertState::Firing));
+        }
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slo::Budget;
+
+    fn calm() -> Figures {
+        Figures {
+            window_days: 30,
+            requests: 1000,
+            errors: 0,
+            availability_pct: 100.0,
+            uptime_pct: 100.0,
+            latency_p95_ms: 20.0,
+            latency_p95_1h_ms: 20.0,
+            error_rate_pct: 0.0,
+            webhook_success_pct: 100.0,
+            scheduler_tick_age_secs: 10.0,
+            budget: Budget {
+                remaining_pct: 100.0,
+                consumed_pct: 0.0,
+                allowed_errors: 1.0,
+                allowed_bad_minutes: 43.2,
+                bad_minutes: 0,
+            },
+            burn_rates: super::super::BURN_WINDOWS
+                .iter()
+                .map(|(l, _)| (*l, 0.0))
+                .collect(),
+            up_minutes: 10,
+            observed_minutes: 10,
+            rate_limited: 0,
+            slowest_routes: Vec::new(),
+        }
+    }
+
+    fn names(f: &Figures, ticks: bool) -> Vec<&'static str> {
+        conditions(f, 60, ticks).iter().map(|w| w.name).collect()
+    }
+
+    fn with_burn(pairs: &[(&str, f64)]) -> Figures {
+        let mut f = calm();
+        for (l, v) in pairs {
+            for b in f.burn_rates.iter_mut() {
+                if b.0 == *l {
+                    b.1 = *v;
+                }
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn thresholds_of_the_runbook() {
+        assert!(names(&calm(), true).is_empty());
+        let mut f = calm();
+        f.budget.remaining_pct = 24.9;
+        assert_eq!(names(&f, true), ["error_budget_low"]);
+        f.budget.remaining_pct = 25.0;
+        assert!(names(&f, true).is_empty());
+        f.budget.remaining_pct = 9.9;
+        assert_eq!(names(&f, true), ["error_budget_critical"]);
+        let mut f = calm();
+        f.uptime_pct = 98.99;
+        assert_eq!(names(&f, true), ["uptime_low"]);
+        f.uptime_pct = 99.0;
+        assert!(names(&f, true).is_empty());
+        let mut f = calm();
+        f.latency_p95_1h_ms = 500.1;
+        assert_eq!(names(&f, true), ["latency_p95_high"]);
+        f.latency_p95_1h_ms = 500.0;
+        assert!(names(&f, true).is_empty());
+    }
+
+    #[test]
+    fn burn_rate_pairs_need_both_windows() {
+        assert!(names(&with_burn(&[("1h", 20.0)]), true).is_empty());
+        assert_eq!(
+            names(&with_burn(&[("1h", 14.5), ("5m", 14.5)]), true),
+            ["burn_rate_1h"]
+        );
+        assert_eq!(
+            names(&with_burn(&[("6h", 6.1), ("30m", 6.1)]), true),
+            ["burn_rate_6h"]
+        );
+        assert_eq!(
+            names(&with_burn(&[("1d", 3.1), ("2h", 3.1)]), true),
+            ["burn_rate_1d"]
+        );
+        assert_eq!(
+            names(&with_burn(&[("3d", 1.1), ("6h", 1.1)]), true),
+            ["burn_rate_3d"]
+        );
+        assert!(names(&with_burn(&[("3d", 1.0), ("6h", 1.0)]), true).is_empty());
+    }
+
+    #[test]
+    fn stale_tick_only_when_a_scheduler_runs() {
+        let mut f = calm();
+        f.scheduler_tick_age_secs = 121.0;
+        assert_eq!(names(&f, true), ["scheduler_tick_stale"]);
+        assert!(names(&f, false).is_empty());
+        f.scheduler_tick_age_secs = 120.0;
+        assert!(names(&f, true).is_empty());
+    }
+}
