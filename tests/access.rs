@@ -206,6 +206,13 @@ async fn over_the_limit_gets_429_retry_after_one_audit_event_and_recovers() {
     assert!(hits[0].contains(r#""ok":false"#));
     assert!(hits[0].contains(&format!(r#""actor":"{}""#, key_id(VIEWER_KEY))));
     assert!(hits[0].contains(r#""status":429"#));
+    // Both refusals are counted for Prometheus.
+    let (_, metrics) = app.get("/metrics", None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains("echopilot_rate_limited_requests_total 2"),
+        "{metrics}"
+    );
     // The window passes and the client is served again.
     poll_until_ok(&app, "/api/supervisor-status", VIEWER_KEY).await;
     app.stop().await;

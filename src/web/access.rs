@@ -89,6 +89,7 @@ async fn refuse(
     why: &str,
 ) -> Response {
     let err = AppError::rate_limited(retry_after_secs);
+    state.slo.record_rate_limited();
     if report {
         let ev = NewEvent {
             request_id: rid,

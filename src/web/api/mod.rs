@@ -1,8 +1,8 @@
 //! The JSON API: one module per resource, each with its own `router()`.
 
+pub mod alerts;
 pub mod audit;
 pub mod logs;
-pub mod alerts;
 pub mod metrics;
 pub mod slo;
 pub mod status;
