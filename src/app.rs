@@ -26,6 +26,9 @@ use crate::auth::Keys;
 use crate::build_info;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::jobs::executors::Executors;
+use crate::scheduler::{self, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 use crate::web;
@@ -48,6 +51,10 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// The audit trail.
     pub audit: Audit,
+    /// The job queue.
+    pub jobs: Jobs,
+    /// Scheduler state, cron schedules, built-in executors, `logs/scheduler.log`.
+    pub scheduler: Scheduler,
 }
 
 impl AppState {
@@ -73,8 +80,25 @@ impl AppState {
         )
         .context("while recording this start in the store")?;
         let audit = Audit::open(&store, &config.logs_dir(), clock.clone())?;
+        let jobs = Jobs::open(&store, clock.clone()).context("while opening the job queue")?;
+        let schedules = Schedules::open(&store)?;
+        schedules
+            .load_config(&config.schedules, now)
+            .context("while loading the schedules of echopilot.toml")?;
+        let scheduler = Scheduler::new(
+            config.scheduler_tick_secs,
+            config.executor_concurrency,
+            schedules,
+            Executors::new(config.commands.clone(), &config.home),
+            SchedLog::new(&config.logs_dir(), clock.clone()),
+        );
+        store
+            .sync_blocking()
+            .context("while syncing the recovered job queue")?;
         Ok(AppState {
             audit,
+            jobs,
+            scheduler,
             keys: Arc::new(Keys::from_config(&config)),
             config: Arc::new(config),
             store,
@@ -94,6 +118,14 @@ impl AppState {
     /// Start the background tasks (scheduler, executors, flushers) under the supervisor.
     pub fn start_background(&self) {
         // Domains register their tasks here as they arrive.
+        let st = self.clone();
+        self.scheduler.mark_starting();
+        self.supervisor
+            .spawn("scheduler", move |token| scheduler::run(st.clone(), token));
+        let st = self.clone();
+        self.supervisor.spawn("scheduler-log", move |token| {
+            scheduler::log::follow_outcomes(st.scheduler.log.clone(), st.jobs.subscribe(), token)
+        });
     }
 }
 

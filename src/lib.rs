@@ -11,6 +11,10 @@
 //! - [`supervisor`]  background tasks: restarted with backoff when they panic or fail
 //! - [`health`]      healthy / degraded / unhealthy, per component
 //! - [`clock`]       wall-clock time that tests can freeze and advance
+//! - [`jobs`]        the durable job queue (claims, leases, retries, stuck jobs) and
+//!   the built-in `http` / `command` executors
+//! - [`scheduler`]   the tick, the due loop, cron schedules, `logs/scheduler.log`
+//! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db check`, `db stats`)
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 
@@ -23,6 +27,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod jobs;
+pub mod scheduler;
 pub mod store;
 pub mod supervisor;
 pub mod web;

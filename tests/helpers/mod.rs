@@ -13,6 +13,8 @@ use echopilot::config::{Config, HomeArg, ServeArgs};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+mod jobs;
+
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 pub const OPERATOR_KEY: &str = "test-operator-key-0123456789abc";
 pub const VIEWER_KEY: &str = "test-viewer-key-0123456789abcde";
