@@ -283,11 +283,7 @@ impl Schedules {
 
     /// Fire every active schedule that is due at `now`, once each however many runs it
     /// missed. Returns (name, job id) per firing; errors are per schedule.
-    pub fn fire_due(
-        &self,
-        jobs: &Jobs,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Fired>, ScheduleError> {
+    pub fn fire_due(&self, jobs: &Jobs, now: DateTime<Utc>) -> Result<Vec<Fired>, ScheduleError> {
         let mut fired = Vec::new();
         for s in self.list()? {
             if !s.active() {
