@@ -1,11 +1,11 @@
-//! Subcommands: `serve` and the operator's tools (`db check`, `db stats`).
+//! Subcommands: `serve` and the operator's tools (`db check`, `db stats`, `bench`).
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppState};
 use crate::build_info;
-use crate::config::{Config, DbAction, HomeArg, ServeArgs};
+use crate::config::{BenchArgs, Config, DbAction, HomeArg, ServeArgs};
 use crate::store::{Store, StoreError, meta};
 
 /// `echopilot serve`: check the build and the configuration, open the store, serve
@@ -80,4 +80,18 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `echopilot bench`: the job queue's figures (see `bench`).
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    runtime.block_on(crate::bench::run(crate::bench::BenchOptions {
+        home: args.home,
+        jobs: args.jobs,
+        max_secs: args.max_secs,
+        only: args.only,
+    }))
 }

@@ -21,6 +21,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod build_info;
 pub mod cli;
 pub mod clock;

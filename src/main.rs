@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         None => cli::serve(args.serve),
         Some(Command::Serve(serve)) => cli::serve(serve),
         Some(Command::Db { home, action }) => cli::db(home, action),
+        Some(Command::Bench(args)) => cli::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,31 +62,38 @@ impl GroupCommit {
         };
         let mut rx = self.done.subscribe();
         loop {
-            let target = {
+            let lead = {
                 let mut s = self.lock();
                 if s.completed >= ticket {
                     return Ok(());
                 }
                 if s.syncing {
-                    None
+                    false
                 } else {
                     s.syncing = true;
-                    Some(s.requested)
+                    true
                 }
             };
-            match target {
-                Some(target) => {
-                    // This caller leads: one sync covers every ticket up to `target`.
+            match lead {
+                true => {
+                    // This caller leads: one sync covers every ticket handed out before
+                    // the flush starts (read there, not here, so that writers arriving
+                    // while the blocking task spins up ride along).
                     let db = self.db.clone();
                     let files = self.files.clone();
-                    let res = tokio::task::spawn_blocking(move || sync_now(&db, &files)).await;
+                    let state = self.state.clone();
+                    let res = tokio::task::spawn_blocking(move || {
+                        let target = state.lock().unwrap_or_else(|p| p.into_inner()).requested;
+                        sync_now(&db, &files).map(|()| target)
+                    })
+                    .await;
                     let res = match res {
                         Ok(r) => r,
                         Err(e) => Err(StoreError::Sync(format!("sync task failed: {e}"))),
                     };
                     let mut s = self.lock();
                     s.syncing = false;
-                    if res.is_ok() {
+                    if let Ok(target) = res {
                         s.completed = s.completed.max(target);
                         s.syncs += 1;
                     }
@@ -94,9 +101,9 @@ impl GroupCommit {
                     // Wake everyone: the waiters covered by it return, the rest elect a
                     // new leader.
                     self.done.send_modify(|v| *v += 1);
-                    return res;
+                    return res.map(|_| ());
                 }
-                None => {
+                false => {
                     if rx.changed().await.is_err() {
                         return Err(StoreError::Sync("store closed".into()));
                     }
