@@ -1081,6 +1081,57 @@ mod tests {
     }
 
     #[test]
+    fn indexes_are_rebuilt_from_the_records_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let clock = Clock::system();
+        let jobs = Jobs::open(&store, clock.clone()).unwrap();
+        let a = jobs
+            .enqueue(NewJob {
+                kind: "k".into(),
+                ..NewJob::default()
+            })
+            .unwrap()
+            .job;
+        // A crash after the claimer removed the index entry, before it wrote the record:
+        // the record still says queued.
+        let key = id_bytes(&a.id).unwrap();
+        jobs.ready.remove(ready_key(&a, &key)).unwrap();
+        // A built-in executor's job that was running when the process died.
+        let b = jobs
+            .enqueue(NewJob {
+                kind: "http".into(),
+                ..NewJob::default()
+            })
+            .unwrap()
+            .job;
+        let claimed = jobs
+            .claim(&ClaimRequest {
+                kinds: vec!["http".into()],
+                worker: format!("{BUILTIN_WORKER}executor"),
+                count: 1,
+                ..ClaimRequest::default()
+            })
+            .unwrap();
+        assert_eq!(claimed[0].id, b.id);
+
+        let reopened = Jobs::open(&store, clock).unwrap();
+        assert_eq!(reopened.count(Status::Queued), 1);
+        assert_eq!(reopened.count(Status::Stuck), 1);
+        assert_eq!(reopened.get(&b.id).unwrap().status, Status::Stuck);
+        let c = reopened
+            .claim(&ClaimRequest {
+                worker: "w".into(),
+                lease_secs: 10,
+                count: 10,
+                ..ClaimRequest::default()
+            })
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].id, a.id);
+    }
+
+    #[test]
     fn truncate_and_tail_respect_chars() {
         assert_eq!(truncate("héllo", 2), "h");
         assert_eq!(tail("héllo", 4), "llo");

@@ -55,11 +55,21 @@ impl GroupCommit {
 
     /// Return once every write made before this call is on stable storage.
     pub(crate) async fn sync(&self) -> Result<(), StoreError> {
-        let ticket = {
-            let mut s = self.lock();
-            s.requested += 1;
-            s.requested
-        };
+        let ticket = self.ticket();
+        self.wait(ticket).await
+    }
+
+    /// A ticket covering every write made before this call; [`GroupCommit::wait`] for it
+    /// later. Taking it costs nothing: no sync starts until someone waits.
+    pub(crate) fn ticket(&self) -> u64 {
+        let mut s = self.lock();
+        s.requested += 1;
+        s.requested
+    }
+
+    /// Return once `ticket` is durable: at once if a sync already covered it, else by
+    /// leading a sync or riding on the one in flight.
+    pub(crate) async fn wait(&self, ticket: u64) -> Result<(), StoreError> {
         let mut rx = self.done.subscribe();
         loop {
             let lead = {
