@@ -147,3 +147,41 @@ fn sync_now(db: &sled::Db, files: &[File]) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn a_ticket_rides_on_a_later_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.syncs();
+        let ticket = store.sync_ticket();
+        // Someone else's sync, started after the ticket, covers it.
+        store.sync().await.unwrap();
+        store.sync_until(ticket).await.unwrap();
+        assert_eq!(store.syncs() - before, 1);
+        // A ticket nobody synced for leads its own sync.
+        let ticket = store.sync_ticket();
+        store.sync_until(ticket).await.unwrap();
+        assert_eq!(store.syncs() - before, 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_syncs_all_complete_with_at_most_one_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.syncs();
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move { s.sync().await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let used = store.syncs() - before;
+        assert!((1..=32).contains(&used), "{used}");
+    }
+}
