@@ -27,7 +27,10 @@ use crate::auth::Keys;
 use crate::build_info;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
+use crate::jobs::Jobs;
+use crate::jobs::executors::Executors;
 use crate::logfile::{Appender, RotatingFile};
+use crate::scheduler::{self, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
 use crate::slo::alerts::Alerts;
 use crate::store::{Store, meta};
@@ -58,6 +61,10 @@ pub struct AppState {
     pub slo: Slo,
     /// Alerts (fired from the SLO figures, flag changes, deployments).
     pub alerts: Alerts,
+    /// The job queue.
+    pub jobs: Jobs,
+    /// Scheduler state, cron schedules, built-in executors, `logs/scheduler.log`.
+    pub scheduler: Scheduler,
 }
 
 impl AppState {
@@ -104,17 +111,33 @@ impl AppState {
             request_log,
         };
         let slo = Slo::open(&store, &config, clock.clone(), &instance.first_started_at)?;
-        let alerts = Alerts::open(
-            &store,
-            audit.clone(),
-            clock.clone(),
-            config.alert_webhook_url.clone(),
-        )?;
+        let alerts = Alerts::open(&store, audit.clone(), clock.clone())?;
+        let jobs = Jobs::open(&store, clock.clone()).context("while opening the job queue")?;
+        let schedules = Schedules::open(&store)?;
+        schedules
+            .load_config(&config.schedules, now)
+            .context("while loading the schedules of echopilot.toml")?;
+        let scheduler = Scheduler::new(
+            config.scheduler_tick_secs,
+            config.executor_concurrency,
+            schedules,
+            Executors::new(
+                config.commands.clone(),
+                &config.home,
+                config.alert_webhook_url.clone(),
+            ),
+            SchedLog::new(&config.logs_dir(), clock.clone()),
+        );
+        store
+            .sync_blocking()
+            .context("while syncing the recovered job queue")?;
         Ok(AppState {
             slo,
             alerts,
             audit,
             access,
+            jobs,
+            scheduler,
             keys: Arc::new(Keys::from_config(&config)),
             config: Arc::new(config),
             store,
@@ -148,6 +171,8 @@ impl AppState {
             }
         });
         crate::slo::start(self);
+        self.start_jobs();
+        crate::glue::start(self);
     }
 
     /// Write out the queued audit and request-log lines (shutdown, tests).
@@ -163,6 +188,17 @@ impl AppState {
         out.extend(self.audit.rotate().await?);
         out.extend(self.access.request_log.rotate().await?);
         Ok(out)
+    }
+
+    fn start_jobs(&self) {
+        let st = self.clone();
+        self.scheduler.mark_starting();
+        self.supervisor
+            .spawn("scheduler", move |token| scheduler::run(st.clone(), token));
+        let st = self.clone();
+        self.supervisor.spawn("scheduler-log", move |token| {
+            scheduler::log::follow_outcomes(st.scheduler.log.clone(), st.jobs.subscribe(), token)
+        });
     }
 }
 

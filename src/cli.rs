@@ -1,12 +1,12 @@
 //! Subcommands: `serve` and the operator's tools (`db check`, `db stats`, `keygen`,
-//! `audit verify`, `logs rotate`).
+//! `audit verify`, `logs rotate`, `bench`).
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppState};
 use crate::build_info;
-use crate::config::{AuditAction, Config, DbAction, HomeArg, LogsAction, ServeArgs};
+use crate::config::{AuditAction, BenchArgs, Config, DbAction, HomeArg, LogsAction, ServeArgs};
 use crate::store::{Store, StoreError, meta};
 
 /// `echopilot serve`: check the build and the configuration, open the store, serve
@@ -164,4 +164,18 @@ pub fn logs(home: HomeArg, action: LogsAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `echopilot bench`: the job queue's figures (see `bench`).
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    runtime.block_on(crate::bench::run(crate::bench::BenchOptions {
+        home: args.home,
+        jobs: args.jobs,
+        max_secs: args.max_secs,
+        only: args.only,
+    }))
 }

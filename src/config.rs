@@ -51,6 +51,8 @@ pub enum Command {
         #[command(subcommand)]
         action: LogsAction,
     },
+    /// Measure the durable job queue: disk sync rate, enqueue and drain (a benchmark).
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,6 +67,24 @@ pub enum LogsAction {
     /// Move `logs/ndjson/audit.ndjson` and `logs/app.log` into `logs/archive/YYYYMMDD/`
     /// (safe while the server runs: it opens fresh files on the next line).
     Rotate,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Folder for the temporary homes (default: the system temp folder). Put it on the
+    /// disk you want to measure.
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+    /// Jobs per workload.
+    #[arg(long, default_value_t = 50_000)]
+    pub jobs: usize,
+    /// Longest a single workload may run, in seconds (the figure covers what it did).
+    #[arg(long, default_value_t = 20)]
+    pub max_secs: u64,
+    /// Run only the workloads whose name contains this: enqueue-http, enqueue-local,
+    /// drain-http, drain-local.
+    #[arg(long)]
+    pub only: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

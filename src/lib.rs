@@ -12,7 +12,12 @@
 //! - [`slo`]         per-minute SLO counters, error budget, burn rates, alerts, `/metrics` text
 //! - [`health`]      healthy / degraded / unhealthy, per component
 //! - [`clock`]       wall-clock time that tests can freeze and advance
-//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`)
+//! - [`jobs`]        the durable job queue (claims, leases, retries, stuck jobs) and
+//!   the built-in `http` / `command` executors
+//! - [`scheduler`]   the tick, the due loop, cron schedules, `logs/scheduler.log`
+//! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
+//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
+//! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
@@ -21,13 +26,17 @@ pub mod access;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod bench;
 pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod glue;
 pub mod health;
+pub mod jobs;
 pub mod logfile;
+pub mod scheduler;
 pub mod slo;
 pub mod store;
 pub mod supervisor;

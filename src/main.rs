@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         Some(Command::Keygen) => cli::keygen(),
         Some(Command::Audit { home, action }) => cli::audit(home, action),
         Some(Command::Logs { home, action }) => cli::logs(home, action),
+        Some(Command::Bench(args)) => cli::bench(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -437,7 +437,7 @@ async fn alerts_route_needs_a_viewer_and_filters_by_state() {
 }
 
 #[tokio::test]
-async fn alert_webhook_gets_one_firing_and_one_resolve_with_retry() {
+async fn alert_webhook_gets_one_firing_and_one_resolve_through_the_job_queue() {
     // A Slack-like receiver that fails its first call.
     let got: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
     let g = got.clone();
@@ -470,28 +470,66 @@ async fn alert_webhook_gets_one_firing_and_one_resolve_with_retry() {
     alerts::evaluate(&app.state).await.unwrap();
     assert!(app.state.alerts.firing().is_empty());
 
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while got.lock().unwrap().len() < 3 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Each message is an `alert.webhook` job: the firing one was refused (503) and waits
+    // for its backoff; the resolve went through.
+    let wait_for = |n: usize| {
+        let got = got.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while got.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(2).await;
+    let (s, v) = app
+        .get("/api/jobs?kind=alert.webhook", Some(helpers::VIEWER_KEY))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let jobs = v["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 2, "{v}");
+    let failed = jobs
+        .iter()
+        .find(|j| j["status"] == "scheduled")
+        .unwrap_or_else(|| panic!("no job backing off: {v}"));
+    let id = failed["id"].as_str().unwrap();
+    let (_, full) = app
+        .get(&format!("/api/job/{id}"), Some(helpers::VIEWER_KEY))
+        .await;
+    let err = full["job"]["last_error"].as_str().unwrap_or_default();
+    assert!(err.contains("503"), "{full}");
+    assert!(
+        !err.contains(&url) && !full.to_string().contains(&url),
+        "URL leaked: {full}"
+    );
+    // An operator retries it now instead of waiting for the backoff.
+    let (s, v) = app
+        .post(
+            &format!("/api/job/{id}/retry"),
+            Some(helpers::OPERATOR_KEY),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    wait_for(3).await;
     // Give a duplicate the chance to show up.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 3, "{got:?}");
     let text = |i: usize| got[i].1["text"].as_str().unwrap().to_string();
-    // First try refused, retried, then the resolve, in order.
+    // Refused firing, the resolve, then the retried firing.
     assert_eq!(got[0].0, 503);
-    assert_eq!(text(0), text(1));
     assert!(
-        text(1).starts_with("[WARNING] EchoPilot latency_p95_high"),
+        text(0).starts_with("[WARNING] EchoPilot latency_p95_high"),
+        "{}",
+        text(0)
+    );
+    assert!(
+        text(1).starts_with("[RESOLVED] EchoPilot latency_p95_high"),
         "{}",
         text(1)
     );
-    assert!(
-        text(2).starts_with("[RESOLVED] EchoPilot latency_p95_high"),
-        "{}",
-        text(2)
-    );
+    assert_eq!((got[2].0, text(2)), (200, text(0)));
     app.stop().await;
 }
 

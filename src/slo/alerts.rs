@@ -19,14 +19,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::Figures;
 use crate::app::AppState;
 use crate::audit::{Audit, NewEvent};
 use crate::clock::{Clock, rfc3339};
-use crate::config::Secret;
 use crate::store::{Record, Store, StoreError, Table};
 
 /// How often the supervised task evaluates the rules.
@@ -177,7 +174,8 @@ pub fn conditions(f: &Figures, tick_secs: u64, ticks_expected: bool) -> Vec<Want
 }
 
 /// Where alert messages go. `deliver` must return quickly (queue the message); retries
-/// are the sink's business. The lead's production sink enqueues an `http` job.
+/// are the sink's business. The server's sink enqueues an `alert.webhook` job, so the
+/// queue's durability and backoff apply.
 pub trait AlertSink: Send + Sync {
     fn deliver(
         &self,
@@ -197,96 +195,6 @@ impl AlertSink for NoSink {
     }
 }
 
-/// Posts `{"text": ...}` to `ALERT_WEBHOOK_URL` from a background worker, in order, with
-/// bounded retries. A stand-in for the job queue: messages still queued at shutdown are
-/// lost, which the job-queue sink fixes.
-pub struct WebhookSink {
-    tx: mpsc::Sender<String>,
-    rx: tokio::sync::Mutex<mpsc::Receiver<String>>,
-    url: Secret,
-    client: reqwest::Client,
-}
-
-/// Attempts per message, and the first backoff (doubled after each failure).
-const ATTEMPTS: u32 = 5;
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-
-impl WebhookSink {
-    pub fn new(url: Secret) -> Self {
-        let (tx, rx) = mpsc::channel(256);
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        Self {
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
-            url,
-            client,
-        }
-    }
-
-    /// Send queued messages until `token` fires.
-    pub async fn run(&self, token: CancellationToken) -> anyhow::Result<()> {
-        let mut rx = self.rx.lock().await;
-        loop {
-            let text = tokio::select! {
-                _ = token.cancelled() => return Ok(()),
-                m = rx.recv() => match m {
-                    Some(t) => t,
-                    None => return Ok(()),
-                },
-            };
-            let mut wait = FIRST_BACKOFF;
-            for attempt in 1..=ATTEMPTS {
-                match self.post(&text).await {
-                    Ok(()) => break,
-                    Err(e) if attempt == ATTEMPTS => {
-                        tracing::error!(error = %e, "alert webhook failed {ATTEMPTS} times; message dropped");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, attempt, "alert webhook failed; retrying");
-                        tokio::select! {
-                            _ = token.cancelled() => return Ok(()),
-                            _ = tokio::time::sleep(wait) => {}
-                        }
-                        wait *= 2;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn post(&self, text: &str) -> anyhow::Result<()> {
-        let resp = self
-            .client
-            .post(self.url.expose())
-            .json(&serde_json::json!({ "text": text }))
-            .send()
-            .await
-            // The URL is a secret (Slack puts its token in the path): never print it.
-            .map_err(|e| anyhow::anyhow!("request failed: {}", e.without_url()))?;
-        if resp.status().is_success() {
-            Ok(())
-        } else {
-            anyhow::bail!("webhook answered {}", resp.status())
-        }
-    }
-}
-
-impl AlertSink for WebhookSink {
-    fn deliver(
-        &self,
-        text: String,
-    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>> {
-        Box::pin(async move {
-            self.tx
-                .try_send(text)
-                .map_err(|e| anyhow::anyhow!("alert queue: {e}"))
-        })
-    }
-}
-
 /// The alerts handle; cheap to clone.
 #[derive(Clone)]
 pub struct Alerts(Arc<Inner>);
@@ -302,17 +210,11 @@ struct Inner {
     /// One evaluation or transition at a time, so a rule never fires twice.
     turn: tokio::sync::Mutex<()>,
     sink: RwLock<Arc<dyn AlertSink>>,
-    webhook: Option<Arc<WebhookSink>>,
     deployment_checked: AtomicBool,
 }
 
 impl Alerts {
-    pub fn open(
-        store: &Store,
-        audit: Audit,
-        clock: Clock,
-        webhook_url: Option<Secret>,
-    ) -> Result<Alerts, StoreError> {
+    pub fn open(store: &Store, audit: Audit, clock: Clock) -> Result<Alerts, StoreError> {
         let table: Table<Alert> = store.table("alerts")?;
         let mut firing = BTreeMap::new();
         let mut last = 0;
@@ -323,11 +225,6 @@ impl Alerts {
                 firing.insert(a.name.clone(), a);
             }
         }
-        let webhook = webhook_url.map(|u| Arc::new(WebhookSink::new(u)));
-        let sink: Arc<dyn AlertSink> = match &webhook {
-            Some(w) => w.clone(),
-            None => Arc::new(NoSink),
-        };
         Ok(Alerts(Arc::new(Inner {
             table,
             store: store.clone(),
@@ -336,21 +233,15 @@ impl Alerts {
             firing: Mutex::new(firing),
             next_id: AtomicU64::new(last + 1),
             turn: tokio::sync::Mutex::new(()),
-            sink: RwLock::new(sink),
-            webhook,
+            sink: RwLock::new(Arc::new(NoSink)),
             deployment_checked: AtomicBool::new(false),
         })))
     }
 
-    /// Replace where messages go (the lead's job-queue sink).
+    /// Replace where messages go (the server installs the job-queue sink when
+    /// `ALERT_WEBHOOK_URL` is set).
     pub fn set_sink(&self, sink: Arc<dyn AlertSink>) {
         *self.0.sink.write().unwrap_or_else(|p| p.into_inner()) = sink;
-    }
-
-    /// The direct webhook sender, when `ALERT_WEBHOOK_URL` is set (its worker runs under
-    /// the supervisor).
-    pub fn webhook(&self) -> Option<Arc<WebhookSink>> {
-        self.0.webhook.clone()
     }
 
     /// Alerts firing now, worst first.

@@ -714,12 +714,6 @@ pub fn start(state: &crate::app::AppState) {
             }
         }
     });
-    if let Some(sink) = state.alerts.webhook() {
-        state.supervisor.spawn("alert_delivery", move |token| {
-            let sink = sink.clone();
-            async move { sink.run(token).await }
-        });
-    }
 }
 
 #[cfg(test)]

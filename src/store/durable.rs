@@ -55,38 +55,55 @@ impl GroupCommit {
 
     /// Return once every write made before this call is on stable storage.
     pub(crate) async fn sync(&self) -> Result<(), StoreError> {
-        let ticket = {
-            let mut s = self.lock();
-            s.requested += 1;
-            s.requested
-        };
+        let ticket = self.ticket();
+        self.wait(ticket).await
+    }
+
+    /// A ticket covering every write made before this call; [`GroupCommit::wait`] for it
+    /// later. Taking it costs nothing: no sync starts until someone waits.
+    pub(crate) fn ticket(&self) -> u64 {
+        let mut s = self.lock();
+        s.requested += 1;
+        s.requested
+    }
+
+    /// Return once `ticket` is durable: at once if a sync already covered it, else by
+    /// leading a sync or riding on the one in flight.
+    pub(crate) async fn wait(&self, ticket: u64) -> Result<(), StoreError> {
         let mut rx = self.done.subscribe();
         loop {
-            let target = {
+            let lead = {
                 let mut s = self.lock();
                 if s.completed >= ticket {
                     return Ok(());
                 }
                 if s.syncing {
-                    None
+                    false
                 } else {
                     s.syncing = true;
-                    Some(s.requested)
+                    true
                 }
             };
-            match target {
-                Some(target) => {
-                    // This caller leads: one sync covers every ticket up to `target`.
+            match lead {
+                true => {
+                    // This caller leads: one sync covers every ticket handed out before
+                    // the flush starts (read there, not here, so that writers arriving
+                    // while the blocking task spins up ride along).
                     let db = self.db.clone();
                     let files = self.files.clone();
-                    let res = tokio::task::spawn_blocking(move || sync_now(&db, &files)).await;
+                    let state = self.state.clone();
+                    let res = tokio::task::spawn_blocking(move || {
+                        let target = state.lock().unwrap_or_else(|p| p.into_inner()).requested;
+                        sync_now(&db, &files).map(|()| target)
+                    })
+                    .await;
                     let res = match res {
                         Ok(r) => r,
                         Err(e) => Err(StoreError::Sync(format!("sync task failed: {e}"))),
                     };
                     let mut s = self.lock();
                     s.syncing = false;
-                    if res.is_ok() {
+                    if let Ok(target) = res {
                         s.completed = s.completed.max(target);
                         s.syncs += 1;
                     }
@@ -94,9 +111,9 @@ impl GroupCommit {
                     // Wake everyone: the waiters covered by it return, the rest elect a
                     // new leader.
                     self.done.send_modify(|v| *v += 1);
-                    return res;
+                    return res.map(|_| ());
                 }
-                None => {
+                false => {
                     if rx.changed().await.is_err() {
                         return Err(StoreError::Sync("store closed".into()));
                     }
@@ -129,4 +146,42 @@ fn sync_now(db: &sled::Db, files: &[File]) -> Result<(), StoreError> {
             .map_err(|e| StoreError::Sync(format!("fdatasync: {e}")))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn a_ticket_rides_on_a_later_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.syncs();
+        let ticket = store.sync_ticket();
+        // Someone else's sync, started after the ticket, covers it.
+        store.sync().await.unwrap();
+        store.sync_until(ticket).await.unwrap();
+        assert_eq!(store.syncs() - before, 1);
+        // A ticket nobody synced for leads its own sync.
+        let ticket = store.sync_ticket();
+        store.sync_until(ticket).await.unwrap();
+        assert_eq!(store.syncs() - before, 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_syncs_all_complete_with_at_most_one_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.syncs();
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move { s.sync().await }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let used = store.syncs() - before;
+        assert!((1..=32).contains(&used), "{used}");
+    }
 }

@@ -58,6 +58,10 @@ impl StoreError {
     }
 }
 
+/// A point in the group commit's sequence (see [`Store::sync_ticket`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncTicket(u64);
+
 /// A handle to the store; cloning is cheap (sled handles and an `Arc`).
 #[derive(Clone)]
 pub struct Store {
@@ -117,6 +121,18 @@ impl Store {
     /// Wait until every write made before this call is on stable storage (group commit).
     pub async fn sync(&self) -> Result<(), StoreError> {
         self.commit.sync().await
+    }
+
+    /// Note "every write made so far" without syncing yet. Pass the ticket to
+    /// [`Store::sync_until`] after other work that syncs anyway (an audit record): one
+    /// sync then covers both, instead of one each.
+    pub fn sync_ticket(&self) -> SyncTicket {
+        SyncTicket(self.commit.ticket())
+    }
+
+    /// Wait until every write made before `ticket` was taken is on stable storage.
+    pub async fn sync_until(&self, ticket: SyncTicket) -> Result<(), StoreError> {
+        self.commit.wait(ticket.0).await
     }
 
     /// Flush and fdatasync now, blocking (start-up, shutdown, CLI).

@@ -2,8 +2,11 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod jobs;
 pub mod logs;
 pub mod metrics;
+pub mod scheduler;
+pub mod schedules;
 pub mod slo;
 pub mod status;
 pub mod supervisor;
@@ -22,4 +25,7 @@ pub fn router() -> Router<AppState> {
         .merge(slo::router())
         .merge(alerts::router())
         .merge(metrics::router())
+        .merge(jobs::router())
+        .merge(scheduler::router())
+        .merge(schedules::router())
 }

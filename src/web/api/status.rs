@@ -53,6 +53,8 @@ pub fn components(state: &AppState) -> Vec<(&'static str, Component)> {
         ("audit", audit(state)),
         ("slo", slo(state)),
         ("alerts", alerts(state)),
+        ("scheduler", scheduler(state)),
+        ("jobs", jobs(state)),
     ]
 }
 
@@ -151,4 +153,43 @@ fn audit(state: &AppState) -> Component {
         .with("last_seq", state.audit.last_seq())
         .with("audit_file_ok", audit_ok)
         .with("app_log_ok", app_log_ok)
+}
+
+/// Unhealthy when the loop is stopped; degraded when paused or when the last tick is
+/// more than two intervals old.
+fn scheduler(state: &AppState) -> Component {
+    use crate::scheduler::RunState;
+    let s = &state.scheduler;
+    let now = state.clock.now();
+    let interval = s.tick_interval_secs() as i64;
+    let age = (now - s.last_tick().unwrap_or(state.started_at)).num_seconds();
+    let status = match s.state() {
+        RunState::Stopped => Health::Unhealthy,
+        RunState::Paused => Health::Degraded,
+        RunState::Running if age > 2 * interval => Health::Degraded,
+        RunState::Running => Health::Healthy,
+    };
+    Component::new(status)
+        .with("state", serde_json::to_value(s.state()).unwrap_or_default())
+        .with("last_tick", s.last_tick().map(crate::clock::rfc3339))
+        .with("tick_age_secs", age.max(0))
+        .with("tick_interval_secs", interval)
+}
+
+/// Counts; degraded while any job is stuck.
+fn jobs(state: &AppState) -> Component {
+    use crate::jobs::Status;
+    let j = &state.jobs;
+    let stuck = j.count(Status::Stuck);
+    let status = if stuck > 0 {
+        Health::Degraded
+    } else {
+        Health::Healthy
+    };
+    Component::new(status)
+        .with("queued", j.count(Status::Queued))
+        .with("running", j.count(Status::Running))
+        .with("scheduled", j.count(Status::Scheduled))
+        .with("stuck", stuck)
+        .with("dead", j.count(Status::Dead))
 }

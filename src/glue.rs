@@ -1,0 +1,115 @@
+//! Where domains meet, so none of them depends on another: the SLO counts job outcomes
+//! and scheduler ticks, `/metrics` reads the queue's gauges, and alerts are delivered
+//! through the job queue.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::app::AppState;
+use crate::jobs::executors::ALERT_KIND;
+use crate::jobs::{Jobs, NewJob, Status};
+use crate::slo::GaugeSource;
+use crate::slo::alerts::AlertSink;
+use crate::store::Store;
+
+/// Attempts for an alert message: with the queue's backoff, about a day of retries.
+const ALERT_ATTEMPTS: u32 = 10;
+
+/// Install the cross-domain hooks and start the task that feeds the SLO counters.
+pub fn start(state: &AppState) {
+    state
+        .slo
+        .set_gauges(Arc::new(QueueGauges(state.jobs.clone())));
+    if state.config.alert_webhook_url.is_some() {
+        state.alerts.set_sink(Arc::new(QueueSink {
+            jobs: state.jobs.clone(),
+            store: state.store.clone(),
+        }));
+    }
+    state.slo.expect_ticks();
+    let st = state.clone();
+    state.supervisor.spawn("slo-feed", move |token| {
+        let st = st.clone();
+        async move {
+            let mut outcomes = st.jobs.subscribe();
+            let mut ticks = st.scheduler.subscribe_ticks();
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    ev = outcomes.recv() => match ev {
+                        Ok(ev) => st.slo.record_job_outcome(&ev.kind, ev.outcome.as_str()),
+                        Err(RecvError::Lagged(n)) => {
+                            tracing::warn!(missed = n, "SLO feed fell behind the job outcomes");
+                        }
+                        Err(RecvError::Closed) => return Ok(()),
+                    },
+                    tick = ticks.recv() => match tick {
+                        Ok(_) | Err(RecvError::Lagged(_)) => {
+                            st.slo.record_tick(st.clock.now());
+                        }
+                        Err(RecvError::Closed) => return Ok(()),
+                    },
+                }
+            }
+        }
+    });
+}
+
+/// Jobs by queue and status, queue depth and stuck jobs for `/metrics`, from the
+/// queue's in-memory counters (no store scan per scrape).
+struct QueueGauges(Jobs);
+
+impl GaugeSource for QueueGauges {
+    fn jobs_by_queue_status(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for (queue, by_status) in self.0.counts() {
+            for status in Status::ALL {
+                let n = by_status.get(&status).copied().unwrap_or(0);
+                out.push((queue.clone(), status.as_str().to_string(), n));
+            }
+        }
+        out
+    }
+
+    fn queue_depth(&self) -> Vec<(String, u64)> {
+        self.0
+            .counts()
+            .into_iter()
+            .map(|(q, by)| (q, by.get(&Status::Queued).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    fn stuck_jobs(&self) -> Option<u64> {
+        Some(self.0.count(Status::Stuck))
+    }
+}
+
+/// Alert messages become `alert.webhook` jobs: durable, retried with the queue's
+/// backoff, visible at `/api/jobs?kind=alert.webhook`, retryable by hand.
+struct QueueSink {
+    jobs: Jobs,
+    store: Store,
+}
+
+impl AlertSink for QueueSink {
+    fn deliver(
+        &self,
+        text: String,
+    ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            self.jobs.enqueue(NewJob {
+                queue: Some("alerts".into()),
+                kind: ALERT_KIND.into(),
+                payload: Some(json!({ "text": text }).to_string()),
+                max_attempts: Some(ALERT_ATTEMPTS),
+                ..NewJob::default()
+            })?;
+            self.store.sync().await?;
+            Ok(())
+        })
+    }
+}

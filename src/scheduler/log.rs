@@ -1,0 +1,125 @@
+//! `logs/scheduler.log`: a line per tick and per job outcome; failures as `ERROR` lines
+//! (the runbook greps for `ERROR`). The file is opened per write, so moving it away
+//! (rotation) simply starts a new one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::clock::{Clock, rfc3339};
+use crate::jobs::{JobEvent, Outcome};
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct SchedLog {
+    path: PathBuf,
+    clock: Clock,
+    lock: Arc<Mutex<()>>,
+}
+
+impl SchedLog {
+    pub fn new(logs_dir: &Path, clock: Clock) -> Self {
+        Self {
+            path: logs_dir.join("scheduler.log"),
+            clock,
+            lock: Arc::default(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn info(&self, msg: &str) {
+        self.write_lines(&[format!("{} INFO {msg}", rfc3339(self.clock.now()))]);
+    }
+
+    pub fn error(&self, msg: &str) {
+        tracing::error!(target: "scheduler", "{msg}");
+        self.write_lines(&[format!("{} ERROR {msg}", rfc3339(self.clock.now()))]);
+    }
+
+    /// The line for a job outcome.
+    pub fn outcome_line(e: &JobEvent) -> String {
+        let level = match e.outcome {
+            Outcome::Succeeded | Outcome::Cancelled => "INFO",
+            Outcome::Failed | Outcome::Dead | Outcome::Stuck => "ERROR",
+        };
+        let mut line = format!(
+            "{} {level} job {} ({}/{}) {} attempt={}",
+            rfc3339(e.at),
+            e.id,
+            e.queue,
+            e.kind,
+            e.outcome.as_str(),
+            e.attempts
+        );
+        if matches!(e.outcome, Outcome::Failed | Outcome::Dead)
+            && let Some(err) = &e.error
+        {
+            line.push_str(": ");
+            line.push_str(&err.replace('\n', " "));
+        }
+        line
+    }
+
+    /// Append lines in one write.
+    pub fn write_lines(&self, lines: &[String]) {
+        if lines.is_empty() {
+            return;
+        }
+        let mut buf = String::new();
+        for l in lines {
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(buf.as_bytes()));
+        if let Err(e) = r {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot write the scheduler log");
+        }
+    }
+}
+
+/// Write job outcomes to the log as they happen, in batches (a supervised task).
+pub async fn follow_outcomes(
+    log: SchedLog,
+    mut rx: tokio::sync::broadcast::Receiver<JobEvent>,
+    token: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    loop {
+        let first = tokio::select! {
+            _ = token.cancelled() => return Ok(()),
+            r = rx.recv() => r,
+        };
+        let mut lines = Vec::new();
+        let mut push = |r: Result<JobEvent, String>| match r {
+            Ok(e) => lines.push(SchedLog::outcome_line(&e)),
+            Err(msg) => lines.push(msg),
+        };
+        match first {
+            Ok(e) => push(Ok(e)),
+            Err(RecvError::Lagged(n)) => push(Err(format!(
+                "{} INFO {n} job outcomes not logged (the log fell behind)",
+                rfc3339(log.clock.now())
+            ))),
+            Err(RecvError::Closed) => return Ok(()),
+        }
+        for _ in 0..1000 {
+            match rx.try_recv() {
+                Ok(e) => push(Ok(e)),
+                Err(TryRecvError::Lagged(n)) => push(Err(format!(
+                    "{} INFO {n} job outcomes not logged (the log fell behind)",
+                    rfc3339(log.clock.now())
+                ))),
+                Err(_) => break,
+            }
+        }
+        log.write_lines(&lines);
+    }
+}

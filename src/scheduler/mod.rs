@@ -1,0 +1,395 @@
+//! The scheduler: a tick every `SCHEDULER_TICK_SECS` (cron schedules, stuck jobs,
+//! re-queue policy, pruning) and a due loop every second (jobs whose `run_at` arrived,
+//! due schedules, the built-in executors). Steps are plain functions over `AppState`
+//! ([`tick`], [`due`], [`dispatch`]) so tests call them directly; [`run`] is the loop
+//! the supervisor keeps alive.
+
+pub mod cron;
+pub mod log;
+pub mod schedules;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::AppState;
+use crate::jobs::executors::{self, Executors};
+use crate::jobs::{BUILTIN_WORKER, ClaimRequest, Job, Status};
+use log::SchedLog;
+use schedules::Schedules;
+
+/// `running`, `paused` or `stopped` (the loop is not running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Paused,
+    Stopped,
+}
+
+/// What one tick did (also sent to tick subscribers).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TickReport {
+    pub at: String,
+    pub tick: u64,
+    pub fired: usize,
+    pub promoted: usize,
+    pub stuck: usize,
+    pub requeued: usize,
+    pub pruned: usize,
+    pub errors: Vec<String>,
+}
+
+struct Inner {
+    tick_secs: u64,
+    paused: AtomicBool,
+    alive: AtomicBool,
+    restart: AtomicBool,
+    ticks: AtomicU64,
+    last_tick: Mutex<Option<DateTime<Utc>>>,
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    ticks_tx: broadcast::Sender<TickReport>,
+}
+
+/// The scheduler's handle: cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+    pub schedules: Schedules,
+    pub executors: Executors,
+    pub log: SchedLog,
+}
+
+impl Scheduler {
+    pub fn new(
+        tick_secs: u64,
+        concurrency: usize,
+        schedules: Schedules,
+        executors: Executors,
+        log: SchedLog,
+    ) -> Self {
+        let (ticks_tx, _) = broadcast::channel(64);
+        Self {
+            inner: Arc::new(Inner {
+                tick_secs: tick_secs.max(1),
+                paused: AtomicBool::new(false),
+                alive: AtomicBool::new(false),
+                restart: AtomicBool::new(false),
+                ticks: AtomicU64::new(0),
+                last_tick: Mutex::new(None),
+                wake: Notify::new(),
+                slots: Arc::new(Semaphore::new(concurrency)),
+                ticks_tx,
+            }),
+            schedules,
+            executors,
+            log,
+        }
+    }
+
+    pub fn state(&self) -> RunState {
+        if !self.inner.alive.load(Ordering::SeqCst) {
+            RunState::Stopped
+        } else if self.inner.paused.load(Ordering::SeqCst) {
+            RunState::Paused
+        } else {
+            RunState::Running
+        }
+    }
+
+    /// Called as the loop is handed to the supervisor, so the state reads `running`
+    /// from the first request on.
+    pub fn mark_starting(&self) {
+        self.inner.alive.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.inner.paused.load(Ordering::SeqCst)
+    }
+
+    pub fn pause(&self) {
+        self.inner.paused.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.inner.paused.store(false, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    /// Unpause and ask the loop to start over: recover stuck jobs and tick now.
+    pub fn restart(&self) {
+        self.inner.paused.store(false, Ordering::SeqCst);
+        self.inner.restart.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    pub fn tick_interval_secs(&self) -> u64 {
+        self.inner.tick_secs
+    }
+
+    pub fn ticks(&self) -> u64 {
+        self.inner.ticks.load(Ordering::SeqCst)
+    }
+
+    pub fn last_tick(&self) -> Option<DateTime<Utc>> {
+        *self
+            .inner
+            .last_tick
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn next_tick(&self) -> Option<DateTime<Utc>> {
+        self.last_tick()
+            .map(|t| t + chrono::Duration::seconds(self.inner.tick_secs as i64))
+    }
+
+    /// Every tick's report, as it happens (the SLO module counts them).
+    pub fn subscribe_ticks(&self) -> broadcast::Receiver<TickReport> {
+        self.inner.ticks_tx.subscribe()
+    }
+
+    /// Free built-in executor slots.
+    pub fn free_slots(&self) -> usize {
+        self.inner.slots.available_permits()
+    }
+}
+
+/// One scheduler tick: fire due schedules (unless paused), mark stuck jobs, re-queue
+/// per `STUCK_REQUEUE_AFTER_SECS`, prune per `JOB_RETENTION_DAYS`. Writes are synced
+/// before it returns.
+pub async fn tick(state: &AppState) -> TickReport {
+    let sched = &state.scheduler;
+    let now = state.clock.now();
+    let mut r = TickReport {
+        at: crate::clock::rfc3339(now),
+        ..TickReport::default()
+    };
+    if !sched.is_paused() {
+        match fire_schedules(state, now) {
+            Ok(n) => r.fired = n,
+            Err(e) => r.errors.push(format!("schedules: {e}")),
+        }
+    }
+    match state.jobs.promote_due() {
+        Ok(n) => r.promoted = n,
+        Err(e) => r.errors.push(format!("promote: {e}")),
+    }
+    match state.jobs.mark_stuck() {
+        Ok(v) => {
+            r.stuck = v.len();
+            for j in &v {
+                sched.log.error(&format!(
+                    "job {} ({}/{}) stuck: lease of worker {} expired",
+                    j.id,
+                    j.queue,
+                    j.kind,
+                    j.worker.as_deref().unwrap_or("-")
+                ));
+            }
+        }
+        Err(e) => r.errors.push(format!("stuck: {e}")),
+    }
+    let after = state.config.stuck_requeue_after_secs;
+    if after > 0 {
+        match state.jobs.requeue_stuck(after) {
+            Ok(v) => {
+                r.requeued = v.len();
+                for j in &v {
+                    sched.log.info(&format!(
+                        "job {} re-queued after being stuck {}s or more (attempt {}/{})",
+                        j.id, after, j.attempts, j.max_attempts
+                    ));
+                }
+            }
+            Err(e) => r.errors.push(format!("requeue: {e}")),
+        }
+    }
+    match state.jobs.prune(state.config.job_retention_days) {
+        Ok(n) => r.pruned = n,
+        Err(e) => r.errors.push(format!("prune: {e}")),
+    }
+    if let Err(e) = state.store.sync().await {
+        r.errors.push(format!("sync: {e}"));
+    }
+    *sched
+        .inner
+        .last_tick
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(now);
+    r.tick = sched.inner.ticks.fetch_add(1, Ordering::SeqCst) + 1;
+    let line = format!(
+        "tick {} fired={} promoted={} stuck={} requeued={} pruned={} queued={} running={} scheduled={} dead={}",
+        r.tick,
+        r.fired,
+        r.promoted,
+        r.stuck,
+        r.requeued,
+        r.pruned,
+        state.jobs.count(Status::Queued),
+        state.jobs.count(Status::Running),
+        state.jobs.count(Status::Scheduled),
+        state.jobs.count(Status::Dead),
+    );
+    sched.log.info(&line);
+    for e in &r.errors {
+        sched.log.error(&format!("tick {}: {e}", r.tick));
+    }
+    let _ = sched.inner.ticks_tx.send(r.clone());
+    r
+}
+
+fn fire_schedules(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    let fired = state.scheduler.schedules.fire_due(&state.jobs, now)?;
+    for (name, r) in &fired {
+        match r {
+            Ok(id) => state
+                .scheduler
+                .log
+                .info(&format!("schedule {name} fired: job {id}")),
+            Err(e) => state
+                .scheduler
+                .log
+                .error(&format!("schedule {name} failed to fire: {e}")),
+        }
+    }
+    Ok(fired.iter().filter(|(_, r)| r.is_ok()).count())
+}
+
+/// The every-second step: promote jobs whose `run_at` arrived, fire due schedules and
+/// hand ready jobs to the built-in executors. Nothing starts while paused.
+pub async fn due(state: &AppState) -> anyhow::Result<()> {
+    if state.scheduler.is_paused() {
+        return Ok(());
+    }
+    let now = state.clock.now();
+    let fired = fire_schedules(state, now)?;
+    let promoted = state.jobs.promote_due()?;
+    if fired + promoted > 0 {
+        state.store.sync().await?;
+    }
+    dispatch(state).await?;
+    Ok(())
+}
+
+/// Claim ready jobs of the built-in kinds into free executor slots; each runs in its
+/// own task and reports like an external worker would. Returns how many started.
+pub async fn dispatch(state: &AppState) -> anyhow::Result<usize> {
+    let kinds = executors::enabled_kinds();
+    if kinds.is_empty() || state.scheduler.is_paused() {
+        return Ok(0);
+    }
+    let mut started = 0;
+    loop {
+        let Ok(permit) = state.scheduler.inner.slots.clone().try_acquire_owned() else {
+            break;
+        };
+        let claimed = state.jobs.claim(&ClaimRequest {
+            queues: Vec::new(),
+            kinds: kinds.clone(),
+            worker: format!("{BUILTIN_WORKER}executor"),
+            // The lease covers the job's whole timeout, plus a margin to report.
+            lease_secs: 0,
+            count: 1,
+        })?;
+        let Some(job) = claimed.into_iter().next() else {
+            break;
+        };
+        state.store.sync().await?;
+        started += 1;
+        let st = state.clone();
+        tokio::spawn(async move {
+            execute(&st, job).await;
+            drop(permit);
+            st.scheduler.inner.wake.notify_one();
+        });
+    }
+    Ok(started)
+}
+
+async fn execute(state: &AppState, job: Job) {
+    let outcome = state.scheduler.executors.run(&job).await;
+    let res = match outcome {
+        Ok(result) => state.jobs.complete(&job.id, None, Some(result)),
+        Err(e) => state.jobs.fail(&job.id, None, &e),
+    };
+    if let Err(e) = res {
+        state.scheduler.log.error(&format!(
+            "job {}: could not record its outcome: {e}",
+            job.id
+        ));
+    }
+    if let Err(e) = state.store.sync().await {
+        state
+            .scheduler
+            .log
+            .error(&format!("job {}: sync failed: {e}", job.id));
+    }
+}
+
+/// Marks the loop alive while it runs, and stopped when it ends or panics.
+struct Alive(Arc<Inner>);
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.alive.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The scheduler loop, run under the supervisor.
+pub async fn run(state: AppState, token: CancellationToken) -> anyhow::Result<()> {
+    let inner = state.scheduler.inner.clone();
+    inner.alive.store(true, Ordering::SeqCst);
+    let _alive = Alive(inner.clone());
+    state.scheduler.log.info("scheduler started");
+    let mut last_due = tokio::time::Instant::now() - Duration::from_secs(2);
+    loop {
+        if inner.restart.swap(false, Ordering::SeqCst) {
+            state
+                .scheduler
+                .log
+                .info("scheduler restarted by an operator");
+            tick(&state).await;
+        }
+        let now = state.clock.now();
+        let tick_due = state.scheduler.next_tick().is_none_or(|t| t <= now);
+        if tick_due {
+            tick(&state).await;
+        }
+        // Schedules are checked once a second; an early wake-up only dispatches.
+        let r = if last_due.elapsed() >= Duration::from_millis(900) {
+            last_due = tokio::time::Instant::now();
+            due(&state).await
+        } else {
+            dispatch(&state).await.map(|_| ())
+        };
+        if let Err(e) = r {
+            state
+                .scheduler
+                .log
+                .error(&format!("due check failed: {e:#}"));
+        }
+        // Sleep until the next job's run_at, at most a second; wake early on an
+        // enqueue, a finished job, resume or restart.
+        let mut wait = Duration::from_secs(1);
+        if let Ok(Some(next)) = state.jobs.next_run_at()
+            && let Ok(d) = (next - state.clock.now()).to_std()
+        {
+            wait = wait.min(d + Duration::from_millis(1));
+        }
+        tokio::select! {
+            _ = token.cancelled() => break,
+            _ = inner.wake.notified() => {}
+            _ = state.jobs.ready_notify.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+    state.scheduler.log.info("scheduler stopped");
+    Ok(())
+}

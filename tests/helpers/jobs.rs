@@ -1,0 +1,193 @@
+//! One method per jobs, scheduler and schedules endpoint, so tests read like the runbook.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use echopilot::app::{self, AppState};
+use echopilot::clock::Clock;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{OPERATOR_KEY, TestApp, VIEWER_KEY, WORKER_KEY, base_env, config};
+
+impl TestApp {
+    /// A fresh home served with a manual clock (time moves only when the test says).
+    pub async fn spawn_with_clock(clock: Clock, extra: &[(&str, &str)]) -> TestApp {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut app = Self::spawn_in_with_clock(tmp.path(), clock, extra).await;
+        app._tmp = Some(tmp);
+        app
+    }
+
+    pub async fn spawn_in_with_clock(home: &Path, clock: Clock, extra: &[(&str, &str)]) -> TestApp {
+        let mut env = base_env();
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let state = AppState::open_with_clock(config(home, &env), clock).expect("open state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app::serve(listener, state.clone(), shutdown.clone()));
+        TestApp {
+            base: format!("http://{addr}"),
+            home: home.to_path_buf(),
+            state,
+            client: reqwest::Client::new(),
+            shutdown,
+            task: Some(task),
+            _tmp: None,
+        }
+    }
+
+    /// `POST /api/jobs` as an operator.
+    pub async fn enqueue(&self, body: Value) -> (u16, Value) {
+        self.post("/api/jobs", Some(OPERATOR_KEY), body).await
+    }
+
+    /// Enqueue and return the new job's id (asserting 201).
+    pub async fn enqueue_id(&self, body: Value) -> String {
+        let (s, v) = self.enqueue(body).await;
+        assert_eq!(s, 201, "{v}");
+        v["job"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// `GET /api/job/{id}` with `key` (or none).
+    pub async fn job(&self, id: &str, key: Option<&str>) -> (u16, Value) {
+        self.get(&format!("/api/job/{id}"), key).await
+    }
+
+    /// The job's full record (viewer key).
+    pub async fn job_full(&self, id: &str) -> Value {
+        let (s, v) = self.job(id, Some(VIEWER_KEY)).await;
+        assert_eq!(s, 200, "{v}");
+        v["job"].clone()
+    }
+
+    pub async fn jobs_list(&self, query: &str) -> (u16, Value) {
+        self.get(&format!("/api/jobs{query}"), Some(VIEWER_KEY))
+            .await
+    }
+
+    pub async fn jobs_stats(&self) -> Value {
+        let (s, v) = self.get("/api/jobs/stats", Some(VIEWER_KEY)).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub async fn stuck_jobs(&self) -> Value {
+        let (s, v) = self.get("/api/jobs/stuck", Some(VIEWER_KEY)).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// `POST /api/jobs/claim` as a worker.
+    pub async fn claim(&self, body: Value) -> (u16, Value) {
+        self.post("/api/jobs/claim", Some(WORKER_KEY), body).await
+    }
+
+    pub async fn heartbeat(&self, id: &str, body: Value) -> (u16, Value) {
+        self.post(&format!("/api/job/{id}/heartbeat"), Some(WORKER_KEY), body)
+            .await
+    }
+
+    pub async fn complete(&self, id: &str, body: Value) -> (u16, Value) {
+        self.post(&format!("/api/job/{id}/complete"), Some(WORKER_KEY), body)
+            .await
+    }
+
+    pub async fn fail(&self, id: &str, body: Value) -> (u16, Value) {
+        self.post(&format!("/api/job/{id}/fail"), Some(WORKER_KEY), body)
+            .await
+    }
+
+    pub async fn complete_batch(&self, body: Value) -> (u16, Value) {
+        self.post("/api/jobs/complete", Some(WORKER_KEY), body)
+            .await
+    }
+
+    pub async fn retry(&self, id: &str) -> (u16, Value) {
+        self.post(
+            &format!("/api/job/{id}/retry"),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        self.post(
+            &format!("/api/job/{id}/cancel"),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn retry_bulk(&self, body: Value) -> (u16, Value) {
+        self.post("/api/jobs/retry", Some(OPERATOR_KEY), body).await
+    }
+
+    pub async fn scheduler_status(&self) -> Value {
+        let (s, v) = self.get("/api/scheduler/status", None).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// `POST /api/scheduler/{restart|pause|resume}` as an operator.
+    pub async fn scheduler(&self, action: &str) -> (u16, Value) {
+        self.post(
+            &format!("/api/scheduler/{action}"),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn schedules(&self) -> Value {
+        let (s, v) = self.get("/api/schedules", Some(VIEWER_KEY)).await;
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    pub async fn create_schedule(&self, body: Value) -> (u16, Value) {
+        self.post("/api/schedules", Some(OPERATOR_KEY), body).await
+    }
+
+    /// `POST /api/schedules/{name}/{run|pause|resume}`.
+    pub async fn schedule(&self, name: &str, action: &str) -> (u16, Value) {
+        self.post(
+            &format!("/api/schedules/{name}/{action}"),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
+        .await
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> (u16, Value) {
+        self.send(
+            Method::DELETE,
+            &format!("/api/schedules/{name}"),
+            Some(OPERATOR_KEY),
+            None,
+        )
+        .await
+    }
+
+    /// Poll a job until its status is `want` (generous: the machine is shared).
+    pub async fn wait_status(&self, id: &str, want: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let j = self.job_full(id).await;
+            if j["status"] == want {
+                return j;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "job {id} never became {want}: {j}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
