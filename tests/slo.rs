@@ -669,3 +669,66 @@ async fn minutes_past_the_window_are_pruned_and_never_counted() {
     let minutes = stats.iter().find(|(n, _)| n == "slo_minutes").unwrap().1;
     assert_eq!(minutes, 1440);
 }
+
+/// The domains meet: a job's outcome and the scheduler's ticks reach the SLO counters,
+/// and `/metrics` shows the queue's gauges — still a valid exposition.
+#[tokio::test]
+async fn job_outcomes_ticks_and_queue_gauges_reach_metrics() {
+    let app = TestApp::spawn().await;
+    let done = app
+        .enqueue_id(serde_json::json!({"kind": "report.build", "queue": "reports"}))
+        .await;
+    app.enqueue_id(serde_json::json!({"kind": "report.build", "queue": "reports"}))
+        .await;
+    let (s, v) = app
+        .claim(serde_json::json!({"worker": "w1", "kinds": ["report.build"]}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["job"]["id"], done.as_str());
+    let (s, v) = app
+        .complete(
+            &done,
+            serde_json::json!({"worker": "w1", "result": {"rows": 3}}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = app
+        .post(
+            "/api/scheduler/restart",
+            Some(helpers::OPERATOR_KEY),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    // The feed is a background task: poll until it has caught up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let (_, m) = app.get("/metrics", None).await;
+        let text = m.as_str().unwrap_or_default().to_string();
+        let fed = text
+            .contains(r#"echopilot_job_outcomes_total{kind="report.build",outcome="succeeded"} 1"#)
+            && !text.contains("echopilot_scheduler_ticks_total 0");
+        if fed || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for line in [
+        r#"echopilot_job_outcomes_total{kind="report.build",outcome="succeeded"} 1"#,
+        r#"echopilot_jobs{queue="reports",status="succeeded"} 1"#,
+        r#"echopilot_jobs{queue="reports",status="queued"} 1"#,
+        r#"echopilot_queue_depth{queue="reports"} 1"#,
+        "echopilot_jobs_stuck 0",
+    ] {
+        assert!(text.contains(line), "missing {line}:\n{text}");
+    }
+    assert!(
+        !text.contains("echopilot_scheduler_ticks_total 0"),
+        "{text}"
+    );
+    if let Some((ok, msg)) = promtool(&text) {
+        assert!(ok, "promtool: {msg}\n{text}");
+    }
+    app.stop().await;
+}

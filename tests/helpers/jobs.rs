@@ -1,46 +1,13 @@
 //! One method per jobs, scheduler and schedules endpoint, so tests read like the runbook.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use echopilot::app::{self, AppState};
-use echopilot::clock::Clock;
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
-use super::{OPERATOR_KEY, TestApp, VIEWER_KEY, WORKER_KEY, base_env, config};
+use super::{OPERATOR_KEY, TestApp, VIEWER_KEY, WORKER_KEY};
 
 impl TestApp {
-    /// A fresh home served with a manual clock (time moves only when the test says).
-    pub async fn spawn_with_clock(clock: Clock, extra: &[(&str, &str)]) -> TestApp {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut app = Self::spawn_in_with_clock(tmp.path(), clock, extra).await;
-        app._tmp = Some(tmp);
-        app
-    }
-
-    pub async fn spawn_in_with_clock(home: &Path, clock: Clock, extra: &[(&str, &str)]) -> TestApp {
-        let mut env = base_env();
-        for (k, v) in extra {
-            env.insert(k.to_string(), v.to_string());
-        }
-        let state = AppState::open_with_clock(config(home, &env), clock).expect("open state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app::serve(listener, state.clone(), shutdown.clone()));
-        TestApp {
-            base: format!("http://{addr}"),
-            home: home.to_path_buf(),
-            state,
-            client: reqwest::Client::new(),
-            shutdown,
-            task: Some(task),
-            _tmp: None,
-        }
-    }
-
     /// `POST /api/jobs` as an operator.
     pub async fn enqueue(&self, body: Value) -> (u16, Value) {
         self.post("/api/jobs", Some(OPERATOR_KEY), body).await

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use echopilot::app::{self, AppState};
+use echopilot::clock::Clock;
 use echopilot::config::{Config, HomeArg, ServeArgs};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -74,11 +75,24 @@ impl TestApp {
 
     /// Serve on an existing home (restarts keep their data).
     pub async fn spawn_in(home: &Path, extra: &[(&str, &str)]) -> TestApp {
+        Self::spawn_in_with_clock(home, Clock::system(), extra).await
+    }
+
+    /// A fresh home served with a manual clock (time moves only when the test says).
+    pub async fn spawn_with_clock(clock: Clock, extra: &[(&str, &str)]) -> TestApp {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut app = Self::spawn_in_with_clock(tmp.path(), clock, extra).await;
+        app._tmp = Some(tmp);
+        app
+    }
+
+    /// Serve on an existing home with the given clock.
+    pub async fn spawn_in_with_clock(home: &Path, clock: Clock, extra: &[(&str, &str)]) -> TestApp {
         let mut env = base_env();
         for (k, v) in extra {
             env.insert(k.to_string(), v.to_string());
         }
-        let state = AppState::open(config(home, &env)).expect("open state");
+        let state = AppState::open_with_clock(config(home, &env), clock).expect("open state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
