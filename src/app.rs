@@ -76,11 +76,29 @@ impl AppState {
 
     /// As [`AppState::open`], with a given clock (tests pass a manual one).
     pub fn open_with_clock(config: Config, clock: Clock) -> anyhow::Result<AppState> {
-        for dir in [config.logs_dir(), config.backups_dir()] {
+        let logs = config.logs_dir();
+        for dir in [
+            logs.join("ndjson"),
+            logs.join("archive"),
+            config.backups_dir(),
+        ] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("while creating {}", dir.display()))?;
         }
         let store = Store::open(&config.home)?;
+        // The runbook's `tail`/`grep` lines work on a fresh home too: the files exist
+        // (empty) from the first start.
+        for file in [
+            logs.join("ndjson").join("audit.ndjson"),
+            logs.join("app.log"),
+            logs.join("scheduler.log"),
+        ] {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .with_context(|| format!("while creating {}", file.display()))?;
+        }
         let now = clock.now();
         let instance = meta::record_boot(
             &store,

@@ -332,3 +332,17 @@ fn db_check_and_stats() {
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("tree meta:"), "{s}");
 }
+
+#[tokio::test]
+async fn runbook_log_files_exist_on_a_fresh_home() {
+    let app = TestApp::spawn().await;
+    for f in [
+        "logs/ndjson/audit.ndjson",
+        "logs/app.log",
+        "logs/scheduler.log",
+    ] {
+        assert!(app.home.join(f).is_file(), "{f} missing");
+    }
+    assert!(app.home.join("backups/disaster_recovery").is_dir());
+    app.stop().await;
+}

@@ -515,6 +515,40 @@ async fn stuck_jobs_are_listed_retried_and_requeued_by_policy() {
     app.stop().await;
 }
 
+/// The runbook's "Process Stuck Job": list, look, retry — with no tick in between.
+#[tokio::test]
+async fn a_job_listed_as_stuck_can_be_retried_before_any_tick() {
+    let clock = Clock::manual(t0());
+    let app = TestApp::spawn_with_clock(clock.clone(), &[]).await;
+    let id = app.enqueue_id(json!({"kind": "crawl"})).await;
+    let (_, v) = app
+        .claim(json!({"worker": "w-gone", "lease_secs": 5}))
+        .await;
+    assert_eq!(v["job"]["id"], id.as_str());
+    // Not stuck while the lease holds: a retry is refused and changes nothing.
+    let (s, _) = app.retry(&id).await;
+    assert_eq!(s, 409);
+    assert_eq!(app.job_full(&id).await["status"], "running");
+    clock.advance(chrono::Duration::seconds(6));
+    let stuck = app.stuck_jobs().await;
+    assert_eq!(stuck["jobs"][0]["id"], id.as_str(), "{stuck}");
+    let (s, v) = app.get(&format!("/api/job/{id}"), None).await;
+    assert_eq!((s, v["job"]["status"].as_str()), (200, Some("running")));
+    let (s, v) = app.retry(&id).await;
+    assert_eq!(
+        (s, v["job"]["status"].as_str()),
+        (200, Some("queued")),
+        "{v}"
+    );
+    let full = app.job_full(&id).await;
+    assert_eq!(full["history"][0]["outcome"], "retried", "{full}");
+    assert_eq!(app.stuck_jobs().await["count"], 0);
+    // The worker that lost its lease cannot report any more.
+    let (s, _) = app.complete(&id, json!({"worker": "w-gone"})).await;
+    assert_eq!(s, 409);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn list_filters_cursor_stats_and_bulk_retry() {
     let app = TestApp::spawn().await;

@@ -856,7 +856,12 @@ impl Jobs {
     pub fn retry(&self, id: &str) -> Result<Job, JobError> {
         let now = self.now();
         let (_, job) = self.change(id, |j| {
+            // Stuck as `/api/jobs/stuck` shows it: the lease ran out, even if no tick has
+            // marked it yet (the runbook retries straight from that list).
+            let lease_expired =
+                j.status == Status::Running && j.lease_expires_at.is_some_and(|l| l <= now);
             let allowed = matches!(j.status, Status::Stuck | Status::Dead | Status::Cancelled)
+                || lease_expired
                 || (j.status == Status::Scheduled && j.last_error.is_some());
             if !allowed {
                 return Err(JobError::Conflict(format!(
@@ -865,7 +870,7 @@ impl Jobs {
                 )));
             }
             let mut n = j.clone();
-            if n.status == Status::Stuck {
+            if n.status == Status::Stuck || lease_expired {
                 n.close_attempt(now, "retried", Some("retried by hand while stuck"));
             }
             n.status = Status::Queued;
