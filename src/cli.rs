@@ -47,21 +47,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-fn open_store(home: &HomeArg) -> anyhow::Result<Store> {
-    let home = home.home.clone().unwrap_or_else(|| ".".into());
-    match Store::open(&home) {
-        Ok(s) => Ok(s),
-        Err(e @ StoreError::AlreadyRunning { .. }) => Err(anyhow::Error::new(e).context(
-            "the server holds the store: ask it instead with `curl http://127.0.0.1:8080/api/status/summary` \
-             (its `store` component runs the same probe)",
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `echopilot db check|stats`.
+/// `echopilot db check|stats`. While the server holds the store, ask it over HTTP
+/// instead (the address from `PORT` / `echopilot.toml`; stats need a viewer key in
+/// `DASHBOARD_KEY` or `ECHOPILOT_KEY`).
 pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
-    let store = open_store(&home)?;
+    let store = match Store::open(&home_dir(&home)) {
+        Ok(s) => s,
+        Err(StoreError::AlreadyRunning { .. }) => return db_via_server(home, action),
+        Err(e) => return Err(e.into()),
+    };
     match action {
         DbAction::Check => {
             store.probe()?;
@@ -81,6 +75,72 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
+    let config = Config::load(&ServeArgs { home, bind: None })?;
+    let base = format!("http://{}", config.bind);
+    let key = std::env::var("ECHOPILOT_KEY").ok().or_else(|| {
+        config
+            .dashboard_key
+            .as_ref()
+            .map(|k| k.expose().to_string())
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::new();
+        match action {
+            DbAction::Check => {
+                let url = format!("{base}/api/status/summary");
+                let v: serde_json::Value = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .with_context(|| format!("the server holds the store, but {url} does not answer"))?
+                    .json()
+                    .await?;
+                let store = &v["components"]["store"];
+                if store["status"] != "healthy" {
+                    anyhow::bail!("the server's store probe failed: {store}");
+                }
+                println!(
+                    "ok: the running server's store answers (schema version {}; via {url})",
+                    store["schema_version"]
+                );
+            }
+            DbAction::Stats => {
+                let url = format!("{base}/api/db/stats");
+                let mut req = client.get(&url);
+                if let Some(k) = &key {
+                    req = req.header(crate::auth::KEY_HEADER, k);
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .with_context(|| format!("the server holds the store, but {url} does not answer"))?;
+                let status = resp.status();
+                let v: serde_json::Value = resp.json().await?;
+                if !status.is_success() {
+                    anyhow::bail!(
+                        "{url} answered {status}: {} (set DASHBOARD_KEY or ECHOPILOT_KEY to a viewer key)",
+                        v["error"]
+                    );
+                }
+                println!("store: {}", v["path"].as_str().unwrap_or_default());
+                println!("size_on_disk_bytes: {}", v["size_on_disk_bytes"]);
+                println!("schema_version: {}", v["schema_version"]);
+                if let Some(trees) = v["trees"].as_object() {
+                    for (tree, count) in trees {
+                        println!("tree {tree}: {count} records");
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// `echopilot keygen`: a fresh key for `DASHBOARD_KEY` or `ROLES_JSON`.

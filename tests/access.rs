@@ -31,6 +31,7 @@ const ROUTES: &[(&str, &str, Who, u16)] = &[
     ("GET", "/api/status/summary", Who::Public, 200),
     ("GET", "/api/audit", Who::Viewer, 200),
     ("GET", "/api/supervisor-status", Who::Viewer, 200),
+    ("GET", "/api/db/stats", Who::Viewer, 200),
     ("POST", "/api/logs/rotate", Who::Admin, 200),
     ("GET", "/api/slo/status", Who::Public, 200),
     ("GET", "/api/alerts", Who::Viewer, 200),

@@ -331,6 +331,48 @@ fn db_check_and_stats() {
     let out = bin(tmp.path()).args(["db", "stats"]).output().unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("tree meta:"), "{s}");
+
+    // While the server holds the store, the same commands ask it over HTTP.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let mut server = Process::start(tmp.path(), &[("PORT", &port)]);
+    let out = bin(tmp.path())
+        .args(["db", "check"])
+        .env("PORT", &port)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{s}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.contains("running server's store answers"), "{s}");
+    let out = bin(tmp.path())
+        .args(["db", "stats"])
+        .env("PORT", &port)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.contains("tree meta:") && s.contains("tree jobs:"), "{s}");
+    // Without a key the server refuses, and the CLI says why.
+    let out = bin(tmp.path())
+        .args(["db", "stats"])
+        .env("PORT", &port)
+        .env_remove("DASHBOARD_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    server.signal("TERM");
+    assert_eq!(server.wait(Duration::from_secs(10)).0, Some(0));
 }
 
 #[tokio::test]

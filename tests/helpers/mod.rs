@@ -184,8 +184,12 @@ impl Process {
     /// Start `echopilot serve` on `home` (port chosen by the OS) and wait until it listens.
     pub fn start(home: &Path, extra: &[(&str, &str)]) -> Process {
         let mut cmd = bin(home);
-        cmd.args(["serve", "--bind", "127.0.0.1:0"])
-            .env("ALLOW_DIRTY", "true")
+        cmd.arg("serve");
+        // A test that sets PORT wants the server there (the CLI finds it the same way).
+        if !extra.iter().any(|(k, _)| *k == "PORT") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
+        cmd.env("ALLOW_DIRTY", "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, v) in extra {

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod db;
 pub mod jobs;
 pub mod logs;
 pub mod metrics;
@@ -19,6 +20,7 @@ use crate::app::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(status::router())
+        .merge(db::router())
         .merge(audit::router())
         .merge(supervisor::router())
         .merge(logs::router())
