@@ -8,11 +8,19 @@ use std::str::FromStr;
 
 use chrono::{DateTime, FixedOffset, Utc};
 
+/// A schedule's time zone: an IANA name (`Europe/Paris`, daylight saving included) or a
+/// fixed offset.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    Named(chrono_tz::Tz),
+    Fixed(FixedOffset),
+}
+
 /// A checked cron expression with its time zone.
 #[derive(Debug, Clone)]
 pub struct CronExpr {
     schedule: cron::Schedule,
-    tz: FixedOffset,
+    tz: Zone,
 }
 
 impl CronExpr {
@@ -31,31 +39,45 @@ impl CronExpr {
 
     /// The first fire time strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.schedule
-            .after(&t.with_timezone(&self.tz))
-            .next()
-            .map(|d| d.with_timezone(&Utc))
+        self.upcoming(t, 1).into_iter().next()
     }
 
     /// The next `n` fire times after `t`.
     pub fn upcoming(&self, t: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        self.schedule
-            .after(&t.with_timezone(&self.tz))
-            .take(n)
-            .map(|d| d.with_timezone(&Utc))
-            .collect()
+        match self.tz {
+            Zone::Named(tz) => self
+                .schedule
+                .after(&t.with_timezone(&tz))
+                .take(n)
+                .map(|d| d.with_timezone(&Utc))
+                .collect(),
+            Zone::Fixed(tz) => self
+                .schedule
+                .after(&t.with_timezone(&tz))
+                .take(n)
+                .map(|d| d.with_timezone(&Utc))
+                .collect(),
+        }
     }
 }
 
-/// `UTC`/`Z`/`GMT`, or a fixed offset `±HH`, `±HHMM`, `±HH:MM`, optionally after `UTC`.
-pub fn parse_timezone(tz: &str) -> Result<FixedOffset, String> {
+/// An IANA zone name (`Europe/Paris`), or `UTC`/`Z`/`GMT`, or a fixed offset `±HH`,
+/// `±HHMM`, `±HH:MM`, optionally after `UTC`.
+pub fn parse_timezone(tz: &str) -> Result<Zone, String> {
     let s = tz.trim();
-    let bad = || {
+    if let Ok(named) = s.parse::<chrono_tz::Tz>() {
+        return Ok(Zone::Named(named));
+    }
+    parse_offset(s).map(Zone::Fixed).map_err(|()| {
         format!(
-            "timezone {tz:?}: expected UTC or a fixed offset such as +02:00 or -0530 \
-             (named zones are not supported)"
+            "timezone {tz:?}: expected an IANA zone such as Europe/Paris, UTC, or a fixed \
+                 offset such as +02:00 or -0530"
         )
-    };
+    })
+}
+
+fn parse_offset(s: &str) -> Result<FixedOffset, ()> {
+    let bad = || ();
     let upper = s.to_ascii_uppercase();
     if matches!(upper.as_str(), "UTC" | "Z" | "GMT" | "ETC/UTC") {
         return FixedOffset::east_opt(0).ok_or_else(bad);
@@ -232,8 +254,18 @@ mod tests {
             e.next_after(t("2026-01-01T00:00:00Z")).unwrap(),
             Utc.with_ymd_and_hms(2026, 1, 1, 7, 0, 0).unwrap()
         );
-        assert!(parse_timezone("Europe/Paris").is_err());
         assert!(parse_timezone("UTC-05:30").is_ok());
+        // A named zone follows daylight saving: 09:00 in Paris is 08:00 UTC in winter
+        // and 07:00 UTC in summer.
+        let e = CronExpr::parse("0 9 * * *", Some("Europe/Paris")).unwrap();
+        assert_eq!(
+            e.next_after(t("2026-01-10T00:00:00Z")).unwrap(),
+            Utc.with_ymd_and_hms(2026, 1, 10, 8, 0, 0).unwrap()
+        );
+        assert_eq!(
+            e.next_after(t("2026-07-10T00:00:00Z")).unwrap(),
+            Utc.with_ymd_and_hms(2026, 7, 10, 7, 0, 0).unwrap()
+        );
         assert!(parse_timezone("+25").is_err());
     }
 
