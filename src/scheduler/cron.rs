@@ -68,7 +68,7 @@ pub fn parse_timezone(tz: &str) -> Result<Zone, String> {
     if let Ok(named) = s.parse::<chrono_tz::Tz>() {
         return Ok(Zone::Named(named));
     }
-    parse_offset(s).map(Zone::Fixed).map_err(|()| {
+    parse_offset(s).map(Zone::Fixed).ok_or_else(|| {
         format!(
             "timezone {tz:?}: expected an IANA zone such as Europe/Paris, UTC, or a fixed \
                  offset such as +02:00 or -0530"
@@ -76,11 +76,10 @@ pub fn parse_timezone(tz: &str) -> Result<Zone, String> {
     })
 }
 
-fn parse_offset(s: &str) -> Result<FixedOffset, ()> {
-    let bad = || ();
+fn parse_offset(s: &str) -> Option<FixedOffset> {
     let upper = s.to_ascii_uppercase();
     if matches!(upper.as_str(), "UTC" | "Z" | "GMT" | "ETC/UTC") {
-        return FixedOffset::east_opt(0).ok_or_else(bad);
+        return FixedOffset::east_opt(0);
     }
     let rest = upper
         .strip_prefix("UTC")
@@ -89,24 +88,24 @@ fn parse_offset(s: &str) -> Result<FixedOffset, ()> {
     let (sign, digits) = match rest.as_bytes().first() {
         Some(b'+') => (1, &rest[1..]),
         Some(b'-') => (-1, &rest[1..]),
-        _ => return Err(bad()),
+        _ => return None,
     };
     let digits: String = digits.chars().filter(|c| *c != ':').collect();
     if !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err(bad());
+        return None;
     }
     let (h, m) = match digits.len() {
-        1 | 2 => (digits.parse::<i32>().map_err(|_| bad())?, 0),
+        1 | 2 => (digits.parse::<i32>().ok()?, 0),
         4 => (
-            digits[..2].parse::<i32>().map_err(|_| bad())?,
-            digits[2..].parse::<i32>().map_err(|_| bad())?,
+            digits[..2].parse::<i32>().ok()?,
+            digits[2..].parse::<i32>().ok()?,
         ),
-        _ => return Err(bad()),
+        _ => return None,
     };
     if h > 14 || m > 59 {
-        return Err(bad());
+        return None;
     }
-    FixedOffset::east_opt(sign * (h * 3600 + m * 60)).ok_or_else(bad)
+    FixedOffset::east_opt(sign * (h * 3600 + m * 60))
 }
 
 /// Unix cron (5 fields) to the crate's syntax (6 fields, weekdays 1–7 from Sunday).
