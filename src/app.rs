@@ -37,11 +37,22 @@ use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 use crate::web;
 
-/// Everything a handler or a background task needs. Every field is a cheap handle
-/// (`Arc`s and sled handles inside), so cloning the state per request costs a few
-/// reference-count increments, not a copy.
+/// Everything a handler or a background task needs, behind one `Arc`: axum clones the
+/// state (and every layer holding it) several times per request, so a clone must cost
+/// one reference-count increment, not one per field (some domain handles hold paths and
+/// maps). Fields are reached through `Deref`: `state.jobs`, `state.config`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The handles inside [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Store,
     pub supervisor: Supervisor,
@@ -149,7 +160,7 @@ impl AppState {
         store
             .sync_blocking()
             .context("while syncing the recovered job queue")?;
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             slo,
             alerts,
             audit,
@@ -164,7 +175,7 @@ impl AppState {
             started_at: now,
             started: Instant::now(),
             instance: Arc::new(instance),
-        })
+        })))
     }
 
     /// How long this process has been up.
