@@ -88,30 +88,16 @@ impl GroupCommit {
                 true => {
                     // This caller leads: one sync covers every ticket handed out before
                     // the flush starts (read there, not here, so that writers arriving
-                    // while the blocking task spins up ride along).
-                    let db = self.db.clone();
-                    let files = self.files.clone();
-                    let state = self.state.clone();
-                    let res = tokio::task::spawn_blocking(move || {
-                        let target = state.lock().unwrap_or_else(|p| p.into_inner()).requested;
-                        sync_now(&db, &files).map(|()| target)
-                    })
-                    .await;
-                    let res = match res {
+                    // while the blocking task spins up ride along). The whole turn —
+                    // sync, publish, hand over — runs on the blocking thread: a leader
+                    // whose request is dropped mid-sync (client gone, timeout) must not
+                    // leave `syncing` set, or every later writer would wait forever.
+                    let this = self.clone();
+                    let res = tokio::task::spawn_blocking(move || this.lead()).await;
+                    return match res {
                         Ok(r) => r,
                         Err(e) => Err(StoreError::Sync(format!("sync task failed: {e}"))),
                     };
-                    let mut s = self.lock();
-                    s.syncing = false;
-                    if let Ok(target) = res {
-                        s.completed = s.completed.max(target);
-                        s.syncs += 1;
-                    }
-                    drop(s);
-                    // Wake everyone: the waiters covered by it return, the rest elect a
-                    // new leader.
-                    self.done.send_modify(|v| *v += 1);
-                    return res.map(|_| ());
                 }
                 false => {
                     if rx.changed().await.is_err() {
@@ -120,6 +106,23 @@ impl GroupCommit {
                 }
             }
         }
+    }
+
+    /// One leader's turn: sync, mark every ticket handed out before the flush as done,
+    /// release the leadership and wake the waiters — even when the sync failed.
+    fn lead(&self) -> Result<(), StoreError> {
+        let target = self.lock().requested;
+        let res = sync_now(&self.db, &self.files);
+        let mut s = self.lock();
+        s.syncing = false;
+        if res.is_ok() {
+            s.completed = s.completed.max(target);
+            s.syncs += 1;
+        }
+        drop(s);
+        // The waiters covered by it return, the rest elect a new leader.
+        self.done.send_modify(|v| *v += 1);
+        res
     }
 
     /// Blocking variant for start-up, shutdown and CLI commands.
@@ -183,5 +186,23 @@ mod tests {
         }
         let used = store.syncs() - before;
         assert!((1..=32).contains(&used), "{used}");
+    }
+
+    /// A request whose future is dropped while it leads a sync (the client hung up, the
+    /// timeout fired) must not leave the group commit wedged for everyone after it.
+    #[tokio::test]
+    async fn a_leader_dropped_mid_sync_does_not_wedge_later_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for _ in 0..50 {
+            let s = store.clone();
+            let leader = tokio::spawn(async move { s.sync().await });
+            // Let it take the lead and start its blocking sync, then drop it.
+            tokio::task::yield_now().await;
+            leader.abort();
+            let _ = leader.await;
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), store.sync()).await;
+            assert!(matches!(next, Ok(Ok(()))), "a later sync never finished");
+        }
     }
 }
