@@ -18,7 +18,7 @@ pub mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -181,6 +181,9 @@ pub struct Jobs {
     /// Every (queue, kind) that ever had a job: the claim's candidates.
     pairs: Arc<Mutex<BTreeSet<(String, String)>>>,
     events: broadcast::Sender<JobEvent>,
+    /// Called for every outcome, in the writer's thread: counters that must not miss
+    /// one (a broadcast receiver that falls behind loses events).
+    outcome_hook: Arc<OnceLock<OutcomeHook>>,
     /// Woken when a job becomes queued (the dispatcher waits on it).
     pub ready_notify: Arc<Notify>,
     /// Tests fix the random part of the backoff; `u64::MAX` means random.
@@ -192,6 +195,9 @@ fn id_bytes(id: &str) -> Result<[u8; 16], JobError> {
         .map(|u| *u.as_bytes())
         .map_err(|_| JobError::NotFound(id.to_string()))
 }
+
+/// See [`Jobs::on_outcome`].
+type OutcomeHook = Box<dyn Fn(&JobEvent) + Send + Sync>;
 
 /// i64 → bytes that sort in numeric order.
 fn ord_i64(v: i64) -> [u8; 8] {
@@ -257,6 +263,7 @@ impl Jobs {
             counts: Arc::default(),
             pairs: Arc::default(),
             events,
+            outcome_hook: Arc::default(),
             ready_notify: Arc::new(Notify::new()),
             jitter: Arc::new(AtomicU64::new(u64::MAX)),
         };
@@ -307,6 +314,12 @@ impl Jobs {
     /// Outcomes as they happen (succeeded, failed, dead, stuck, cancelled).
     pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
         self.events.subscribe()
+    }
+
+    /// Install the function called for every outcome, synchronously and without loss
+    /// (unlike [`Jobs::subscribe`]). It must be cheap. Only the first call takes effect.
+    pub fn on_outcome(&self, hook: impl Fn(&JobEvent) + Send + Sync + 'static) {
+        let _ = self.outcome_hook.set(Box::new(hook));
     }
 
     /// Fix the random part of the backoff (tests); `None` makes it random again.
@@ -622,7 +635,7 @@ impl Jobs {
                 _ => None,
             };
             if let Some(outcome) = outcome {
-                let _ = self.events.send(JobEvent {
+                let event = JobEvent {
                     id: new.id.clone(),
                     queue: new.queue.clone(),
                     kind: new.kind.clone(),
@@ -630,7 +643,11 @@ impl Jobs {
                     attempts: new.attempts,
                     error: new.last_error.clone(),
                     at: model::time(new.updated_at),
-                });
+                };
+                if let Some(hook) = self.outcome_hook.get() {
+                    hook(&event);
+                }
+                let _ = self.events.send(event);
             }
         }
         Ok(())
