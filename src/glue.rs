@@ -32,10 +32,13 @@ pub fn start(state: &AppState) {
     }
     // Outcomes arrive at drain speed (thousands a second): counted in the writer's
     // thread, so none is lost to a lagging receiver.
-    let slo = state.slo.clone();
-    state
-        .jobs
-        .on_outcome(move |ev| slo.record_job_outcome(&ev.kind, ev.outcome.as_str()));
+    // Weak: the SLO holds the jobs (its gauges), the jobs must not hold the SLO.
+    let slo = state.slo.downgrade();
+    state.jobs.on_outcome(move |ev| {
+        if let Some(slo) = slo.upgrade() {
+            slo.record_job_outcome(&ev.kind, ev.outcome.as_str());
+        }
+    });
     state.slo.expect_ticks();
     let st = state.clone();
     state.supervisor.spawn("slo-ticks", move |token| {

@@ -323,6 +323,16 @@ struct Inner {
 #[derive(Clone)]
 pub struct Slo(Arc<Inner>);
 
+/// See [`Slo::downgrade`].
+#[derive(Clone)]
+pub struct WeakSlo(std::sync::Weak<Inner>);
+
+impl WeakSlo {
+    pub fn upgrade(&self) -> Option<Slo> {
+        self.0.upgrade().map(Slo)
+    }
+}
+
 impl Slo {
     pub fn open(
         store: &Store,
@@ -399,6 +409,12 @@ impl Slo {
     }
 
     /// Count a finished job attempt (`outcome`: succeeded, failed, dead, ...).
+    /// A handle that does not keep the SLO alive: for hooks installed in other domains
+    /// that the SLO itself refers to (the jobs gauges), so no reference cycle forms.
+    pub fn downgrade(&self) -> WeakSlo {
+        WeakSlo(Arc::downgrade(&self.0))
+    }
+
     pub fn record_job_outcome(&self, kind: &str, outcome: &str) {
         let mut jobs = self.0.live.jobs.lock().unwrap_or_else(|p| p.into_inner());
         *jobs
