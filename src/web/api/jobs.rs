@@ -19,7 +19,9 @@ use crate::app::AppState;
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::error::{AppError, Result};
-use crate::jobs::{ClaimRequest, DEFAULT_LEASE_SECS, Filter, JobError, MAX_CLAIM, NewJob, Status};
+use crate::jobs::{
+    ClaimRequest, DEFAULT_LEASE_SECS, Filter, Job, JobError, MAX_CLAIM, NewJob, Status,
+};
 use crate::web::access::Origin;
 use crate::web::auth::{MaybeCaller, Operator, Viewer, Worker};
 use crate::web::extract::{AppJson, AppPath, AppQuery};
@@ -359,20 +361,8 @@ pub async fn retry(
     meta: Origin,
     AppPath(id): AppPath<String>,
 ) -> Response {
-    let outcome = state
-        .jobs
-        .retry(&id)
-        .map(|j| (StatusCode::OK, json!({"ok": true, "job": j.full_json()})))
-        .map_err(AppError::from);
-    audited(
-        &state,
-        meta,
-        &caller,
-        "job.retry",
-        format!("job:{id}"),
-        outcome,
-    )
-    .await
+    let outcome = state.jobs.retry(&id);
+    operator_change(&state, meta, &caller, "job.retry", &id, outcome).await
 }
 
 /// `POST /api/job/{id}/cancel` (operator).
@@ -382,20 +372,23 @@ pub async fn cancel(
     meta: Origin,
     AppPath(id): AppPath<String>,
 ) -> Response {
-    let outcome = state
-        .jobs
-        .cancel(&id)
+    let outcome = state.jobs.cancel(&id);
+    operator_change(&state, meta, &caller, "job.cancel", &id, outcome).await
+}
+
+/// Answer an operator's change to one job with the job's full fields, audited.
+async fn operator_change(
+    state: &AppState,
+    meta: Origin,
+    caller: &Caller,
+    action: &str,
+    id: &str,
+    outcome: std::result::Result<Job, JobError>,
+) -> Response {
+    let outcome = outcome
         .map(|j| (StatusCode::OK, json!({"ok": true, "job": j.full_json()})))
         .map_err(AppError::from);
-    audited(
-        &state,
-        meta,
-        &caller,
-        "job.cancel",
-        format!("job:{id}"),
-        outcome,
-    )
-    .await
+    audited(state, meta, caller, action, format!("job:{id}"), outcome).await
 }
 
 /// `POST /api/jobs/retry` (operator): every job matching a filter (`status`, default
