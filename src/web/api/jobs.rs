@@ -361,8 +361,8 @@ pub async fn retry(
     meta: Origin,
     AppPath(id): AppPath<String>,
 ) -> Response {
-    let outcome = state.jobs.retry(&id);
-    operator_change(&state, meta, &caller, "job.retry", &id, outcome).await
+    let outcome = state.jobs.retry(&id).map_err(AppError::from);
+    answer_job(&state, meta, &caller, "job.retry", &id, outcome, View::Full).await
 }
 
 /// `POST /api/job/{id}/cancel` (operator).
@@ -372,22 +372,43 @@ pub async fn cancel(
     meta: Origin,
     AppPath(id): AppPath<String>,
 ) -> Response {
-    let outcome = state.jobs.cancel(&id);
-    operator_change(&state, meta, &caller, "job.cancel", &id, outcome).await
+    let outcome = state.jobs.cancel(&id).map_err(AppError::from);
+    answer_job(
+        &state,
+        meta,
+        &caller,
+        "job.cancel",
+        &id,
+        outcome,
+        View::Full,
+    )
+    .await
 }
 
-/// Answer an operator's change to one job with the job's full fields, audited.
-async fn operator_change(
+/// Which fields of a job an answer shows: workers get the public ones.
+#[derive(Clone, Copy)]
+enum View {
+    Public,
+    Full,
+}
+
+/// Answer a change to one job with the job, audited (failures too).
+async fn answer_job(
     state: &AppState,
     meta: Origin,
     caller: &Caller,
     action: &str,
     id: &str,
-    outcome: std::result::Result<Job, JobError>,
+    outcome: Result<Job>,
+    view: View,
 ) -> Response {
-    let outcome = outcome
-        .map(|j| (StatusCode::OK, json!({"ok": true, "job": j.full_json()})))
-        .map_err(AppError::from);
+    let outcome = outcome.map(|j| {
+        let v = match view {
+            View::Public => j.public_json(),
+            View::Full => j.full_json(),
+        };
+        (StatusCode::OK, json!({"ok": true, "job": v}))
+    });
     audited(state, meta, caller, action, format!("job:{id}"), outcome).await
 }
 
@@ -508,15 +529,16 @@ pub async fn heartbeat(
         let j = state
             .jobs
             .heartbeat(&id, opt_str(&m, "worker")?.as_deref(), lease)?;
-        Ok((StatusCode::OK, json!({"ok": true, "job": j.public_json()})))
+        Ok(j)
     })();
-    audited(
+    answer_job(
         &state,
         meta,
         &caller,
         "job.heartbeat",
-        format!("job:{id}"),
+        &id,
         outcome,
+        View::Public,
     )
     .await
 }
@@ -538,15 +560,16 @@ pub async fn complete(
         let j = state
             .jobs
             .complete(&id, opt_str(&m, "worker")?.as_deref(), result)?;
-        Ok((StatusCode::OK, json!({"ok": true, "job": j.public_json()})))
+        Ok(j)
     })();
-    audited(
+    answer_job(
         &state,
         meta,
         &caller,
         "job.complete",
-        format!("job:{id}"),
+        &id,
         outcome,
+        View::Public,
     )
     .await
 }
@@ -565,15 +588,16 @@ pub async fn fail(
         let j = state
             .jobs
             .fail(&id, opt_str(&m, "worker")?.as_deref(), &error)?;
-        Ok((StatusCode::OK, json!({"ok": true, "job": j.public_json()})))
+        Ok(j)
     })();
-    audited(
+    answer_job(
         &state,
         meta,
         &caller,
         "job.fail",
-        format!("job:{id}"),
+        &id,
         outcome,
+        View::Public,
     )
     .await
 }
