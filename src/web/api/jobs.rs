@@ -526,10 +526,9 @@ pub async fn heartbeat(
         let lease = opt_int(&m, "lease_secs", 1, 86_400)?
             .map(|n| n as u64)
             .unwrap_or(DEFAULT_LEASE_SECS);
-        let j = state
+        Ok(state
             .jobs
-            .heartbeat(&id, opt_str(&m, "worker")?.as_deref(), lease)?;
-        Ok(j)
+            .heartbeat(&id, opt_str(&m, "worker")?.as_deref(), lease)?)
     })();
     answer_job(
         &state,
@@ -557,10 +556,9 @@ pub async fn complete(
             .get("result")
             .filter(|v| !v.is_null())
             .map(Value::to_string);
-        let j = state
+        Ok(state
             .jobs
-            .complete(&id, opt_str(&m, "worker")?.as_deref(), result)?;
-        Ok(j)
+            .complete(&id, opt_str(&m, "worker")?.as_deref(), result)?)
     })();
     answer_job(
         &state,
@@ -585,10 +583,9 @@ pub async fn fail(
     let outcome = (|| {
         let m = worker_body(&body, &["worker", "error"])?;
         let error = opt_str(&m, "error")?.unwrap_or_else(|| "failed".into());
-        let j = state
+        Ok(state
             .jobs
-            .fail(&id, opt_str(&m, "worker")?.as_deref(), &error)?;
-        Ok(j)
+            .fail(&id, opt_str(&m, "worker")?.as_deref(), &error)?)
     })();
     answer_job(
         &state,
