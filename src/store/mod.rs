@@ -7,6 +7,7 @@
 pub mod codec;
 mod durable;
 pub mod meta;
+pub(crate) mod sled_impl;
 mod table;
 
 use std::fs::File;
@@ -62,6 +63,45 @@ impl StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncTicket(u64);
 
+/// A change that is written but not yet known to be durable. Store operations that
+/// change state hand one back; the caller awaits [`Commit::durable`] once before it
+/// answers. Several changes (a job and its audit event) awaited together share one group
+/// commit. A backend that commits synchronously (a SQL transaction) hands back
+/// [`Commit::done`].
+#[must_use = "a change is durable only once `durable()` has returned"]
+#[derive(Clone)]
+pub struct Commit(CommitInner);
+
+#[derive(Clone)]
+enum CommitInner {
+    Done,
+    Pending(GroupCommit, u64),
+}
+
+impl Commit {
+    /// A commit that is durable already.
+    pub fn done() -> Commit {
+        Commit(CommitInner::Done)
+    }
+
+    /// Return once the change is on stable storage.
+    pub async fn durable(self) -> Result<(), StoreError> {
+        match self.0 {
+            CommitInner::Done => Ok(()),
+            CommitInner::Pending(gc, ticket) => gc.wait(ticket).await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Commit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            CommitInner::Done => f.write_str("Commit(done)"),
+            CommitInner::Pending(_, t) => write!(f, "Commit(pending {t})"),
+        }
+    }
+}
+
 /// A handle to the store; cloning is cheap (sled handles and an `Arc`).
 #[derive(Clone)]
 pub struct Store {
@@ -116,6 +156,13 @@ impl Store {
     /// A typed view of the tree `name`.
     pub fn table<T: Record>(&self, name: &str) -> Result<Table<T>, StoreError> {
         Ok(Table::new(self.db.open_tree(name)?))
+    }
+
+    /// A [`Commit`] covering every write made before this call (no sync starts until
+    /// someone awaits it). For the store's own modules: a domain never sees this call,
+    /// it gets the token from the operation that changed something.
+    pub(crate) fn pending(&self) -> Commit {
+        Commit(CommitInner::Pending(self.commit.clone(), self.commit.ticket()))
     }
 
     /// Wait until every write made before this call is on stable storage (group commit).
