@@ -27,12 +27,18 @@ use crate::auth::Keys;
 use crate::build_info;
 use crate::clock::{Clock, rfc3339};
 use crate::config::Config;
+use crate::flags::Flags;
+use crate::incidents::Incidents;
 use crate::jobs::Jobs;
 use crate::jobs::executors::Executors;
 use crate::logfile::{Appender, RotatingFile};
+use crate::maintenance::Maintenance;
 use crate::scheduler::{self, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
 use crate::slo::alerts::Alerts;
+use crate::store::sled_impl::{
+    flags::SledFlags, incidents::SledIncidents, maintenance::SledMaintenance,
+};
 use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 use crate::web;
@@ -76,6 +82,12 @@ pub struct Shared {
     pub jobs: Jobs,
     /// Scheduler state, cron schedules, built-in executors, `logs/scheduler.log`.
     pub scheduler: Scheduler,
+    /// Feature flags (read on every use).
+    pub flags: Flags,
+    /// Incidents, their timelines and postmortems.
+    pub incidents: Incidents,
+    /// Planned maintenance windows.
+    pub maintenance: Maintenance,
 }
 
 impl AppState {
@@ -142,6 +154,10 @@ impl AppState {
         let slo = Slo::open(&store, &config, clock.clone(), &instance.first_started_at)?;
         let alerts = Alerts::open(&store, audit.clone(), clock.clone())?;
         let jobs = Jobs::open(&store, clock.clone()).context("while opening the job queue")?;
+        let flags = Flags::open(Arc::new(SledFlags::open(&store)?), clock.clone())?;
+        let incidents = Incidents::new(Arc::new(SledIncidents::open(&store)?), clock.clone());
+        let maintenance =
+            Maintenance::new(Arc::new(SledMaintenance::open(&store)?), clock.clone());
         let schedules = Schedules::open(&store)?;
         schedules
             .load_config(&config.schedules, now)
@@ -154,13 +170,18 @@ impl AppState {
                 config.commands.clone(),
                 &config.home,
                 config.alert_webhook_url.clone(),
-            ),
+            )
+            .with_gate(crate::ops::executor_gate(&flags)),
             SchedLog::new(&config.logs_dir(), clock.clone()),
-        );
+        )
+        .with_cron_gate(crate::ops::cron_gate(&flags));
         store
             .sync_blocking()
             .context("while syncing the recovered job queue")?;
-        Ok(AppState(Arc::new(Shared {
+        let state = AppState(Arc::new(Shared {
+            flags,
+            incidents,
+            maintenance,
             slo,
             alerts,
             audit,
@@ -175,7 +196,9 @@ impl AppState {
             started_at: now,
             started: Instant::now(),
             instance: Arc::new(instance),
-        })))
+        }));
+        crate::ops::install(&state);
+        Ok(state)
     }
 
     /// How long this process has been up.
@@ -237,6 +260,10 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .merge(web::api::router())
         .fallback(web::fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::api::flags::dashboard_v2,
+        ))
         // Innermost: sees the caller's key and the handler's 401/403.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -25,10 +25,11 @@ pub fn start(state: &AppState) {
         .slo
         .set_gauges(Arc::new(QueueGauges(state.jobs.clone())));
     if state.config.alert_webhook_url.is_some() {
-        state.alerts.set_sink(Arc::new(QueueSink {
+        let sink = Arc::new(QueueSink {
             jobs: state.jobs.clone(),
             store: state.store.clone(),
-        }));
+        });
+        state.alerts.set_sink(crate::ops::hold_during_maintenance(state, sink));
     }
     // Outcomes arrive at drain speed (thousands a second): counted in the writer's
     // thread, so none is lost to a lagging receiver.
@@ -102,15 +103,20 @@ impl AlertSink for QueueSink {
         text: String,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>> {
         Box::pin(async move {
-            self.jobs.enqueue(NewJob {
-                queue: Some("alerts".into()),
-                kind: ALERT_KIND.into(),
-                payload: Some(json!({ "text": text }).to_string()),
-                max_attempts: Some(ALERT_ATTEMPTS),
-                ..NewJob::default()
-            })?;
+            self.jobs.enqueue(alert_job(text))?;
             self.store.sync().await?;
             Ok(())
         })
+    }
+}
+
+/// The job that posts `text` to `ALERT_WEBHOOK_URL` (alerts, incident announcements).
+pub fn alert_job(text: String) -> NewJob {
+    NewJob {
+        queue: Some("alerts".into()),
+        kind: ALERT_KIND.into(),
+        payload: Some(json!({ "text": text }).to_string()),
+        max_attempts: Some(ALERT_ATTEMPTS),
+        ..NewJob::default()
     }
 }

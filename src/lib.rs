@@ -18,6 +18,10 @@
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
 //! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
+//! - [`flags`]       feature flags: built-ins that switch executors, cron, fulfilment, dashboard v2
+//! - [`incidents`]   incidents (P0–P3), timelines, the runbook's announcement templates, postmortems
+//! - [`maintenance`] planned maintenance windows: held alert messages, minutes left out of the SLO
+//! - [`ops`]         where flags, incidents and maintenance meet the executors, SLO and alerts
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
@@ -32,10 +36,14 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod flags;
 pub mod glue;
 pub mod health;
+pub mod incidents;
 pub mod jobs;
 pub mod logfile;
+pub mod maintenance;
+pub mod ops;
 pub mod scheduler;
 pub mod slo;
 pub mod store;

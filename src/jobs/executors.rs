@@ -25,20 +25,8 @@ pub const ALERT_KIND: &str = "alert.webhook";
 /// How much of a response body or of each output stream is kept.
 pub const KEEP_BYTES: usize = 4096;
 
-/// Is the executor for `kind` switched on? Always, for now: the feature-flags issue
-/// decides here whether operators turned one off.
-pub fn enabled(kind: &str) -> bool {
-    KINDS.contains(&kind)
-}
-
-/// The kinds the dispatcher claims.
-pub fn enabled_kinds() -> Vec<String> {
-    KINDS
-        .iter()
-        .filter(|k| enabled(k))
-        .map(|k| k.to_string())
-        .collect()
-}
+/// Asked before every claim whether the executor for a kind may run (feature flags).
+pub type Gate = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What the executors need besides the job.
 #[derive(Clone)]
@@ -47,6 +35,7 @@ pub struct Executors {
     commands: BTreeMap<String, CommandSpec>,
     home: std::path::PathBuf,
     alert_webhook_url: Option<Secret>,
+    gate: Option<Gate>,
 }
 
 impl Executors {
@@ -64,7 +53,23 @@ impl Executors {
             commands,
             home: home.to_path_buf(),
             alert_webhook_url,
+            gate: None,
         }
+    }
+
+    /// Ask `gate` before every claim: a kind it refuses is not claimed, so its jobs wait.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The kinds the dispatcher claims now.
+    pub fn enabled_kinds(&self) -> Vec<String> {
+        KINDS
+            .iter()
+            .filter(|k| self.gate.as_ref().is_none_or(|g| g(k)))
+            .map(|k| k.to_string())
+            .collect()
     }
 
     /// Run `job`; `Ok(result JSON)` on success, `Err(message)` on failure.

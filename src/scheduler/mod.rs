@@ -19,7 +19,7 @@ use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::jobs::executors::{self, Executors};
+use crate::jobs::executors::Executors;
 use crate::jobs::{BUILTIN_WORKER, ClaimRequest, Job, Status};
 use log::SchedLog;
 use schedules::Schedules;
@@ -65,6 +65,8 @@ pub struct Scheduler {
     pub schedules: Schedules,
     pub executors: Executors,
     pub log: SchedLog,
+    /// Asked before schedules fire (the `scheduler.cron` flag).
+    cron_gate: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Scheduler {
@@ -91,7 +93,18 @@ impl Scheduler {
             schedules,
             executors,
             log,
+            cron_gate: None,
         }
+    }
+
+    /// Ask `gate` before schedules fire; while it says no, none fires.
+    pub fn with_cron_gate(mut self, gate: Arc<dyn Fn() -> bool + Send + Sync>) -> Self {
+        self.cron_gate = Some(gate);
+        self
+    }
+
+    pub fn cron_enabled(&self) -> bool {
+        self.cron_gate.as_ref().is_none_or(|g| g())
     }
 
     pub fn state(&self) -> RunState {
@@ -247,6 +260,9 @@ pub async fn tick(state: &AppState) -> TickReport {
 }
 
 fn fire_schedules(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize> {
+    if !state.scheduler.cron_enabled() {
+        return Ok(0);
+    }
     let fired = state.scheduler.schedules.fire_due(&state.jobs, now)?;
     for (name, r) in &fired {
         match r {
@@ -282,7 +298,7 @@ pub async fn due(state: &AppState) -> anyhow::Result<()> {
 /// Claim ready jobs of the built-in kinds into free executor slots; each runs in its
 /// own task and reports like an external worker would. Returns how many started.
 pub async fn dispatch(state: &AppState) -> anyhow::Result<usize> {
-    let kinds = executors::enabled_kinds();
+    let kinds = state.scheduler.executors.enabled_kinds();
     if kinds.is_empty() || state.scheduler.is_paused() {
         return Ok(0);
     }

@@ -183,6 +183,16 @@ pub trait AlertSink: Send + Sync {
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>>;
 }
 
+/// Rules owned by other domains (an overdue postmortem), checked with the SLO rules at
+/// every evaluation: an alert fires while its rule holds and resolves when it stops.
+pub trait AlertSource: Send + Sync {
+    fn wanted(&self) -> Vec<Wanted>;
+}
+
+/// Called with every alert that fires (`AUTO_INCIDENTS` opens an incident for a critical
+/// one). Must return quickly.
+pub type FiredHook = Arc<dyn Fn(&Alert) + Send + Sync>;
+
 /// No webhook configured: messages are dropped (the alerts are still stored and audited).
 pub struct NoSink;
 
@@ -211,6 +221,8 @@ struct Inner {
     turn: tokio::sync::Mutex<()>,
     sink: RwLock<Arc<dyn AlertSink>>,
     deployment_checked: AtomicBool,
+    sources: RwLock<Vec<Arc<dyn AlertSource>>>,
+    fired_hooks: RwLock<Vec<FiredHook>>,
 }
 
 impl Alerts {
@@ -235,6 +247,8 @@ impl Alerts {
             turn: tokio::sync::Mutex::new(()),
             sink: RwLock::new(Arc::new(NoSink)),
             deployment_checked: AtomicBool::new(false),
+            sources: RwLock::default(),
+            fired_hooks: RwLock::default(),
         })))
     }
 
@@ -242,6 +256,34 @@ impl Alerts {
     /// `ALERT_WEBHOOK_URL` is set).
     pub fn set_sink(&self, sink: Arc<dyn AlertSink>) {
         *self.0.sink.write().unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+
+    /// Add a rule source (see [`AlertSource`]).
+    pub fn add_source(&self, source: Arc<dyn AlertSource>) {
+        self.0
+            .sources
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
+    }
+
+    /// Call `hook` with every alert that fires from now on.
+    pub fn on_fired(&self, hook: FiredHook) {
+        self.0
+            .fired_hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(hook);
+    }
+
+    fn sourced(&self) -> Vec<Wanted> {
+        let sources = self
+            .0
+            .sources
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        sources.iter().flat_map(|s| s.wanted()).collect()
     }
 
     /// Alerts firing now, worst first.
@@ -310,6 +352,15 @@ impl Alerts {
             .insert(name.to_string(), alert.clone());
         tracing::warn!(alert = name, severity = severity.as_str(), "{message}");
         self.audit("alert.fired", &alert).await;
+        let hooks = self
+            .0
+            .fired_hooks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for hook in hooks {
+            hook(&alert);
+        }
         let text = format!(
             "[{}] EchoPilot {name}: {message} (since {now})",
             severity.as_str().to_uppercase()
@@ -378,7 +429,8 @@ pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
     let alerts = &state.alerts;
     let _turn = alerts.0.turn.lock().await;
     let figures = state.slo.figures()?;
-    let wanted = conditions(&figures, state.slo.tick_secs(), state.slo.ticks_expected());
+    let mut wanted = conditions(&figures, state.slo.tick_secs(), state.slo.ticks_expected());
+    wanted.extend(alerts.sourced());
     let mut changes = Changes::new();
 
     if !alerts.0.deployment_checked.swap(true, Ordering::Relaxed) {

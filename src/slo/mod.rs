@@ -170,6 +170,21 @@ impl Totals {
         self.up_minutes += o.up_minutes;
     }
 
+    /// Take away the sums of minutes that do not count (maintenance).
+    fn sub(&mut self, o: &Totals) {
+        self.requests = self.requests.saturating_sub(o.requests);
+        self.errors = self.errors.saturating_sub(o.errors);
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a = a.saturating_sub(*b);
+        }
+        self.sum_us = self.sum_us.saturating_sub(o.sum_us);
+        self.webhooks_ok = self.webhooks_ok.saturating_sub(o.webhooks_ok);
+        self.webhooks_failed = self.webhooks_failed.saturating_sub(o.webhooks_failed);
+        self.ticks = self.ticks.saturating_sub(o.ticks);
+        self.rate_limited = self.rate_limited.saturating_sub(o.rate_limited);
+        self.up_minutes = self.up_minutes.saturating_sub(o.up_minutes);
+    }
+
     /// errors / requests, 0 with no requests.
     pub fn error_ratio(&self) -> f64 {
         ratio(self.errors, self.requests)
@@ -211,6 +226,13 @@ pub trait GaugeSource: Send + Sync {
     fn last_backup_age_secs(&self) -> Option<f64> {
         None
     }
+}
+
+/// Minutes that count neither against uptime nor against the error budget (planned
+/// maintenance): sorted, disjoint, inclusive ranges of minutes since the epoch within
+/// `from..=to`.
+pub trait MinuteExclusions: Send + Sync {
+    fn excluded(&self, from: u64, to: u64) -> Vec<(u64, u64)>;
 }
 
 /// The figures of the SLO window and the burn-rate windows at one moment.
@@ -317,6 +339,7 @@ struct Inner {
     ticks_expected: AtomicBool,
     /// The minute this process last marked up.
     last_marked: AtomicU64,
+    exclusions: RwLock<Option<Arc<dyn MinuteExclusions>>>,
 }
 
 /// The SLO handle; cheap to clone.
@@ -359,6 +382,7 @@ impl Slo {
             gauges: RwLock::new(None),
             ticks_expected: AtomicBool::new(false),
             last_marked: AtomicU64::new(u64::MAX),
+            exclusions: RwLock::new(None),
         })))
     }
 
@@ -430,6 +454,33 @@ impl Slo {
     /// Install the source of the jobs and backup gauges shown by `/metrics`.
     pub fn set_gauges(&self, source: Arc<dyn GaugeSource>) {
         *self.0.gauges.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// Install the source of the minutes left out of the figures (maintenance windows).
+    pub fn set_exclusions(&self, source: Arc<dyn MinuteExclusions>) {
+        *self.0.exclusions.write().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    fn excluded(&self, from: u64, to: u64) -> Vec<(u64, u64)> {
+        let source = self
+            .0
+            .exclusions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        source.map(|s| s.excluded(from, to)).unwrap_or_default()
+    }
+
+    /// Minutes since `from` in which requests were refused with 429, with their counts.
+    pub fn rate_limited_minutes(&self, from: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.0.table.range(from.to_be_bytes()..) {
+            let (k, m) = r?;
+            if m.rate_limited > 0 {
+                out.push((key_minute(&k), m.rate_limited));
+            }
+        }
+        Ok(out)
     }
 
     pub(crate) fn gauges(&self) -> Option<Arc<dyn GaugeSource>> {
@@ -597,11 +648,25 @@ impl Slo {
         let mut pending_t = Totals::default();
         pending_t.add_minute(&pending);
 
+        // Maintenance minutes are left out of every window, the current one included.
+        let window_from = (now_min + 1).saturating_sub(window);
+        let excluded = self.excluded(window_from, now_min);
+        let now_excluded = excluded.iter().any(|&(a, b)| a <= now_min && now_min <= b);
+        let without = |from: u64, mut s: Totals| -> Result<Totals, StoreError> {
+            for &(a, b) in &excluded {
+                if b >= from {
+                    s.sub(&self.stored(a.max(from), b, now_min)?);
+                }
+            }
+            Ok(s)
+        };
         let sum = |minutes: u64| -> Result<Totals, StoreError> {
             let from = (now_min + 1).saturating_sub(minutes);
             let mut s = self.stored(from, now_min, now_min)?;
-            s.add(&pending_t);
-            Ok(s)
+            if !now_excluded {
+                s.add(&pending_t);
+            }
+            without(from, s)
         };
 
         let win = sum(window)?;
@@ -626,13 +691,19 @@ impl Slo {
             .max(first_mark)
             .max((now_min + 1).saturating_sub(window));
         let first = first.min(now_min);
-        let observed = now_min - first + 1;
-        let current_marked = self
-            .0
-            .table
-            .get(now_min.to_be_bytes())?
-            .is_some_and(|m| m.up);
-        let up_in_window = self.stored(first, now_min, now_min)?.up_minutes;
+        let excluded_minutes: u64 = excluded
+            .iter()
+            .filter(|&&(_, b)| b >= first)
+            .map(|&(a, b)| b - a.max(first) + 1)
+            .sum();
+        let observed = (now_min - first + 1).saturating_sub(excluded_minutes);
+        let current_marked = now_excluded
+            || self
+                .0
+                .table
+                .get(now_min.to_be_bytes())?
+                .is_some_and(|m| m.up);
+        let up_in_window = without(first, self.stored(first, now_min, now_min)?)?.up_minutes;
         let up = (up_in_window + u64::from(!current_marked)).min(observed);
 
         // Slowest routes of the last hour, from the minute records.
@@ -669,7 +740,12 @@ impl Slo {
             requests: win.requests,
             errors: win.errors,
             availability_pct: 100.0 - win.error_ratio() * 100.0,
-            uptime_pct: ratio(up, observed) * 100.0,
+            // A window that was all maintenance so far was never down.
+            uptime_pct: if observed == 0 {
+                100.0
+            } else {
+                ratio(up, observed) * 100.0
+            },
             latency_p95_ms: win.p95_ms(),
             latency_p95_1h_ms: hour.p95_ms(),
             error_rate_pct: win.error_ratio() * 100.0,

@@ -3,8 +3,12 @@
 pub mod alerts;
 pub mod audit;
 pub mod db;
+pub mod flags;
+pub mod incidents;
 pub mod jobs;
 pub mod logs;
+pub mod maintenance;
+pub mod markers;
 pub mod metrics;
 pub mod scheduler;
 pub mod schedules;
@@ -30,4 +34,8 @@ pub fn router() -> Router<AppState> {
         .merge(jobs::router())
         .merge(scheduler::router())
         .merge(schedules::router())
+        .merge(flags::router())
+        .merge(incidents::router())
+        .merge(maintenance::router())
+        .merge(markers::router())
 }

@@ -32,7 +32,7 @@ pub async fn summary(State(state): State<AppState>) -> Result<AppJson<Value>> {
     for (name, c) in &components {
         comps.insert((*name).to_string(), c.to_json());
     }
-    Ok(AppJson(json!({
+    let mut out = json!({
         "ok": true,
         "status": overall,
         "version": build_info::VERSION,
@@ -40,8 +40,14 @@ pub async fn summary(State(state): State<AppState>) -> Result<AppJson<Value>> {
         "built_at": build_info::built_at(),
         "started_at": crate::clock::rfc3339(state.started_at),
         "uptime_secs": state.uptime().as_secs(),
+        "flags_off": state.flags.builtins_off(),
         "components": comps,
-    })))
+    });
+    // Only during a window, so a diff taken before and after maintenance stays quiet.
+    if let Some(a) = state.maintenance.active()? {
+        out["maintenance"] = super::maintenance::active_json(&a);
+    }
+    Ok(AppJson(out))
 }
 
 /// Every component, in display order. Domains add theirs here.
