@@ -22,6 +22,8 @@ enum Who {
     Admin,
     /// worker, operator or admin.
     Worker,
+    /// Any valid key, whatever its role.
+    AnyKey,
 }
 
 /// Every API route: method, path, who may call it, and the status an allowed caller gets
@@ -89,6 +91,44 @@ const ROUTES: &[(&str, &str, Who, u16)] = &[
     ("POST", "/api/schedules/nope/pause", Who::Operator, 404),
     ("POST", "/api/schedules/nope/resume", Who::Operator, 404),
     ("DELETE", "/api/schedules/nope", Who::Operator, 404),
+    ("GET", "/api/flags", Who::Viewer, 200),
+    ("GET", "/api/flags/executor.http", Who::AnyKey, 200),
+    ("PUT", "/api/flags/nope", Who::Operator, 415),
+    ("GET", "/api/incidents", Who::Viewer, 200),
+    ("POST", "/api/incidents", Who::Operator, 422),
+    (
+        "GET",
+        "/api/incidents/0190f0f0-0000-7000-8000-000000000000",
+        Who::Viewer,
+        404,
+    ),
+    (
+        "POST",
+        "/api/incidents/0190f0f0-0000-7000-8000-000000000000/updates",
+        Who::Operator,
+        422,
+    ),
+    (
+        "GET",
+        "/api/incidents/0190f0f0-0000-7000-8000-000000000000/announcement",
+        Who::Viewer,
+        404,
+    ),
+    (
+        "POST",
+        "/api/incidents/0190f0f0-0000-7000-8000-000000000000/announce",
+        Who::Operator,
+        409,
+    ),
+    (
+        "POST",
+        "/api/incidents/0190f0f0-0000-7000-8000-000000000000/postmortem",
+        Who::Operator,
+        422,
+    ),
+    ("GET", "/api/maintenance", Who::Viewer, 200),
+    ("POST", "/api/maintenance", Who::Operator, 422),
+    ("GET", "/api/events/markers", Who::Viewer, 200),
 ];
 
 const ROLES: &[(&str, &str)] = &[
@@ -100,7 +140,7 @@ const ROLES: &[(&str, &str)] = &[
 
 fn allows(who: Who, role: &str) -> bool {
     match who {
-        Who::Public | Who::PublicOrKey => true,
+        Who::Public | Who::PublicOrKey | Who::AnyKey => true,
         Who::Viewer => matches!(role, "viewer" | "operator" | "admin"),
         Who::Operator => matches!(role, "operator" | "admin"),
         Who::Admin => role == "admin",
