@@ -156,8 +156,7 @@ impl AppState {
         let jobs = Jobs::open(&store, clock.clone()).context("while opening the job queue")?;
         let flags = Flags::open(Arc::new(SledFlags::open(&store)?), clock.clone())?;
         let incidents = Incidents::new(Arc::new(SledIncidents::open(&store)?), clock.clone());
-        let maintenance =
-            Maintenance::new(Arc::new(SledMaintenance::open(&store)?), clock.clone());
+        let maintenance = Maintenance::new(Arc::new(SledMaintenance::open(&store)?), clock.clone());
         let schedules = Schedules::open(&store)?;
         schedules
             .load_config(&config.schedules, now)

@@ -29,7 +29,9 @@ pub fn start(state: &AppState) {
             jobs: state.jobs.clone(),
             store: state.store.clone(),
         });
-        state.alerts.set_sink(crate::ops::hold_during_maintenance(state, sink));
+        state
+            .alerts
+            .set_sink(crate::ops::hold_during_maintenance(state, sink));
     }
     // Outcomes arrive at drain speed (thousands a second): counted in the writer's
     // thread, so none is lost to a lagging receiver.

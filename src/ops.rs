@@ -107,10 +107,7 @@ impl AlertSource for Postmortems {
         vec![Wanted {
             name: "postmortem_overdue",
             severity: Severity::Warning,
-            message: format!(
-                "no postmortem 48 h after resolution: {}",
-                list.join("; ")
-            ),
+            message: format!("no postmortem 48 h after resolution: {}", list.join("; ")),
         }]
     }
 }

@@ -39,9 +39,13 @@ async fn flags_are_listed_read_by_workers_validated_and_audited() {
             "dashboard.v2"
         ]
     );
-    assert!(v["flags"].as_array().unwrap().iter().all(|f| f["enabled"] == true
-        && f["builtin"] == true
-        && f["default"] == true));
+    assert!(
+        v["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["enabled"] == true && f["builtin"] == true && f["default"] == true)
+    );
     // Workers read one flag, nothing more; no key is 401.
     assert_eq!(app.get("/api/flags", Some(WORKER_KEY)).await.0, 403);
     let (s, v) = app.get("/api/flags/executor.http", Some(WORKER_KEY)).await;
@@ -195,7 +199,11 @@ async fn executor_command_off_jobs_wait_on_they_run() {
     app.wait_status(&other, "succeeded").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let j = app.job_full(&id).await;
-    assert_eq!((&j["status"], &j["attempts"]), (&json!("queued"), &json!(0)), "{j}");
+    assert_eq!(
+        (&j["status"], &j["attempts"]),
+        (&json!("queued"), &json!(0)),
+        "{j}"
+    );
     app.set_flag("executor.command", true).await;
     let j = app.wait_status(&id, "succeeded").await;
     assert_eq!(j["result"]["stdout"], "hello\n");
@@ -272,7 +280,10 @@ async fn the_read_handle_for_payments_sees_each_change_at_once() {
     assert!(handle.is_enabled(flags::PAYMENTS_FULFILMENT));
     let off = changes.recv().await.unwrap();
     let on = changes.recv().await.unwrap();
-    assert_eq!((off.name.as_str(), off.enabled, off.was), ("payments.fulfilment", false, true));
+    assert_eq!(
+        (off.name.as_str(), off.enabled, off.was),
+        ("payments.fulfilment", false, true)
+    );
     assert!(on.enabled && !on.was);
     // Unknown flags are off.
     assert!(!handle.is_enabled("no.such.flag"));
@@ -289,7 +300,10 @@ async fn flags_survive_a_restart() {
     assert!(!app.state.flags.is_enabled(flags::EXECUTOR_HTTP));
     assert!(app.state.flags.is_enabled("team.beta"));
     let (_, v) = app.get("/api/flags/team.beta", Some(ADMIN_KEY)).await;
-    assert_eq!(v["flag"]["updated_by"].as_str().map(str::is_empty), Some(false));
+    assert_eq!(
+        v["flag"]["updated_by"].as_str().map(str::is_empty),
+        Some(false)
+    );
     app.stop().await;
     drop(home);
     assert!(FlagName::parse("executor.http").is_ok());

@@ -67,13 +67,19 @@ async fn an_incident_from_detection_to_resolution_renders_the_runbook_templates_
     assert_eq!(app.announcement_text(&id, "resolved").await.0, 409);
 
     let (s, v) = app
-        .incident_update(&id, json!({"message": "bad deploy found", "status": "identified"}))
+        .incident_update(
+            &id,
+            json!({"message": "bad deploy found", "status": "identified"}),
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     clock.advance(chrono::Duration::minutes(125));
     // Resolving needs the three fields, and only resolving takes them.
     let (s, v) = app
-        .incident_update(&id, json!({"message": "fixed", "status": "resolved", "root_cause": "x"}))
+        .incident_update(
+            &id,
+            json!({"message": "fixed", "status": "resolved", "root_cause": "x"}),
+        )
         .await;
     assert_eq!(s, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("resolution"), "{v}");
@@ -111,16 +117,24 @@ async fn an_incident_from_detection_to_resolution_renders_the_runbook_templates_
     assert_eq!(resolved[..3], [0xE2, 0x9C, 0x85]);
     // The JSON form carries the same text; the kind follows the status by default.
     let (_, v) = app
-        .get(&format!("/api/incidents/{id}/announcement"), Some(VIEWER_KEY))
+        .get(
+            &format!("/api/incidents/{id}/announcement"),
+            Some(VIEWER_KEY),
+        )
         .await;
-    assert_eq!((v["kind"].as_str(), v["text"].as_str()), (Some("resolved"), Some(want)));
+    assert_eq!(
+        (v["kind"].as_str(), v["text"].as_str()),
+        (Some("resolved"), Some(want))
+    );
 
     // A resolved incident is over: no more moves.
     let (s, v) = app
         .incident_update(&id, json!({"message": "again?", "status": "investigating"}))
         .await;
     assert_eq!(s, 409, "{v}");
-    let (_, v) = app.get(&format!("/api/incidents/{id}"), Some(VIEWER_KEY)).await;
+    let (_, v) = app
+        .get(&format!("/api/incidents/{id}"), Some(VIEWER_KEY))
+        .await;
     assert_eq!(v["incident"]["status"], "resolved");
 
     // Each change was audited.
@@ -162,18 +176,31 @@ async fn bad_incident_input_is_refused_and_audited() {
     for (body, want) in [
         (json!({"title": "x", "severity": "P4", "impact": "y"}), 400),
         (json!({"title": "x", "severity": "p1", "impact": "y"}), 400),
-        (json!({"title": "two\nlines", "severity": "P2", "impact": "y"}), 400),
+        (
+            json!({"title": "two\nlines", "severity": "P2", "impact": "y"}),
+            400,
+        ),
         (json!({"title": " ", "severity": "P2", "impact": "y"}), 400),
-        (json!({"title": "x".repeat(501), "severity": "P2", "impact": "y"}), 400),
+        (
+            json!({"title": "x".repeat(501), "severity": "P2", "impact": "y"}),
+            400,
+        ),
         (json!({"title": "x", "severity": "P2"}), 422),
-        (json!({"title": "x", "severity": "P2", "impact": "y", "owner": "me"}), 422),
+        (
+            json!({"title": "x", "severity": "P2", "impact": "y", "owner": "me"}),
+            422,
+        ),
     ] {
-        let (s, v) = app.post("/api/incidents", Some(OPERATOR_KEY), body.clone()).await;
+        let (s, v) = app
+            .post("/api/incidents", Some(OPERATOR_KEY), body.clone())
+            .await;
         assert_eq!(s, want, "{body}: {v}");
         assert_eq!(v["ok"], false);
     }
     assert_eq!(
-        app.post("/api/incidents", Some(VIEWER_KEY), checkout()).await.0,
+        app.post("/api/incidents", Some(VIEWER_KEY), checkout())
+            .await
+            .0,
         403
     );
     let (_, v) = app.get("/api/incidents", Some(VIEWER_KEY)).await;
@@ -190,26 +217,41 @@ async fn bad_incident_input_is_refused_and_audited() {
         .await;
     assert_eq!(s, 400);
     let (s, _) = app
-        .incident_update("0190f0f0-0000-7000-8000-000000000000", json!({"message": "x"}))
+        .incident_update(
+            "0190f0f0-0000-7000-8000-000000000000",
+            json!({"message": "x"}),
+        )
         .await;
     assert_eq!(s, 404);
     let (s, _) = app
-        .get(&format!("/api/incidents/{id}/announcement?kind=later"), Some(VIEWER_KEY))
+        .get(
+            &format!("/api/incidents/{id}/announcement?kind=later"),
+            Some(VIEWER_KEY),
+        )
         .await;
     assert_eq!(s, 400);
     // Postmortems follow a resolution.
     let pm = json!({"timeline": "t", "root_cause": "r", "preventive_measures": "p", "runbook_updates": "u"});
     let (s, _) = app
-        .post(&format!("/api/incidents/{id}/postmortem"), Some(OPERATOR_KEY), pm)
+        .post(
+            &format!("/api/incidents/{id}/postmortem"),
+            Some(OPERATOR_KEY),
+            pm,
+        )
         .await;
     assert_eq!(s, 409);
-    let (_, v) = app.get("/api/incidents?status=investigating", Some(VIEWER_KEY)).await;
+    let (_, v) = app
+        .get("/api/incidents?status=investigating", Some(VIEWER_KEY))
+        .await;
     assert_eq!(v["incidents"].as_array().unwrap().len(), 2);
     app.state.flush_logs().await.unwrap();
     let opened = app.audit_events("incident.open").await;
     assert_eq!(opened.iter().filter(|e| e["ok"] == false).count(), 7);
     assert_eq!(opened.iter().filter(|e| e["ok"] == true).count(), 2);
-    assert_eq!(app.audit_events("incident.postmortem").await[0]["ok"], false);
+    assert_eq!(
+        app.audit_events("incident.postmortem").await[0]["ok"],
+        false
+    );
     app.stop().await;
 }
 
@@ -244,7 +286,11 @@ async fn a_resolved_p0_or_p1_without_a_postmortem_after_48_hours_is_a_warning() 
     alerts::evaluate(&app.state).await.unwrap();
     let a = overdue(&app).expect("postmortem_overdue fires at 48 h");
     assert_eq!(a.severity, alerts::Severity::Warning);
-    assert!(a.message.contains(&p0) && !a.message.contains(&p2), "{}", a.message);
+    assert!(
+        a.message.contains(&p0) && !a.message.contains(&p2),
+        "{}",
+        a.message
+    );
 
     let (s, v) = app
         .post(
@@ -279,7 +325,10 @@ async fn auto_incidents_open_one_p1_per_critical_alert() {
         let state = manual_state(home.path(), &[("AUTO_INCIDENTS", flag)], t0());
         let now = minute_of(t0());
         state.slo.mark_up(now).unwrap();
-        state.slo.merge_minute(now, &traffic(1000, 500), true).unwrap();
+        state
+            .slo
+            .merge_minute(now, &traffic(1000, 500), true)
+            .unwrap();
         alerts::evaluate(&state).await.unwrap();
         assert!(
             state
@@ -324,7 +373,11 @@ async fn announce_posts_the_text_to_the_alert_webhook_through_the_job_queue() {
         .unwrap()
         .to_string();
     let (s, v) = app
-        .post(&format!("/api/incidents/{id}/announce"), Some(OPERATOR_KEY), json!({}))
+        .post(
+            &format!("/api/incidents/{id}/announce"),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
         .await;
     assert_eq!(s, 202, "{v}");
     let job = v["job_id"].as_str().unwrap().to_string();
@@ -344,7 +397,11 @@ async fn announce_posts_the_text_to_the_alert_webhook_through_the_job_queue() {
         .unwrap()
         .to_string();
     let (s, v) = app
-        .post(&format!("/api/incidents/{id}/announce"), Some(OPERATOR_KEY), json!({}))
+        .post(
+            &format!("/api/incidents/{id}/announce"),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
         .await;
     assert_eq!(s, 409, "{v}");
     let (_, jobs) = app.jobs_list("?kind=alert.webhook").await;
@@ -377,9 +434,18 @@ async fn maintenance_minutes_count_neither_against_uptime_nor_the_budget() {
     for m in (first..first + 10).chain(first + 20..=first + 30) {
         state.slo.mark_up(m).unwrap();
     }
-    state.slo.merge_minute(first + 5, &traffic(10_000, 0), true).unwrap();
-    state.slo.merge_minute(first + 15, &traffic(100, 50), false).unwrap();
-    state.slo.merge_minute(first + 25, &traffic(10_000, 5), true).unwrap();
+    state
+        .slo
+        .merge_minute(first + 5, &traffic(10_000, 0), true)
+        .unwrap();
+    state
+        .slo
+        .merge_minute(first + 15, &traffic(100, 50), false)
+        .unwrap();
+    state
+        .slo
+        .merge_minute(first + 25, &traffic(10_000, 5), true)
+        .unwrap();
     state.clock.advance(chrono::Duration::minutes(30));
     let f = state.slo.figures().unwrap();
     assert_eq!((f.requests, f.errors), (20_000, 5));
@@ -394,7 +460,10 @@ async fn maintenance_minutes_count_neither_against_uptime_nor_the_budget() {
     for m in (first..first + 10).chain(first + 20..=first + 30) {
         plain.slo.mark_up(m).unwrap();
     }
-    plain.slo.merge_minute(first + 15, &traffic(100, 50), false).unwrap();
+    plain
+        .slo
+        .merge_minute(first + 15, &traffic(100, 50), false)
+        .unwrap();
     plain.clock.advance(chrono::Duration::minutes(30));
     let f = plain.slo.figures().unwrap();
     assert!(f.budget.remaining_pct < 0.0 && f.uptime_pct < 99.0, "{f:?}");
@@ -466,8 +535,14 @@ async fn maintenance_windows_are_validated_listed_marked_and_audited() {
     for (body, want) in [
         (json!({"start": at(60), "end": at(30), "reason": "x"}), 400),
         (json!({"start": at(-10), "end": at(30), "reason": "x"}), 400),
-        (json!({"start": "tonight", "end": at(30), "reason": "x"}), 400),
-        (json!({"start": at(0), "end": at(8 * 24 * 60), "reason": "x"}), 400),
+        (
+            json!({"start": "tonight", "end": at(30), "reason": "x"}),
+            400,
+        ),
+        (
+            json!({"start": at(0), "end": at(8 * 24 * 60), "reason": "x"}),
+            400,
+        ),
         (json!({"start": at(0), "end": at(30), "reason": " "}), 400),
         (json!({"start": at(0), "end": at(30)}), 422),
     ] {
@@ -506,9 +581,14 @@ async fn maintenance_windows_are_validated_listed_marked_and_audited() {
         .collect();
     assert_eq!(
         labels,
-        ["maintenance starts: upgrade sled", "maintenance ends: upgrade sled"]
+        [
+            "maintenance starts: upgrade sled",
+            "maintenance ends: upgrade sled"
+        ]
     );
-    let (s, _) = app.get("/api/events/markers?since=yesterday", Some(VIEWER_KEY)).await;
+    let (s, _) = app
+        .get("/api/events/markers?since=yesterday", Some(VIEWER_KEY))
+        .await;
     assert_eq!(s, 400);
     app.state.flush_logs().await.unwrap();
     let ev = app.audit_events("maintenance.create").await;

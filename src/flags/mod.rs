@@ -313,9 +313,7 @@ impl Flags {
         since: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<FlagChange>, StoreError> {
-        self.0
-            .store
-            .changes_since(since.timestamp_millis(), limit)
+        self.0.store.changes_since(since.timestamp_millis(), limit)
     }
 
     /// Every change as it happens: payments listens for `payments.fulfilment` coming

@@ -194,7 +194,9 @@ impl Incident {
     pub fn postmortem_overdue(&self, now: DateTime<Utc>) -> bool {
         self.severity.needs_postmortem()
             && self.postmortem.is_none()
-            && self.resolved_at().is_some_and(|r| now - r >= POSTMORTEM_DUE)
+            && self
+                .resolved_at()
+                .is_some_and(|r| now - r >= POSTMORTEM_DUE)
     }
 
     pub fn to_json(&self) -> serde_json::Value {

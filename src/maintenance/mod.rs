@@ -156,8 +156,7 @@ impl Maintenance {
         let end = parse_time("end", &new.end)?;
         if start < now - START_GRACE {
             return Err(MaintenanceError::Invalid(
-                "start: must not be in the past (past minutes keep counting against uptime)"
-                    .into(),
+                "start: must not be in the past (past minutes keep counting against uptime)".into(),
             ));
         }
         if end <= start {
@@ -277,7 +276,10 @@ mod tests {
     #[test]
     fn suggestion_is_the_next_low_traffic_window() {
         let (s, e) = suggested_after(t("2026-03-02T01:00:00Z"));
-        assert_eq!((s, e), (t("2026-03-02T02:00:00Z"), t("2026-03-02T06:00:00Z")));
+        assert_eq!(
+            (s, e),
+            (t("2026-03-02T02:00:00Z"), t("2026-03-02T06:00:00Z"))
+        );
         let (s, _) = suggested_after(t("2026-03-02T02:00:00Z"));
         assert_eq!(s, t("2026-03-03T02:00:00Z"));
     }

@@ -23,7 +23,11 @@ impl TestApp {
     /// Switch a flag as an operator (asserting 200).
     pub async fn set_flag(&self, name: &str, enabled: bool) -> Value {
         let (s, v) = self
-            .put_flag(OPERATOR_KEY, name, json!({"enabled": enabled, "note": "test"}))
+            .put_flag(
+                OPERATOR_KEY,
+                name,
+                json!({"enabled": enabled, "note": "test"}),
+            )
             .await;
         assert_eq!(s, 200, "{v}");
         v
@@ -31,9 +35,7 @@ impl TestApp {
 
     /// Open an incident as an operator (asserting 201); returns it.
     pub async fn open_incident(&self, body: Value) -> Value {
-        let (s, v) = self
-            .post("/api/incidents", Some(OPERATOR_KEY), body)
-            .await;
+        let (s, v) = self.post("/api/incidents", Some(OPERATOR_KEY), body).await;
         assert_eq!(s, 201, "{v}");
         v["incident"].clone()
     }

@@ -123,10 +123,7 @@ pub async fn set(
         && resp.status().is_success()
     {
         let state_word = if c.enabled { "on" } else { "off" };
-        let mut message = format!(
-            "feature flag change: {} {state_word} (by {})",
-            c.name, c.by
-        );
+        let mut message = format!("feature flag change: {} {state_word} (by {})", c.name, c.by);
         if !c.note.is_empty() {
             message.push_str(&format!(": {}", c.note));
         }

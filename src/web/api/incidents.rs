@@ -207,11 +207,9 @@ pub async fn announcement(
             json!({"ok": true, "id": i.id, "kind": kind.as_str(), "text": text}),
         )
         .into_response()),
-        Some("text") => Ok((
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            text,
-        )
-            .into_response()),
+        Some("text") => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        }
         Some(other) => Err(AppError::bad_request(format!(
             "format: {other:?} is not one of json, text"
         ))),

@@ -86,13 +86,5 @@ pub async fn create(
             commit,
         ))
     })();
-    audited_change(
-        &state,
-        meta,
-        &caller,
-        "maintenance.create",
-        target,
-        outcome,
-    )
-    .await
+    audited_change(&state, meta, &caller, "maintenance.create", target, outcome).await
 }
