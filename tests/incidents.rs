@@ -4,15 +4,14 @@
 
 mod helpers;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use echopilot::clock::{Clock, rfc3339};
 use echopilot::slo::alerts::{self, AlertState};
-use echopilot::slo::{RouteSnap, Snapshot, minute_of};
+use echopilot::slo::minute_of;
 use helpers::ops::Receiver;
-use helpers::slo::manual_state;
+use helpers::slo::{manual_state, traffic};
 use helpers::{OPERATOR_KEY, TestApp, VIEWER_KEY};
 use serde_json::{Value, json};
 
@@ -20,19 +19,6 @@ fn t0() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339("2026-03-02T10:00:00Z")
         .unwrap()
         .to_utc()
-}
-
-/// `requests` on one route, `errors` of them 5xx.
-fn traffic(requests: u64, errors: u64) -> Snapshot {
-    let mut r = RouteSnap::default();
-    r.classes[1] = requests - errors;
-    r.classes[4] = errors;
-    r.buckets[2] = requests;
-    r.sum_us = requests * 20_000;
-    Snapshot {
-        routes: BTreeMap::from([("/api/test/ok".to_string(), r)]),
-        ..Snapshot::default()
-    }
 }
 
 fn checkout() -> Value {
@@ -368,17 +354,8 @@ async fn auto_incidents_open_one_p1_per_critical_alert() {
 async fn announce_posts_the_text_to_the_alert_webhook_through_the_job_queue() {
     let hook = Receiver::start().await;
     let app = TestApp::spawn_with(&[("ALERT_WEBHOOK_URL", &hook.url)]).await;
-    let id = app.open_incident(checkout()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (s, v) = app
-        .post(
-            &format!("/api/incidents/{id}/announce"),
-            Some(OPERATOR_KEY),
-            json!({}),
-        )
-        .await;
+    let id = app.open_incident_id(checkout()).await;
+    let (s, v) = app.announce(&id).await;
     assert_eq!(s, 202, "{v}");
     let job = v["job_id"].as_str().unwrap().to_string();
     let texts = hook.wait_for(1).await;
@@ -392,17 +369,8 @@ async fn announce_posts_the_text_to_the_alert_webhook_through_the_job_queue() {
 
     // Without a webhook there is nowhere to post: refused, audited, nothing queued.
     let app = TestApp::spawn().await;
-    let id = app.open_incident(checkout()).await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (s, v) = app
-        .post(
-            &format!("/api/incidents/{id}/announce"),
-            Some(OPERATOR_KEY),
-            json!({}),
-        )
-        .await;
+    let id = app.open_incident_id(checkout()).await;
+    let (s, v) = app.announce(&id).await;
     assert_eq!(s, 409, "{v}");
     let (_, jobs) = app.jobs_list("?kind=alert.webhook").await;
     assert_eq!(jobs["jobs"], json!([]));

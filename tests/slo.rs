@@ -2,7 +2,6 @@
 
 mod helpers;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,8 +10,8 @@ use axum::http::{Request, StatusCode};
 use chrono::{DateTime, Utc};
 use echopilot::app::AppState;
 use echopilot::slo::alerts::{self, AlertState};
-use echopilot::slo::{GaugeSource, RouteSnap, Snapshot, minute_of};
-use helpers::slo::{manual_state, router_with_test_routes};
+use echopilot::slo::{GaugeSource, minute_of};
+use helpers::slo::{manual_state, router_with_test_routes, traffic};
 use helpers::{TestApp, VIEWER_KEY, WORKER_KEY};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -34,19 +33,6 @@ async fn call(router: &axum::Router, path: &str) -> StatusCode {
         .await
         .unwrap();
     resp.status()
-}
-
-/// `requests` on one route, `errors` of them 5xx, all in the (10, 25] ms bucket.
-fn traffic(requests: u64, errors: u64) -> Snapshot {
-    let mut r = RouteSnap::default();
-    r.classes[1] = requests - errors;
-    r.classes[4] = errors;
-    r.buckets[2] = requests;
-    r.sum_us = requests * 20_000;
-    Snapshot {
-        routes: BTreeMap::from([("/api/test/ok".to_string(), r)]),
-        ..Snapshot::default()
-    }
 }
 
 fn mark_up(state: &AppState, from: u64, to: u64) {

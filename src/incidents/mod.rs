@@ -284,8 +284,10 @@ fn text(field: &str, v: &str) -> Result<String, IncidentError> {
     Ok(v.to_string())
 }
 
-/// What opening an incident takes (unchecked strings from the edge).
-#[derive(Debug, Clone, Default)]
+/// What opening an incident takes (unchecked strings from the edge: also the body of
+/// `POST /api/incidents`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewIncident {
     pub title: String,
     pub severity: String,
@@ -294,7 +296,8 @@ pub struct NewIncident {
 }
 
 /// A timeline update; resolving takes the root cause, resolution and prevention.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewUpdate {
     pub message: String,
     pub status: Option<String>,
@@ -304,7 +307,8 @@ pub struct NewUpdate {
     pub prevention: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewPostmortem {
     pub timeline: String,
     pub root_cause: String,

@@ -102,7 +102,8 @@ impl Record for Held {
 }
 
 /// What planning a window takes (unchecked strings from the edge).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewWindow {
     /// RFC 3339; now when absent.
     pub start: Option<String>,

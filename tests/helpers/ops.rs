@@ -40,6 +40,24 @@ impl TestApp {
         v["incident"].clone()
     }
 
+    /// Open an incident and return its id.
+    pub async fn open_incident_id(&self, body: Value) -> String {
+        self.open_incident(body).await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// `POST /api/incidents/{id}/announce` as an operator.
+    pub async fn announce(&self, id: &str) -> (u16, Value) {
+        self.post(
+            &format!("/api/incidents/{id}/announce"),
+            Some(OPERATOR_KEY),
+            json!({}),
+        )
+        .await
+    }
+
     pub async fn incident_update(&self, id: &str, body: Value) -> (u16, Value) {
         self.post(
             &format!("/api/incidents/{id}/updates"),

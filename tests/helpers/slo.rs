@@ -1,5 +1,6 @@
 //! SLO, alerts and metrics endpoints, and a manual-clock state for time-driven tests.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use axum::Router;
@@ -8,6 +9,7 @@ use axum::routing::get;
 use chrono::{DateTime, Utc};
 use echopilot::app::{self, AppState};
 use echopilot::clock::Clock;
+use echopilot::slo::{RouteSnap, Snapshot};
 use serde_json::Value;
 
 use super::{TestApp, base_env, config};
@@ -42,6 +44,19 @@ impl TestApp {
             .unwrap_or("")
             .to_string();
         (status, ct, resp.text().await.unwrap())
+    }
+}
+
+/// `requests` on one route, `errors` of them 5xx, all in the (10, 25] ms bucket.
+pub fn traffic(requests: u64, errors: u64) -> Snapshot {
+    let mut r = RouteSnap::default();
+    r.classes[1] = requests - errors;
+    r.classes[4] = errors;
+    r.buckets[2] = requests;
+    r.sum_us = requests * 20_000;
+    Snapshot {
+        routes: BTreeMap::from([("/api/test/ok".to_string(), r)]),
+        ..Snapshot::default()
     }
 }
 

@@ -87,34 +87,17 @@ pub async fn show(
     Ok(AppJson(json!({"ok": true, "incident": i.to_json()})))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OpenBody {
-    title: String,
-    severity: String,
-    impact: String,
-    eta: Option<String>,
-}
-
 /// `POST /api/incidents` (operator) `{"title", "severity": "P0".."P3", "impact", "eta"}`.
 pub async fn open(
     State(state): State<AppState>,
     Operator(caller): Operator,
     meta: Origin,
-    body: Body<OpenBody>,
+    body: Body<NewIncident>,
 ) -> Response {
     let mut target = "incident".to_string();
     let outcome = (|| {
         let AppJson(b) = body?;
-        let (i, commit) = state.incidents.open(
-            NewIncident {
-                title: b.title,
-                severity: b.severity,
-                impact: b.impact,
-                eta: b.eta,
-            },
-            &caller.key_id,
-        )?;
+        let (i, commit) = state.incidents.open(b, &caller.key_id)?;
         target = format!("incident:{}", i.id);
         Ok((
             StatusCode::CREATED,
@@ -125,17 +108,6 @@ pub async fn open(
     audited_change(&state, meta, &caller, "incident.open", target, outcome).await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateBody {
-    message: String,
-    status: Option<String>,
-    eta: Option<String>,
-    root_cause: Option<String>,
-    resolution: Option<String>,
-    prevention: Option<String>,
-}
-
 /// `POST /api/incidents/{id}/updates` (operator): a timeline entry, maybe a status move;
 /// `"status": "resolved"` takes `root_cause`, `resolution`, `prevention`.
 pub async fn update(
@@ -143,7 +115,7 @@ pub async fn update(
     Operator(caller): Operator,
     meta: Origin,
     AppPath(id): AppPath<String>,
-    body: Body<UpdateBody>,
+    body: Body<NewUpdate>,
 ) -> Response {
     let mut action = "incident.update";
     let outcome = (|| {
@@ -151,18 +123,7 @@ pub async fn update(
         if b.status.as_deref() == Some("resolved") {
             action = "incident.resolve";
         }
-        let (i, commit) = state.incidents.update(
-            &id,
-            NewUpdate {
-                message: b.message,
-                status: b.status,
-                eta: b.eta,
-                root_cause: b.root_cause,
-                resolution: b.resolution,
-                prevention: b.prevention,
-            },
-            &caller.key_id,
-        )?;
+        let (i, commit) = state.incidents.update(&id, b, &caller.key_id)?;
         Ok((
             StatusCode::OK,
             json!({"ok": true, "incident": i.to_json()}),
@@ -264,15 +225,6 @@ pub async fn announce(
     .await
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostmortemBody {
-    timeline: String,
-    root_cause: String,
-    preventive_measures: String,
-    runbook_updates: String,
-}
-
 /// `POST /api/incidents/{id}/postmortem` (operator): timeline, root cause, preventive
 /// measures, runbook updates.
 pub async fn postmortem(
@@ -280,20 +232,11 @@ pub async fn postmortem(
     Operator(caller): Operator,
     meta: Origin,
     AppPath(id): AppPath<String>,
-    body: Body<PostmortemBody>,
+    body: Body<NewPostmortem>,
 ) -> Response {
     let outcome = (|| {
         let AppJson(b) = body?;
-        let (i, commit) = state.incidents.postmortem(
-            &id,
-            NewPostmortem {
-                timeline: b.timeline,
-                root_cause: b.root_cause,
-                preventive_measures: b.preventive_measures,
-                runbook_updates: b.runbook_updates,
-            },
-            &caller.key_id,
-        )?;
+        let (i, commit) = state.incidents.postmortem(&id, b, &caller.key_id)?;
         Ok((
             StatusCode::OK,
             json!({"ok": true, "incident": i.to_json()}),

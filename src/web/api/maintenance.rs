@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
@@ -51,33 +50,18 @@ pub async fn list(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Va
     })))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBody {
-    start: Option<String>,
-    end: String,
-    reason: String,
-}
-
 /// `POST /api/maintenance` (operator) `{"start", "end", "reason"}` (RFC 3339; no
 /// `start` means now).
 pub async fn create(
     State(state): State<AppState>,
     Operator(caller): Operator,
     meta: Origin,
-    body: std::result::Result<AppJson<CreateBody>, AppError>,
+    body: std::result::Result<AppJson<NewWindow>, AppError>,
 ) -> Response {
     let mut target = "maintenance".to_string();
     let outcome = (|| {
         let AppJson(b) = body?;
-        let (w, commit) = state.maintenance.create(
-            NewWindow {
-                start: b.start,
-                end: b.end,
-                reason: b.reason,
-            },
-            &caller.key_id,
-        )?;
+        let (w, commit) = state.maintenance.create(b, &caller.key_id)?;
         target = format!("maintenance:{}", w.id);
         let now = state.maintenance.now();
         Ok((
