@@ -14,7 +14,7 @@ use crate::app::AppState;
 use crate::error::{AppError, Result};
 use crate::glue::alert_job;
 use crate::incidents::announce::{self, Kind};
-use crate::incidents::{IncidentError, NewIncident, NewPostmortem, NewUpdate};
+use crate::incidents::{Incident, IncidentError, NewIncident, NewPostmortem, NewUpdate};
 use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::flags::audited_change;
@@ -43,6 +43,15 @@ impl From<IncidentError> for AppError {
 }
 
 type Body<T> = std::result::Result<AppJson<T>, AppError>;
+
+/// The answer to a change of an existing incident: the incident as it is now.
+fn changed((i, commit): (Incident, Commit)) -> Result<(StatusCode, Value, Commit)> {
+    Ok((
+        StatusCode::OK,
+        json!({"ok": true, "incident": i.to_json()}),
+        commit,
+    ))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,12 +132,7 @@ pub async fn update(
         if b.status.as_deref() == Some("resolved") {
             action = "incident.resolve";
         }
-        let (i, commit) = state.incidents.update(&id, b, &caller.key_id)?;
-        Ok((
-            StatusCode::OK,
-            json!({"ok": true, "incident": i.to_json()}),
-            commit,
-        ))
+        changed(state.incidents.update(&id, b, &caller.key_id)?)
     })();
     audited_change(
         &state,
@@ -236,12 +240,7 @@ pub async fn postmortem(
 ) -> Response {
     let outcome = (|| {
         let AppJson(b) = body?;
-        let (i, commit) = state.incidents.postmortem(&id, b, &caller.key_id)?;
-        Ok((
-            StatusCode::OK,
-            json!({"ok": true, "incident": i.to_json()}),
-            commit,
-        ))
+        changed(state.incidents.postmortem(&id, b, &caller.key_id)?)
     })();
     audited_change(
         &state,
