@@ -42,6 +42,7 @@ async fn summary_is_healthy_with_stable_keys_and_request_ids() {
             "built_at",
             "started_at",
             "uptime_secs",
+            "flags_off",
             "components"
         ]
     );
