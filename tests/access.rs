@@ -128,6 +128,12 @@ const ROUTES: &[(&str, &str, Who, u16)] = &[
     ),
     ("GET", "/api/maintenance", Who::Viewer, 200),
     ("POST", "/api/maintenance", Who::Operator, 422),
+    (
+        "POST",
+        "/api/maintenance/0190f0f0-0000-7000-8000-000000000000/end",
+        Who::Operator,
+        404,
+    ),
     ("GET", "/api/events/markers", Who::Viewer, 200),
 ];
 

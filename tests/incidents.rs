@@ -564,3 +564,91 @@ async fn maintenance_windows_are_validated_listed_marked_and_audited() {
     assert_eq!(ev.iter().filter(|e| e["ok"] == false).count(), 6);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_window_ended_early_counts_again_and_a_planned_one_can_be_called_off() {
+    let clock = Clock::manual(t0());
+    let app = TestApp::spawn_with_clock(clock.clone(), &[]).await;
+    let at = |mins: i64| rfc3339(t0() + chrono::Duration::minutes(mins));
+    let (_, v) = app
+        .plan_maintenance(json!({"end": at(120), "reason": "reindex"}))
+        .await;
+    let now_id = v["window"]["id"].as_str().unwrap().to_string();
+    let (_, v) = app
+        .plan_maintenance(json!({"start": at(600), "end": at(660), "reason": "later"}))
+        .await;
+    let later_id = v["window"]["id"].as_str().unwrap().to_string();
+    clock.advance(chrono::Duration::minutes(10));
+    assert!(app.summary().await.get("maintenance").is_some());
+    let end = |id: String| {
+        let app = &app;
+        async move {
+            app.post(
+                &format!("/api/maintenance/{id}/end"),
+                Some(OPERATOR_KEY),
+                json!({}),
+            )
+            .await
+        }
+    };
+    let (s, v) = end(now_id.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["window"]["state"], "over");
+    assert_eq!(v["window"]["end"], rfc3339(clock.now()));
+    assert!(app.summary().await.get("maintenance").is_none());
+    assert_eq!(end(now_id).await.0, 409);
+    let (s, v) = end(later_id).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["window"]["state"], "cancelled");
+    // Only the ten minutes that were maintenance are left out.
+    let first = minute_of(t0());
+    let out = app
+        .state
+        .maintenance
+        .excluded_minutes(first, first + 24 * 60)
+        .unwrap();
+    assert_eq!(out, [(first, first + 9)]);
+    assert_eq!(end("nope".into()).await.0, 404);
+    app.state.flush_logs().await.unwrap();
+    let ev = app.audit_events("maintenance.end").await;
+    assert_eq!(ev.iter().filter(|e| e["ok"] == true).count(), 2);
+    assert_eq!(ev.iter().filter(|e| e["ok"] == false).count(), 2);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_burst_of_429s_is_a_chart_marker() {
+    let clock = Clock::manual(t0());
+    let app = TestApp::spawn_with_clock(clock.clone(), &[]).await;
+    let first = minute_of(t0());
+    let refused = |n: u64| echopilot::slo::Snapshot {
+        rate_limited: n,
+        ..Default::default()
+    };
+    app.state
+        .slo
+        .merge_minute(first, &refused(4), true)
+        .unwrap();
+    app.state
+        .slo
+        .merge_minute(first + 1, &refused(12), true)
+        .unwrap();
+    clock.advance(chrono::Duration::minutes(2));
+    let m = app.markers(&format!("?since={}", rfc3339(t0()))).await;
+    let bursts: Vec<&Value> = m["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["kind"] == "rate_limit")
+        .collect();
+    assert_eq!(bursts.len(), 1, "{m}");
+    assert_eq!(
+        bursts[0]["at"],
+        rfc3339(t0() + chrono::Duration::minutes(1))
+    );
+    assert_eq!(
+        bursts[0]["label"],
+        "12 requests refused with 429 in one minute"
+    );
+    app.stop().await;
+}

@@ -27,9 +27,14 @@ pub const MAX_REASON: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
+    #[error("no such maintenance window: {0}")]
+    NotFound(String),
     /// Bad input; the message names the field.
     #[error("{0}")]
     Invalid(String),
+    /// Not possible in the window's state.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,8 +72,15 @@ impl Window {
         self.start() <= now && now < self.end()
     }
 
+    /// Ended before it began.
+    pub fn is_cancelled(&self) -> bool {
+        self.end_ms <= self.start_ms
+    }
+
     pub fn to_json(&self, now: DateTime<Utc>) -> serde_json::Value {
-        let state = if self.is_active(now) {
+        let state = if self.is_cancelled() {
+            "cancelled"
+        } else if self.is_active(now) {
             "active"
         } else if now < self.start() {
             "planned"
@@ -195,6 +207,25 @@ impl Maintenance {
         Ok((w, commit))
     }
 
+    /// End a window now: an active one stops counting from this minute on (held alert
+    /// messages go out), a planned one is cancelled.
+    pub fn end(&self, id: &str) -> Result<(Window, Commit), MaintenanceError> {
+        let now = self.clock.now();
+        let w = self
+            .store
+            .get_window(id)?
+            .ok_or_else(|| MaintenanceError::NotFound(id.to_string()))?;
+        if w.is_cancelled() || w.end() <= now {
+            return Err(MaintenanceError::Conflict(format!(
+                "maintenance window {id} is already over"
+            )));
+        }
+        let end_ms = now.timestamp_millis().max(w.start_ms);
+        self.store
+            .set_window_end(id, end_ms)?
+            .ok_or_else(|| MaintenanceError::NotFound(id.to_string()))
+    }
+
     /// Every window, by start.
     pub fn list(&self) -> Result<Vec<Window>, StoreError> {
         self.store.windows_ending_after(i64::MIN)
@@ -230,6 +261,9 @@ impl Maintenance {
         let after_ms = i64::try_from(from.saturating_mul(60_000)).unwrap_or(i64::MAX);
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for w in self.store.windows_ending_after(after_ms)? {
+            if w.is_cancelled() {
+                continue;
+            }
             let first = (w.start_ms.max(0) / 60_000) as u64;
             // The minute holding the end's last millisecond.
             let last = ((w.end_ms - 1).max(0) / 60_000) as u64;

@@ -1,5 +1,5 @@
-//! Incidents in sled: the tree `incidents`, keyed by the UUIDv7's 16 bytes (time order);
-//! a change is a compare-and-swap loop on the record.
+//! Incidents in sled: the tree `incidents`, keyed by the id's text (a UUIDv7 in lower
+//! case hex sorts by time as text too); a change is a compare-and-swap loop on the record.
 
 use crate::incidents::store::Change;
 use crate::incidents::{Incident, IncidentError, IncidentStore, Status};
@@ -21,23 +21,14 @@ impl SledIncidents {
     }
 }
 
-fn key(id: &str) -> Option<[u8; 16]> {
-    uuid::Uuid::parse_str(id).ok().map(|u| *u.as_bytes())
-}
-
 impl IncidentStore for SledIncidents {
     fn insert_incident(&self, incident: &Incident) -> Result<Commit, StoreError> {
-        let k = key(&incident.id)
-            .ok_or_else(|| StoreError::Probe(format!("bad incident id {}", incident.id)))?;
-        self.table.insert(k, incident)?;
+        self.table.insert(incident.id.as_bytes(), incident)?;
         Ok(self.store.pending())
     }
 
     fn get_incident(&self, id: &str) -> Result<Option<Incident>, StoreError> {
-        match key(id) {
-            Some(k) => self.table.get(k),
-            None => Ok(None),
-        }
+        self.table.get(id.as_bytes())
     }
 
     fn list_incidents(&self, limit: usize) -> Result<Vec<Incident>, StoreError> {
@@ -54,7 +45,7 @@ impl IncidentStore for SledIncidents {
         id: &str,
         change: Change<'_>,
     ) -> Result<(Incident, Commit), IncidentError> {
-        let k = key(id).ok_or_else(|| IncidentError::NotFound(id.to_string()))?;
+        let k = id.as_bytes();
         let mut current = self.table.get(k)?;
         loop {
             let Some(old) = current else {

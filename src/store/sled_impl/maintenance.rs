@@ -1,5 +1,5 @@
-//! Maintenance windows in sled: `maintenance_windows` keyed by the window's UUIDv7 bytes,
-//! `maintenance_held` keyed by the held message's UUIDv7 bytes (both in time order).
+//! Maintenance windows in sled: `maintenance_windows` and `maintenance_held`, each keyed by
+//! the record's id as text (UUIDv7s in lower case hex: time order).
 
 use crate::maintenance::{Held, MaintenanceStore, Window};
 use crate::store::{Commit, Store, StoreError, Table};
@@ -20,15 +20,9 @@ impl SledMaintenance {
     }
 }
 
-fn key(id: &str) -> Result<[u8; 16], StoreError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| *u.as_bytes())
-        .map_err(|_| StoreError::Probe(format!("bad record id {id}")))
-}
-
 impl MaintenanceStore for SledMaintenance {
     fn add_window(&self, window: &Window) -> Result<Commit, StoreError> {
-        self.windows.insert(key(&window.id)?, window)?;
+        self.windows.insert(window.id.as_bytes(), window)?;
         Ok(self.store.pending())
     }
 
@@ -44,8 +38,26 @@ impl MaintenanceStore for SledMaintenance {
         Ok(out)
     }
 
+    fn get_window(&self, id: &str) -> Result<Option<Window>, StoreError> {
+        self.windows.get(id.as_bytes())
+    }
+
+    fn set_window_end(
+        &self,
+        id: &str,
+        end_ms: i64,
+    ) -> Result<Option<(Window, Commit)>, StoreError> {
+        let w = self.windows.update(id.as_bytes(), |w| {
+            w.map(|mut w| {
+                w.end_ms = end_ms;
+                w
+            })
+        })?;
+        Ok(w.map(|w| (w, self.store.pending())))
+    }
+
     fn hold_message(&self, message: &Held) -> Result<Commit, StoreError> {
-        self.held.insert(key(&message.id)?, message)?;
+        self.held.insert(message.id.as_bytes(), message)?;
         Ok(self.store.pending())
     }
 
@@ -62,7 +74,7 @@ impl MaintenanceStore for SledMaintenance {
     }
 
     fn release_message(&self, id: &str) -> Result<Commit, StoreError> {
-        self.held.remove(key(id)?)?;
+        self.held.remove(id.as_bytes())?;
         Ok(self.store.pending())
     }
 }

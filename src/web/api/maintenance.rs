@@ -5,7 +5,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
@@ -15,16 +15,20 @@ use crate::maintenance::{Active, MaintenanceError, NewWindow};
 use crate::web::access::Origin;
 use crate::web::api::flags::audited_change;
 use crate::web::auth::{Operator, Viewer};
-use crate::web::extract::AppJson;
+use crate::web::extract::{AppJson, AppPath};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/maintenance", get(list).post(create))
+    Router::new()
+        .route("/api/maintenance", get(list).post(create))
+        .route("/api/maintenance/{id}/end", post(end))
 }
 
 impl From<MaintenanceError> for AppError {
     fn from(e: MaintenanceError) -> Self {
         match e {
+            MaintenanceError::NotFound(_) => AppError::not_found(e.to_string()),
             MaintenanceError::Invalid(m) => AppError::bad_request(m),
+            MaintenanceError::Conflict(m) => AppError::conflict(m),
             MaintenanceError::Store(s) => s.into(),
         }
     }
@@ -71,4 +75,35 @@ pub async fn create(
         ))
     })();
     audited_change(&state, meta, &caller, "maintenance.create", target, outcome).await
+}
+
+/// `POST /api/maintenance/{id}/end` (operator): the work finished early (or a planned
+/// window is called off): from now on minutes count again and alerts are sent.
+pub async fn end(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    meta: Origin,
+    AppPath(id): AppPath<String>,
+) -> Response {
+    let outcome = state
+        .maintenance
+        .end(&id)
+        .map(|(w, commit)| {
+            let now = state.maintenance.now();
+            (
+                StatusCode::OK,
+                json!({"ok": true, "window": w.to_json(now)}),
+                commit,
+            )
+        })
+        .map_err(AppError::from);
+    audited_change(
+        &state,
+        meta,
+        &caller,
+        "maintenance.end",
+        format!("maintenance:{id}"),
+        outcome,
+    )
+    .await
 }

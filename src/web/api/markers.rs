@@ -90,7 +90,12 @@ pub async fn list(
             add(at_ms(u.at_ms), "incident", &i.id, label);
         }
     }
-    for w in state.maintenance.list()? {
+    for w in state
+        .maintenance
+        .list()?
+        .iter()
+        .filter(|w| !w.is_cancelled())
+    {
         add(
             w.start(),
             "maintenance",
