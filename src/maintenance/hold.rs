@@ -17,16 +17,24 @@ const RELEASE_BATCH: usize = 100;
 pub struct HoldingSink {
     maintenance: Maintenance,
     inner: Arc<dyn AlertSink>,
+    /// One release at a time (the release task and a new message may both start one),
+    /// so no held message goes out twice.
+    releasing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl HoldingSink {
     pub fn new(maintenance: Maintenance, inner: Arc<dyn AlertSink>) -> HoldingSink {
-        HoldingSink { maintenance, inner }
+        HoldingSink {
+            maintenance,
+            inner,
+            releasing: Arc::default(),
+        }
     }
 
     /// Outside a window, send what was held (oldest first) and forget each message
     /// once the real sink took it. Returns how many went out.
     pub async fn release(&self) -> anyhow::Result<usize> {
+        let _one = self.releasing.lock().await;
         if self.maintenance.active()?.is_some() {
             return Ok(0);
         }
