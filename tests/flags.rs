@@ -72,6 +72,16 @@ async fn flags_are_listed_read_by_workers_validated_and_audited() {
         ("ok.name", json!({"enabled": "no"}), 422),
         ("ok.name", json!({"enabled": false, "colour": "red"}), 422),
         ("ok.name", json!({"note": "missing enabled"}), 422),
+        (
+            "ok.name",
+            json!({"enabled": true, "note": "two\nlines"}),
+            400,
+        ),
+        (
+            "ok.name",
+            json!({"enabled": true, "note": "n".repeat(501)}),
+            400,
+        ),
     ] {
         let (s, v) = app.put_flag(OPERATOR_KEY, name, body).await;
         assert_eq!(s, want, "{name}: {v}");
@@ -93,8 +103,8 @@ async fn flags_are_listed_read_by_workers_validated_and_audited() {
     );
     app.state.flush_logs().await.unwrap();
     let events = app.audit_events("flag.set").await;
-    assert_eq!(events.len(), 7, "{events:?}");
-    assert_eq!(events.iter().filter(|e| e["ok"] == false).count(), 6);
+    assert_eq!(events.len(), 9, "{events:?}");
+    assert_eq!(events.iter().filter(|e| e["ok"] == false).count(), 8);
     assert!(
         events
             .iter()

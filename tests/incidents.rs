@@ -343,6 +343,21 @@ async fn auto_incidents_open_one_p1_per_critical_alert() {
             .filter(|a| a.severity == alerts::Severity::Critical)
             .count();
         assert_eq!(list.len(), critical);
+        // Audited as the system's own change.
+        let mut audited = 0;
+        for _ in 0..100 {
+            let filter = echopilot::audit::Filter {
+                action: Some("incident.open".into()),
+                limit: 100,
+                ..Default::default()
+            };
+            audited = state.audit.query(&filter).unwrap().0.len();
+            if audited == list.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(audited, list.len());
         // Still firing: no second incident.
         state.clock.advance(chrono::Duration::seconds(30));
         alerts::evaluate(&state).await.unwrap();
