@@ -54,6 +54,24 @@ pub enum JobError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::Classify for JobError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            JobError::NotFound(_) => ErrorKind::NotFound,
+            JobError::Invalid(_) => ErrorKind::Invalid,
+            JobError::Conflict(_) => ErrorKind::Conflict,
+            JobError::Store(s) => s.kind(),
+        }
+    }
+    fn public_message(&self) -> String {
+        match self {
+            JobError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// An empty index value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Marker {}

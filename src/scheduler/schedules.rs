@@ -123,6 +123,26 @@ pub enum ScheduleError {
     Job(#[from] JobError),
 }
 
+impl crate::error::Classify for ScheduleError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            ScheduleError::NotFound(_) => ErrorKind::NotFound,
+            ScheduleError::Invalid(_) => ErrorKind::Invalid,
+            ScheduleError::Conflict(_) => ErrorKind::Conflict,
+            ScheduleError::Store(s) => s.kind(),
+            ScheduleError::Job(j) => j.kind(),
+        }
+    }
+    fn public_message(&self) -> String {
+        match self {
+            ScheduleError::Store(s) => s.public_message(),
+            ScheduleError::Job(j) => j.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Schedules {

@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::audit::NewEvent;
 use crate::auth::{Caller, KEY_HEADER, key_id};
 use crate::clock::rfc3339;
-use crate::error::{AppError, ErrorMessage};
+use crate::web::error::{AppError, ErrorMessage};
 
 /// Who sent a request, as far as the access layer could tell. Put in the response's
 /// extensions for the request log.

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 /// JSON body in, JSON body out.
 #[derive(Debug, Clone, Copy, Default)]

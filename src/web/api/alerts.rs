@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::error::{AppError, Result};
 use crate::slo::alerts::AlertState;
 use crate::web::auth::Viewer;
+use crate::web::error::{AppError, Result};
 use crate::web::extract::{AppJson, AppQuery};
 
 pub fn router() -> Router<AppState> {

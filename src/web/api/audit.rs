@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use crate::app::AppState;
 use crate::audit::Filter;
 use crate::clock::rfc3339;
-use crate::error::{AppError, Result};
 use crate::web::auth::Viewer;
+use crate::web::error::{AppError, Result};
 use crate::web::extract::{AppJson, AppQuery};
 
 pub fn router() -> Router<AppState> {

@@ -7,9 +7,9 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::error::Result;
 use crate::store::meta;
 use crate::web::auth::Viewer;
+use crate::web::error::Result;
 use crate::web::extract::AppJson;
 
 pub fn router() -> Router<AppState> {
@@ -35,6 +35,6 @@ pub async fn stats(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<
         }))
     })
     .await
-    .map_err(crate::error::AppError::internal)??;
+    .map_err(crate::web::error::AppError::internal)??;
     Ok(AppJson(out))
 }

@@ -18,12 +18,12 @@ use serde_json::{Map, Value, json};
 use crate::app::AppState;
 use crate::audit::NewEvent;
 use crate::auth::Caller;
-use crate::error::{AppError, Result};
 use crate::jobs::{
     ClaimRequest, DEFAULT_LEASE_SECS, Filter, Job, JobError, MAX_CLAIM, NewJob, Status,
 };
 use crate::web::access::Origin;
 use crate::web::auth::{MaybeCaller, Operator, Viewer, Worker};
+use crate::web::error::{AppError, Result};
 use crate::web::extract::{AppJson, AppPath, AppQuery};
 
 pub fn router() -> Router<AppState> {
@@ -40,17 +40,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/job/{id}/heartbeat", post(heartbeat))
         .route("/api/job/{id}/complete", post(complete))
         .route("/api/job/{id}/fail", post(fail))
-}
-
-impl From<JobError> for AppError {
-    fn from(e: JobError) -> Self {
-        match e {
-            JobError::NotFound(_) => AppError::not_found(e.to_string()),
-            JobError::Invalid(m) => AppError::bad_request(m),
-            JobError::Conflict(m) => AppError::conflict(m),
-            JobError::Store(s) => s.into(),
-        }
-    }
 }
 
 /// Make a change durable and audit it (failures too), then answer; the change and its

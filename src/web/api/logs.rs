@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::audit::NewEvent;
-use crate::error::{AppError, Result};
 use crate::web::access::Origin;
 use crate::web::auth::Admin;
+use crate::web::error::{AppError, Result};
 use crate::web::extract::AppJson;
 
 pub fn router() -> Router<AppState> {

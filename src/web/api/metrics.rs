@@ -10,9 +10,9 @@ use axum::routing::get;
 
 use crate::app::AppState;
 use crate::auth::Need;
-use crate::error::Result;
 use crate::slo::metrics;
 use crate::web::auth::require;
+use crate::web::error::Result;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(show))

@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::clock::rfc3339;
-use crate::error::Result;
 use crate::jobs::Status;
 use crate::web::access::Origin;
 use crate::web::api::jobs::audited;
 use crate::web::auth::Operator;
+use crate::web::error::Result;
 use crate::web::extract::AppJson;
 
 pub fn router() -> Router<AppState> {

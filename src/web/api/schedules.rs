@@ -9,11 +9,11 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::error::{AppError, Result};
-use crate::scheduler::schedules::{NewSchedule, ScheduleError, Schedules};
+use crate::scheduler::schedules::{NewSchedule, Schedules};
 use crate::web::access::Origin;
 use crate::web::api::jobs::audited;
 use crate::web::auth::{Operator, Viewer};
+use crate::web::error::{AppError, Result};
 use crate::web::extract::{AppJson, AppPath};
 
 pub fn router() -> Router<AppState> {
@@ -23,18 +23,6 @@ pub fn router() -> Router<AppState> {
         .route("/api/schedules/{name}/run", post(run))
         .route("/api/schedules/{name}/pause", post(pause))
         .route("/api/schedules/{name}/resume", post(resume))
-}
-
-impl From<ScheduleError> for AppError {
-    fn from(e: ScheduleError) -> Self {
-        match e {
-            ScheduleError::NotFound(_) => AppError::not_found(e.to_string()),
-            ScheduleError::Invalid(m) => AppError::bad_request(m),
-            ScheduleError::Conflict(m) => AppError::conflict(m),
-            ScheduleError::Store(s) => s.into(),
-            ScheduleError::Job(j) => j.into(),
-        }
-    }
 }
 
 /// `GET /api/schedules` (viewer).

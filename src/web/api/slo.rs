@@ -6,8 +6,8 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use crate::app::AppState;
-use crate::error::Result;
 use crate::slo::{Figures, round4};
+use crate::web::error::Result;
 use crate::web::extract::AppJson;
 
 pub fn router() -> Router<AppState> {

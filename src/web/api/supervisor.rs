@@ -7,8 +7,8 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::error::Result;
 use crate::web::auth::Viewer;
+use crate::web::error::Result;
 use crate::web::extract::AppJson;
 
 pub fn router() -> Router<AppState> {
