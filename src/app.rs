@@ -167,7 +167,7 @@ impl AppState {
             access,
             jobs,
             scheduler,
-            keys: Arc::new(Keys::from_config(&config)),
+            keys: Arc::new(Keys::new(config.keys())),
             config: Arc::new(config),
             store,
             supervisor: Supervisor::new(),

@@ -147,49 +147,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A role a key may hold. `viewer ⊂ operator ⊂ admin`; `worker` stands apart.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-    Worker,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-            Role::Worker => "worker",
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            "worker" => Ok(Role::Worker),
-            other => Err(format!(
-                "unknown role {other:?} (expected viewer, operator, admin or worker)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::auth::Role;
 
 /// A command the `command` executor may run: declared in `echopilot.toml` `[commands]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -555,6 +513,16 @@ fn resolve_bind(
         });
     }
     Ok(SocketAddr::from(([127, 0, 0, 1], 8080)))
+}
+
+impl Config {
+    /// Every live key with its role: `DASHBOARD_KEY` as admin, then `ROLES_JSON`.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, Role)> {
+        self.dashboard_key
+            .iter()
+            .map(|k| (k.expose(), Role::Admin))
+            .chain(self.roles.iter().map(|(k, r)| (k.expose(), *r)))
+    }
 }
 
 /// `ROLES_JSON`: `{"<key>": "viewer"|"operator"|"admin"|"worker"}`. The error never

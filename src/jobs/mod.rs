@@ -14,6 +14,7 @@
 //! answers, so one sync covers every write of a request.
 
 pub mod executors;
+pub mod ids;
 pub mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -251,18 +252,12 @@ fn sched_key(run_at: i64, id: &[u8; 16]) -> Vec<u8> {
     k
 }
 
-/// Queue and kind names: 1–64 of `A-Z a-z 0-9 . _ : -` (they are parts of index keys).
+/// Queue and kind names: see [`ids::is_name`].
 pub fn check_name(field: &str, v: &str) -> Result<(), JobError> {
-    let ok = !v.is_empty()
-        && v.len() <= 64
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-    if ok {
+    if ids::is_name(v) {
         Ok(())
     } else {
-        Err(JobError::Invalid(format!(
-            "{field}: must be 1-64 characters of letters, digits, '.', '_', ':' or '-'"
-        )))
+        Err(JobError::Invalid(format!("{field}: {}", ids::NAME_RULE)))
     }
 }
 
