@@ -21,7 +21,6 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::access::{Access, Limits};
 use crate::audit::Audit;
 use crate::auth::Keys;
 use crate::build_info;
@@ -30,12 +29,14 @@ use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::jobs::executors::Executors;
 use crate::logfile::{Appender, RotatingFile};
+use crate::ratelimit::{Class, Limits};
 use crate::scheduler::{self, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
 use crate::slo::alerts::Alerts;
 use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 use crate::web;
+use crate::web::access::{Access, ClassLayer};
 
 /// Everything a handler or a background task needs, behind one `Arc`: axum clones the
 /// state (and every layer holding it) several times per request, so a clone must cost
@@ -236,7 +237,10 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let app = Router::new()
         .merge(web::api::router())
-        .fallback(web::fallback)
+        .fallback(axum::handler::Handler::layer(
+            web::fallback,
+            ClassLayer(Class::General),
+        ))
         // Innermost: sees the caller's key and the handler's 401/403.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

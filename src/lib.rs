@@ -5,12 +5,13 @@
 //! - [`build_info`]  version, git commit, dirty flag, build time (from `build.rs`)
 //! - [`app`]         `AppState`, the router, and the server's life (serve, drain, stop)
 //! - [`audit`]       the audit trail: sled tree + `logs/ndjson/audit.ndjson`, hash chain
-//! - [`auth`]        keys (as SHA-256 digests) and roles; `web::auth` holds the extractors
-//! - [`error`]       `AppError`, the `{"ok": false, "error": ...}` every API failure returns
+//! - [`auth`]        keys (as SHA-256 digests), roles and what a route needs; `web::auth`
+//!   holds the extractors, `web::access` the guard and the route-class layer
+//! - [`error`]       `Classify`: how a domain error is answered (`web::error::AppError`)
 //! - [`store`]       sled: one tree per domain, the versioned codec, group-commit durability
 //! - [`supervisor`]  background tasks: restarted with backoff when they panic or fail
 //! - [`slo`]         per-minute SLO counters, error budget, burn rates, alerts, `/metrics` text
-//! - [`health`]      healthy / degraded / unhealthy, per component
+//! - [`health`]      the healthy / degraded / unhealthy rules, per component
 //! - [`clock`]       wall-clock time that tests can freeze and advance
 //! - [`jobs`]        the durable job queue (claims, leases, retries, stuck jobs) and
 //!   the built-in `http` / `command` executors
@@ -18,11 +19,11 @@
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
 //! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
-//! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
-//! - [`access`]      rate limits (governor), client addresses, request-log lines
+//! - [`web`]         HTTP only: `web::api` (one module per resource), the OpenAPI document,
+//!   extractors, errors, the audit helper, layers
+//! - [`ratelimit`]   the rate limiter's core: limits per route class, the failed-key block
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
 
-pub mod access;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -36,6 +37,7 @@ pub mod glue;
 pub mod health;
 pub mod jobs;
 pub mod logfile;
+pub mod ratelimit;
 pub mod scheduler;
 pub mod slo;
 pub mod store;

@@ -145,6 +145,21 @@ impl<T: Serialize> IntoResponse for AppJson<T> {
     }
 }
 
+/// `field` must lie in `min..=max` (bounds serde's types do not carry).
+pub fn in_range<T: PartialOrd + std::fmt::Display>(
+    field: &str,
+    v: T,
+    min: T,
+    max: T,
+) -> Result<T, AppError> {
+    if v < min || v > max {
+        return Err(AppError::bad_request(format!(
+            "{field}: must be an integer from {min} to {max}"
+        )));
+    }
+    Ok(v)
+}
+
 /// Query string.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AppQuery<T>(pub T);

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod measure;
+pub mod openapi;
 
 use axum::body::Body;
 use axum::extract::Request;

@@ -1,26 +1,29 @@
 //! `GET /api/audit`: the audit trail, newest first, with filters and a cursor.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::audit::Filter;
 use crate::clock::rfc3339;
+use crate::web::api::schemas::OkBody;
 use crate::web::auth::Viewer;
 use crate::web::error::{AppError, Result};
 use crate::web::extract::{AppJson, AppQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/audit", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 /// Most events one page may hold.
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     ok: Option<bool>,
@@ -43,6 +46,9 @@ fn time_bound(name: &str, v: Option<String>) -> Result<Option<String>> {
 }
 
 /// `?ok=false&action=auth.failed&actor=<key id>&since=..&until=..&limit=50&cursor=..`
+#[utoipa::path(get, path = "/api/audit", tag = "audit", params(ListQuery),
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Viewer,

@@ -1,22 +1,27 @@
 //! `GET /api/status/summary`: is EchoPilot healthy, and if not, which part is not.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde_json::{Map, Value, json};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::build_info;
 use crate::health::{self, Component};
+use crate::web::api::schemas::OkBody;
 use crate::web::error::Result;
 use crate::web::extract::AppJson;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/status/summary", get(summary))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(summary))
 }
 
 /// The summary. Keys come in a fixed order so `diff pre_maint.json <(curl …)` shows
 /// only what changed.
+#[utoipa::path(get, path = "/api/status/summary", tag = "status",
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("public"))))]
 pub async fn summary(State(state): State<AppState>) -> Result<AppJson<Value>> {
     let components = components(&state);
     let overall = health::overall(&components);
