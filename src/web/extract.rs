@@ -37,7 +37,7 @@ where
 }
 
 /// An optional JSON body, for routes that workers call bare (`curl -X POST`): an empty
-/// body means `T::default()`, with or without a Content-Type.
+/// body (or `null`) means `T::default()`, with or without a Content-Type.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MaybeJson<T>(pub T);
 
@@ -50,10 +50,11 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = body_bytes(req, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        if bytes.is_empty() {
             return Ok(MaybeJson(T::default()));
         }
-        decode(&bytes).map(MaybeJson)
+        // `null` is no body too.
+        decode::<Option<T>>(&bytes).map(|v| MaybeJson(v.unwrap_or_default()))
     }
 }
 

@@ -13,7 +13,7 @@ use crate::clock::rfc3339;
 use crate::web::api::schemas::OkBody;
 use crate::web::auth::Viewer;
 use crate::web::error::{AppError, Result};
-use crate::web::extract::{AppJson, AppQuery};
+use crate::web::extract::{AppJson, AppQuery, in_range};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -26,13 +26,23 @@ pub const MAX_LIMIT: usize = 1000;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only successes (`true`) or only failures (`false`).
     ok: Option<bool>,
+    /// An action such as `auth.failed` (empty: any).
     action: Option<String>,
+    /// A caller's key id (empty: any).
     actor: Option<String>,
+    /// At or after this time.
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// At or before this time.
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     cursor: Option<u64>,
 }
 
@@ -66,7 +76,10 @@ pub async fn list(
         actor: q.actor.filter(|s| !s.is_empty()),
         since: time_bound("since", q.since)?,
         until: time_bound("until", q.until)?,
-        before: q.cursor,
+        before: q
+            .cursor
+            .map(|c| in_range("cursor", c, 0, i64::MAX as u64))
+            .transpose()?,
         limit,
     };
     let audit = state.audit.clone();

@@ -23,7 +23,7 @@ use crate::web::access::Origin;
 use crate::web::api::schemas::{JobAnswer, JobPage, OkBody};
 use crate::web::audit::audited;
 use crate::web::auth::{MaybeCaller, Operator, Viewer};
-use crate::web::error::Result;
+use crate::web::error::{AppError, ErrorBody, Result};
 use crate::web::extract::{AppJson, AppPath, AppQuery, MaybeJson, in_range};
 
 /// The operators' and viewers' routes (the general rate limit).
@@ -69,6 +69,13 @@ impl StatusFilter {
         };
         f.status = Some(status);
     }
+}
+
+/// What the document says of `CreateJob` that its types cannot: `run_at` and
+/// `delay_secs` exclude each other.
+pub fn refine_document(doc: &mut Value) {
+    doc["components"]["schemas"]["CreateJob"]["not"] =
+        json!({"required": ["run_at", "delay_secs"]});
 }
 
 /// The body of `POST /api/jobs`.
@@ -153,6 +160,7 @@ pub async fn create(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    #[param(inline)]
     status: Option<StatusFilter>,
     #[param(value_type = Option<String>, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
     queue: Option<QueueName>,
@@ -163,7 +171,10 @@ pub struct ListQuery {
     /// 1 to 500, default 50 (larger values are cut to 500).
     #[param(minimum = 1)]
     limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (empty: the first page).
+    #[param(
+        pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     cursor: Option<String>,
 }
 
@@ -197,7 +208,11 @@ pub async fn list(
 ) -> Result<AppJson<Value>> {
     let filter = filter_from(q.status, q.queue, q.kind, q.since);
     let limit = in_range("limit", q.limit.unwrap_or(50), 1, usize::MAX)?.min(500);
-    let (jobs, next) = state.jobs.list(&filter, q.cursor.as_deref(), limit)?;
+    let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
+    if cursor.is_some_and(|c| c.len() != 36 || JobId::parse(c).is_err()) {
+        return Err(AppError::bad_request("cursor: not a job id"));
+    }
+    let (jobs, next) = state.jobs.list(&filter, cursor, limit)?;
     let jobs: Vec<Value> = jobs.iter().map(|j| j.full_json()).collect();
     Ok(AppJson(json!({
         "ok": true,
@@ -286,7 +301,7 @@ pub async fn show(
 /// `POST /api/job/{id}/retry` (operator).
 #[utoipa::path(post, path = "/api/job/{id}/retry", tag = "jobs",
     params(("id" = String, Path, description = "the job's id")),
-    responses((status = 200, body = JobAnswer)),
+    responses((status = 200, body = JobAnswer), (status = 409, description = "the job's status does not allow this", body = ErrorBody)),
     extensions(("x-required-role" = json!("operator"))))]
 pub async fn retry(
     State(state): State<AppState>,
@@ -310,7 +325,7 @@ pub async fn retry(
 /// `POST /api/job/{id}/cancel` (operator).
 #[utoipa::path(post, path = "/api/job/{id}/cancel", tag = "jobs",
     params(("id" = String, Path, description = "the job's id")),
-    responses((status = 200, body = JobAnswer)),
+    responses((status = 200, body = JobAnswer), (status = 409, description = "the job's status does not allow this", body = ErrorBody)),
     extensions(("x-required-role" = json!("operator"))))]
 pub async fn cancel(
     State(state): State<AppState>,

@@ -55,11 +55,17 @@ fn routes() -> OpenApiRouter<AppState> {
 /// Every `/api` route (and `/metrics`), serving the document at `/api/openapi.json`.
 pub fn router() -> Router<AppState> {
     let (router, doc) = routes().split_for_parts();
-    let json = OpenApiJson(Arc::new(openapi::finish(doc).to_string()));
+    let json = OpenApiJson(Arc::new(finish(doc).to_string()));
     router.layer(Extension(json))
 }
 
 /// The OpenAPI document, as `/api/openapi.json` serves it.
 pub fn document() -> Value {
-    openapi::finish(routes().into_openapi())
+    finish(routes().into_openapi())
+}
+
+fn finish(doc: utoipa::openapi::OpenApi) -> Value {
+    let mut v = openapi::finish(doc);
+    jobs::refine_document(&mut v);
+    v
 }

@@ -19,7 +19,7 @@ use crate::web::api::jobs::{View, answer_job, change};
 use crate::web::api::schemas::{JobAnswer, OkBody};
 use crate::web::audit::audited;
 use crate::web::auth::Worker;
-use crate::web::error::{AppError, Result};
+use crate::web::error::{AppError, ErrorBody, Result};
 use crate::web::extract::{AppJson, AppPath, MaybeJson, in_range};
 
 /// The worker routes (the worker rate limit).
@@ -165,7 +165,7 @@ pub struct Heartbeat {
 #[utoipa::path(post, path = "/api/job/{id}/heartbeat", tag = "workers",
     params(("id" = String, Path, description = "the job's id")),
     request_body(content = Option<Heartbeat>, description = "optional"),
-    responses((status = 200, body = JobAnswer)),
+    responses((status = 200, body = JobAnswer), (status = 409, description = "not running, or held by another worker", body = ErrorBody)),
     extensions(("x-required-role" = json!("worker"))))]
 pub async fn heartbeat(
     State(state): State<AppState>,
@@ -201,7 +201,7 @@ fn result_text(v: Option<Value>) -> Option<String> {
 #[utoipa::path(post, path = "/api/job/{id}/complete", tag = "workers",
     params(("id" = String, Path, description = "the job's id")),
     request_body(content = Option<Complete>, description = "optional"),
-    responses((status = 200, body = JobAnswer)),
+    responses((status = 200, body = JobAnswer), (status = 409, description = "not running, or held by another worker", body = ErrorBody)),
     extensions(("x-required-role" = json!("worker"))))]
 pub async fn complete(
     State(state): State<AppState>,
@@ -232,7 +232,7 @@ pub struct Fail {
 #[utoipa::path(post, path = "/api/job/{id}/fail", tag = "workers",
     params(("id" = String, Path, description = "the job's id")),
     request_body(content = Option<Fail>, description = "optional"),
-    responses((status = 200, body = JobAnswer)),
+    responses((status = 200, body = JobAnswer), (status = 409, description = "not running, or held by another worker", body = ErrorBody)),
     extensions(("x-required-role" = json!("worker"))))]
 pub async fn fail(
     State(state): State<AppState>,
