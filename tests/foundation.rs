@@ -144,7 +144,10 @@ async fn malformed_json_bodies_get_our_error_shape() {
     let (s, v) = call(r#"{"kind": 5}"#, "application/json").await;
     assert_eq!(s, 400);
     assert!(
-        v["error"].as_str().unwrap().starts_with("kind: invalid type"),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("kind: invalid type"),
         "{v}"
     );
     let (s, v) = call(r#"{"knd": "x"}"#, "application/json").await;

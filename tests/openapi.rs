@@ -140,3 +140,38 @@ async fn every_operation_names_its_role_and_its_failures() {
         );
     }
 }
+
+/// The README's API table lists exactly the documented routes, each with its role (the
+/// first word of the "who" column).
+#[test]
+fn the_readme_api_table_agrees_with_the_document() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("\n## API\n").nth(1).unwrap();
+    let section = section.split("\n## ").next().unwrap();
+    let mut table = BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let route = cells[0].trim_start_matches("| `").trim_end_matches('`');
+        let (method, path) = route.split_once(' ').unwrap();
+        let role = cells[1].split_whitespace().next().unwrap();
+        table.insert((method.to_string(), path.to_string(), role.to_string()));
+    }
+    let doc = echopilot::web::api::document();
+    let documented: BTreeSet<(String, String, String)> = document_routes(&doc)
+        .into_iter()
+        .map(|(m, p)| {
+            let role = doc["paths"][&p][m.to_ascii_lowercase()]["x-required-role"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (m, p, role)
+        })
+        .collect();
+    let missing: Vec<_> = documented.difference(&table).collect();
+    let extra: Vec<_> = table.difference(&documented).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "README lacks {missing:?}; README has, the document not: {extra:?}"
+    );
+}

@@ -39,11 +39,12 @@ pub async fn audited<T: Serialize>(
         error,
         ..NewEvent::default()
     };
-    // The change's ticket is taken first, then the audit record syncs: that one sync
-    // covers both, so a request costs one sync rather than two.
-    let ticket = state.store.sync_ticket();
+    // The change's commit is taken first, then the audit record syncs: that one sync
+    // covers both, so a request costs one sync rather than two. (When the domain
+    // operations hand back their own `Commit`, the handler passes it in instead.)
+    let commit = state.store.pending();
     let recorded = state.audit.record(event).await;
-    let synced = state.store.sync_until(ticket).await;
+    let synced = commit.durable().await;
     if let Err(e) = synced.map_err(AppError::from) {
         return e.into_response();
     }
