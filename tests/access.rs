@@ -5,7 +5,7 @@ mod helpers;
 use std::time::{Duration, Instant};
 
 use echopilot::auth::key_id;
-use helpers::access::all_audit_events;
+use helpers::access::{all_audit_events, oneshot_status};
 use helpers::{ADMIN_KEY, OPERATOR_KEY, Process, TestApp, VIEWER_KEY, WORKER_KEY, bin};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -718,7 +718,6 @@ async fn worker_routes_have_their_own_limit() {
 async fn the_webhook_class_is_a_layer_of_its_own() {
     use echopilot::ratelimit::Class;
     use echopilot::web::access::{ClassLayer, guard};
-    use tower::ServiceExt;
 
     let app = TestApp::spawn_with(&[
         ("RATE_LIMIT_PER_MIN", "3"),
@@ -738,17 +737,7 @@ async fn the_webhook_class_is_a_layer_of_its_own() {
             guard,
         ))
         .with_state(app.state.clone());
-    let call = |method: &'static str, path: &'static str| {
-        let router = router.clone();
-        async move {
-            let req = axum::http::Request::builder()
-                .method(method)
-                .uri(path)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            router.oneshot(req).await.unwrap().status().as_u16()
-        }
-    };
+    let call = |method: &'static str, path: &'static str| oneshot_status(&router, method, path);
     for _ in 0..20 {
         assert_eq!(call("POST", "/hook").await, 200);
     }
@@ -785,7 +774,6 @@ async fn failed_logins_marked_by_a_handler_count_against_the_address() {
     use axum::response::IntoResponse;
     use echopilot::ratelimit::Class;
     use echopilot::web::access::{ClassLayer, FailedLogin, guard};
-    use tower::ServiceExt;
 
     let app = TestApp::spawn_with(&[("AUTH_FAIL_LIMIT_PER_MIN", "2")]).await;
     let login = || async {
@@ -802,17 +790,7 @@ async fn failed_logins_marked_by_a_handler_count_against_the_address() {
             guard,
         ))
         .with_state(app.state.clone());
-    let call = |method: &'static str, path: &'static str| {
-        let router = router.clone();
-        async move {
-            let req = axum::http::Request::builder()
-                .method(method)
-                .uri(path)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            router.oneshot(req).await.unwrap().status().as_u16()
-        }
-    };
+    let call = |method: &'static str, path: &'static str| oneshot_status(&router, method, path);
     assert_eq!(call("GET", "/other").await, 200);
     for _ in 0..3 {
         assert_eq!(call("POST", "/login").await, 200);

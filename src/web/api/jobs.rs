@@ -39,37 +39,35 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A status to filter on: a job status, or `failed` (scheduled again after an error).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StatusFilter {
-    Scheduled,
-    Queued,
-    Running,
-    Stuck,
-    Succeeded,
-    Dead,
-    Cancelled,
     Failed,
+    #[serde(untagged)]
+    Is(Status),
 }
 
 impl StatusFilter {
     fn apply(self, f: &mut Filter) {
-        let status = match self {
-            StatusFilter::Failed => {
-                f.failed = true;
-                return;
-            }
-            StatusFilter::Scheduled => Status::Scheduled,
-            StatusFilter::Queued => Status::Queued,
-            StatusFilter::Running => Status::Running,
-            StatusFilter::Stuck => Status::Stuck,
-            StatusFilter::Succeeded => Status::Succeeded,
-            StatusFilter::Dead => Status::Dead,
-            StatusFilter::Cancelled => Status::Cancelled,
-        };
-        f.status = Some(status);
+        match self {
+            StatusFilter::Failed => f.failed = true,
+            StatusFilter::Is(s) => f.status = Some(s),
+        }
     }
 }
+
+/// The names of [`Status`] and `failed`, from the domain's own list.
+impl utoipa::PartialSchema for StatusFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = Status::ALL.iter().map(|s| s.as_str()).chain(["failed"]);
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl ToSchema for StatusFilter {}
 
 /// What the document says of `CreateJob` that its types cannot: `run_at` and
 /// `delay_secs` exclude each other.
@@ -393,9 +391,9 @@ pub enum RetryStatus {
 impl RetryStatus {
     fn filter(self) -> StatusFilter {
         match self {
-            RetryStatus::Dead => StatusFilter::Dead,
-            RetryStatus::Stuck => StatusFilter::Stuck,
-            RetryStatus::Cancelled => StatusFilter::Cancelled,
+            RetryStatus::Dead => StatusFilter::Is(Status::Dead),
+            RetryStatus::Stuck => StatusFilter::Is(Status::Stuck),
+            RetryStatus::Cancelled => StatusFilter::Is(Status::Cancelled),
             RetryStatus::Failed => StatusFilter::Failed,
         }
     }
