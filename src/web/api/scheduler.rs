@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::jobs::Status;
 use crate::web::access::Origin;
-use crate::web::api::schemas::OkBody;
+use crate::web::api::schemas::SchedulerStatus;
 use crate::web::audit::audited;
 use crate::web::auth::Operator;
 use crate::web::error::Result;
@@ -49,7 +49,7 @@ pub fn status_json(state: &AppState) -> Value {
 
 /// `GET /api/scheduler/status` (public).
 #[utoipa::path(get, path = "/api/scheduler/status", tag = "scheduler",
-    responses((status = 200, body = OkBody)),
+    responses((status = 200, body = SchedulerStatus)),
     extensions(("x-required-role" = json!("public"))))]
 pub async fn status(State(state): State<AppState>) -> Result<AppJson<Value>> {
     Ok(AppJson(status_json(&state)))
@@ -57,7 +57,7 @@ pub async fn status(State(state): State<AppState>) -> Result<AppJson<Value>> {
 
 /// `POST /api/scheduler/restart` (operator): unpause, recover stuck jobs, tick now.
 #[utoipa::path(post, path = "/api/scheduler/restart", tag = "scheduler",
-    responses((status = 200, body = OkBody)),
+    responses((status = 200, body = SchedulerStatus)),
     extensions(("x-required-role" = json!("operator"))))]
 pub async fn restart(
     State(state): State<AppState>,
@@ -81,7 +81,7 @@ pub async fn restart(
 /// `POST /api/scheduler/pause` (operator): no job starts, no schedule fires; enqueues
 /// are still accepted.
 #[utoipa::path(post, path = "/api/scheduler/pause", tag = "scheduler",
-    responses((status = 200, body = OkBody)),
+    responses((status = 200, body = SchedulerStatus)),
     extensions(("x-required-role" = json!("operator"))))]
 pub async fn pause(
     State(state): State<AppState>,
@@ -104,7 +104,7 @@ pub async fn pause(
 
 /// `POST /api/scheduler/resume` (operator).
 #[utoipa::path(post, path = "/api/scheduler/resume", tag = "scheduler",
-    responses((status = 200, body = OkBody)),
+    responses((status = 200, body = SchedulerStatus)),
     extensions(("x-required-role" = json!("operator"))))]
 pub async fn resume(
     State(state): State<AppState>,

@@ -76,3 +76,53 @@ pub struct JobPage {
     jobs: Vec<JobView>,
     next_cursor: Option<String>,
 }
+
+/// One component of the status summary: its status and what explains it.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ComponentView {
+    #[schema(pattern = "^(healthy|degraded|unhealthy)$")]
+    status: String,
+}
+
+/// `GET /api/status/summary`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct StatusSummary {
+    ok: bool,
+    /// The worst component's status.
+    #[schema(pattern = "^(healthy|degraded|unhealthy)$")]
+    status: String,
+    version: String,
+    commit: String,
+    built_at: String,
+    #[schema(format = DateTime)]
+    started_at: String,
+    uptime_secs: u64,
+    /// `store`, `disk`, `supervisor`, `audit`, `slo`, `alerts`, `scheduler`, `jobs`.
+    components: std::collections::BTreeMap<String, ComponentView>,
+}
+
+/// `GET /api/scheduler/status`, and the answer to pause, resume and restart.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct SchedulerStatus {
+    ok: bool,
+    #[schema(pattern = "^(running|paused|stopped)$")]
+    state: String,
+    #[schema(format = DateTime)]
+    last_tick: Option<String>,
+    #[schema(format = DateTime)]
+    next_tick: Option<String>,
+    tick_interval_secs: u64,
+    ticks: u64,
+    queued: u64,
+    running: u64,
+    scheduled: u64,
+    stuck: u64,
+    dead: u64,
+    executor_slots_free: u64,
+    /// Set by restart.
+    #[schema(required = false)]
+    restarted: Option<bool>,
+}

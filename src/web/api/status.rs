@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::build_info;
 use crate::health::{self, Component};
-use crate::web::api::schemas::OkBody;
+use crate::web::api::schemas::StatusSummary;
 use crate::web::error::Result;
 use crate::web::extract::AppJson;
 
@@ -20,7 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The summary. Keys come in a fixed order so `diff pre_maint.json <(curl …)` shows
 /// only what changed.
 #[utoipa::path(get, path = "/api/status/summary", tag = "status",
-    responses((status = 200, body = OkBody)),
+    responses((status = 200, body = StatusSummary)),
     extensions(("x-required-role" = json!("public"))))]
 pub async fn summary(State(state): State<AppState>) -> Result<AppJson<Value>> {
     let components = components(&state);
