@@ -720,3 +720,36 @@ fn kill_dash_nine_loses_no_acknowledged_job() {
         assert_eq!(r.status(), 200);
     });
 }
+
+/// A worker in a shell: `curl -X POST` with no body and no Content-Type claims, beats
+/// and completes; `null` is no body too; a body that is not JSON is still a 400.
+#[tokio::test]
+async fn worker_routes_take_a_bare_post() {
+    let app = TestApp::spawn().await;
+    let id = app.enqueue_id(json!({"kind": "bare"})).await;
+    let bare = |path: String, body: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .header("x-dash-key", WORKER_KEY)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = bare("/api/jobs/claim".into(), "").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["job"]["id"], id.as_str());
+    let (s, v) = bare(format!("/api/job/{id}/heartbeat"), "null").await;
+    assert_eq!((s, &v["job"]["status"]), (200, &json!("running")), "{v}");
+    let (s, v) = bare(format!("/api/job/{id}/complete"), "{oops").await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().starts_with("malformed JSON"),
+        "{v}"
+    );
+    let (s, v) = bare(format!("/api/job/{id}/complete"), "").await;
+    assert_eq!((s, &v["job"]["status"]), (200, &json!("succeeded")), "{v}");
+    app.stop().await;
+}
