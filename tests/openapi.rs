@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 use helpers::TestApp;
 use serde_json::Value;
 
-/// `(METHOD, path)` of every route the real router serves, read from its `Debug` form
+/// Pages and their assets: HTML, not the JSON API, so not in the document.
+const HTML_PREFIXES: &[&str] = &["/dashboard", "/static"];
+
+/// `(METHOD, path)` of every API route the real router serves, read from its `Debug` form
 /// (axum has no route listing): `RouteId(n): MethodRouter(MethodRouter { get: Route, … })`
 /// and `RouteId(n): "/api/…"` in its path router.
 fn router_routes(router: &axum::Router) -> BTreeSet<(String, String)> {
@@ -35,6 +38,9 @@ fn router_routes(router: &axum::Router) -> BTreeSet<(String, String)> {
     }
     let mut out = BTreeSet::new();
     for (id, path) in &paths {
+        if HTML_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            continue;
+        }
         for m in methods.get(id).into_iter().flatten() {
             out.insert((m.clone(), path.clone()));
         }
