@@ -3,7 +3,7 @@
 //! A map of the crate, one line a module:
 //! - [`config`]      the CLI, environment variables and `echopilot.toml`; secrets stay hidden
 //! - [`build_info`]  version, git commit, dirty flag, build time (from `build.rs`)
-//! - [`app`]         `AppState`, the router, and the server's life (serve, drain, stop)
+//! - [`app`]         the composition root: `AppState`, wiring (background tasks, cross-domain hooks), server
 //! - [`audit`]       the audit trail: sled tree + `logs/ndjson/audit.ndjson`, hash chain
 //! - [`auth`]        keys (as SHA-256 digests) and roles; `web::auth` holds the extractors
 //! - [`error`]       `AppError`, the `{"ok": false, "error": ...}` every API failure returns
@@ -17,7 +17,7 @@
 //! - [`scheduler`]   the tick, the due loop, cron schedules, `logs/scheduler.log`
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
-//! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
+
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
@@ -32,7 +32,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod glue;
 pub mod health;
 pub mod jobs;
 pub mod logfile;

@@ -1,6 +1,6 @@
-//! Where domains meet, so none of them depends on another: the SLO counts job outcomes
-//! and scheduler ticks, `/metrics` reads the queue's gauges, and alerts are delivered
-//! through the job queue.
+//! Where domains meet, so none of them depends on another: the background tasks, the
+//! SLO counting job outcomes and scheduler ticks, `/metrics` reading the queue's gauges,
+//! and alerts delivered through the job queue.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::AppState;
+use super::AppState;
+use crate::scheduler;
 use crate::jobs::executors::ALERT_KIND;
 use crate::jobs::{Jobs, NewJob, Status};
 use crate::slo::GaugeSource;
@@ -19,8 +20,40 @@ use crate::store::Store;
 /// Attempts for an alert message: with the queue's backoff, about a day of retries.
 const ALERT_ATTEMPTS: u32 = 10;
 
+/// Start the background tasks (scheduler, executors, flushers) under the supervisor.
+pub(super) fn start_background(state: &AppState) {
+    // Domains register their tasks here as they arrive.
+    let limits = state.access.limits.clone();
+    state.supervisor.spawn("rate-limits", move |token| {
+        let limits = limits.clone();
+        async move {
+            let mut every = tokio::time::interval(limits.window());
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = every.tick() => limits.retain_recent(),
+                }
+            }
+        }
+    });
+    crate::slo::start(state);
+    start_jobs(state);
+    start(state);
+}
+
+fn start_jobs(state: &AppState) {
+    let st = state.clone();
+    state.scheduler.mark_starting();
+    state.supervisor
+        .spawn("scheduler", move |token| scheduler::run(st.clone(), token));
+    let st = state.clone();
+    state.supervisor.spawn("scheduler-log", move |token| {
+        scheduler::log::follow_outcomes(st.scheduler.log.clone(), st.jobs.subscribe(), token)
+    });
+}
+
 /// Install the cross-domain hooks and start the task that feeds the SLO counters.
-pub fn start(state: &AppState) {
+fn start(state: &AppState) {
     state
         .slo
         .set_gauges(Arc::new(QueueGauges(state.jobs.clone())));
