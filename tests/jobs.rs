@@ -478,7 +478,7 @@ async fn stuck_jobs_are_listed_retried_and_requeued_by_policy() {
     assert_eq!(stuck["jobs"][0]["last_worker"], "w-dies");
     assert_eq!(stuck["jobs"][0]["stuck_for_secs"], 15);
     // The tick marks them stuck; the summary says degraded.
-    let r = scheduler::tick(&app.state).await;
+    let r = scheduler::tick(&app.state.scheduler).await;
     assert!(r.stuck <= 2);
     assert_eq!(app.job_full(&a).await["status"], "stuck");
     assert_eq!(app.scheduler_status().await["stuck"], 2);
@@ -502,10 +502,10 @@ async fn stuck_jobs_are_listed_retried_and_requeued_by_policy() {
 
     // By policy: re-queued as a failed attempt once stuck for STUCK_REQUEUE_AFTER_SECS.
     clock.advance(chrono::Duration::seconds(100));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(app.job_full(&b).await["status"], "stuck");
     clock.advance(chrono::Duration::seconds(300));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     let full = app.job_full(&b).await;
     assert_eq!(full["status"], "queued", "{full}");
     assert!(full["last_error"].as_str().unwrap().contains("stuck"));

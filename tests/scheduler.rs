@@ -154,24 +154,24 @@ async fn cron_fires_when_due_and_catches_up_once() {
 
     // Not yet due.
     clock.advance(chrono::Duration::minutes(4));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 0);
     // Due: one job, with the schedule's queue and payload.
     clock.advance(chrono::Duration::seconds(31));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     let jobs = jobs_of(&app, "digest");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["queue"], "mail");
     assert_eq!(jobs[0]["payload"], json!({"list": "all"}));
     assert_eq!(jobs[0]["schedule"], "digest");
     // Ticking again at the same time fires nothing more.
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 1);
 
     // Three hours pass (36 runs missed): it fires once, not 36 times.
     clock.advance(chrono::Duration::hours(3));
-    scheduler::tick(&app.state).await;
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 2);
     let list = app.schedules().await;
     let d = &list["schedules"][0];
@@ -182,11 +182,11 @@ async fn cron_fires_when_due_and_catches_up_once() {
     // Pause: does not fire; resume: fires the missed run once.
     app.schedule("digest", "pause").await;
     clock.advance(chrono::Duration::minutes(10));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 2);
     let (s, v) = app.schedule("digest", "resume").await;
     assert_eq!(s, 200, "{v}");
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 3);
     // Run now.
     let (s, v) = app.schedule("digest", "run").await;
@@ -196,7 +196,7 @@ async fn cron_fires_when_due_and_catches_up_once() {
     // A paused scheduler fires nothing.
     app.scheduler("pause").await;
     clock.advance(chrono::Duration::minutes(10));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 4);
     app.scheduler("resume").await;
 

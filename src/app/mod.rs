@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::jobs::executors::Executors;
 use crate::logfile::{Appender, RotatingFile};
-use crate::scheduler::{Scheduler, log::SchedLog, schedules::Schedules};
+use crate::scheduler::{Policy, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
 use crate::slo::alerts::Alerts;
 use crate::store::{Store, meta};
@@ -131,22 +131,29 @@ impl AppState {
             request_log,
         };
         let slo = Slo::open(&store, &config, clock.clone(), &instance.first_started_at)?;
-        let alerts = Alerts::open(&store, audit.clone(), clock.clone())?;
+        let alerts = Alerts::open(&store, audit.clone(), clock.clone(), instance.clone())?;
         let jobs = Jobs::open(&store, clock.clone()).context("while opening the job queue")?;
         let schedules = Schedules::open(&store)?;
         schedules
             .load_config(&config.schedules, now)
             .context("while loading the schedules of echopilot.toml")?;
         let scheduler = Scheduler::new(
-            config.scheduler_tick_secs,
-            config.executor_concurrency,
+            jobs.clone(),
             schedules,
+            clock.clone(),
             Executors::new(
                 config.commands.clone(),
                 &config.home,
                 config.alert_webhook_url.clone(),
             ),
             SchedLog::new(&config.logs_dir(), clock.clone()),
+            store.clone(),
+            Policy {
+                tick_secs: config.scheduler_tick_secs,
+                concurrency: config.executor_concurrency,
+                stuck_requeue_after_secs: config.stuck_requeue_after_secs,
+                job_retention_days: config.job_retention_days,
+            },
         );
         store
             .sync_blocking()

@@ -10,11 +10,11 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
-use crate::scheduler;
 use crate::jobs::executors::ALERT_KIND;
 use crate::jobs::{Jobs, NewJob, Status};
-use crate::slo::GaugeSource;
-use crate::slo::alerts::AlertSink;
+use crate::scheduler;
+use crate::slo::alerts::{self, AlertSink};
+use crate::slo::{self, GaugeSource};
 use crate::store::Store;
 
 /// Attempts for an alert message: with the queue's backoff, about a day of retries.
@@ -36,16 +36,54 @@ pub(super) fn start_background(state: &AppState) {
             }
         }
     });
-    crate::slo::start(state);
+    start_slo(state);
     start_jobs(state);
     start(state);
 }
 
-fn start_jobs(state: &AppState) {
+/// Start the SLO's background tasks: the flusher (every [`slo::FLUSH_EVERY`], and once more
+/// when cancelled so a graceful stop loses nothing), the alert evaluator and, with
+/// `ALERT_WEBHOOK_URL`, the webhook sender.
+fn start_slo(state: &AppState) {
+    let slo = state.slo.clone();
+    state.supervisor.spawn("slo_flush", move |token| {
+        let slo = slo.clone();
+        async move {
+            loop {
+                slo.flush_durable().await?;
+                tokio::select! {
+                    _ = token.cancelled() => {
+                        slo.flush_durable().await?;
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep(slo::FLUSH_EVERY) => {}
+                }
+            }
+        }
+    });
     let st = state.clone();
+    state.supervisor.spawn("alerts", move |token| {
+        let st = st.clone();
+        async move {
+            loop {
+                if let Err(e) = alerts::evaluate(&st.alerts, &st.slo).await {
+                    tracing::error!(error = %e, "alert evaluation failed");
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(alerts::EVALUATE_EVERY) => {}
+                }
+            }
+        }
+    });
+}
+
+fn start_jobs(state: &AppState) {
+    let sched = state.scheduler.clone();
     state.scheduler.mark_starting();
-    state.supervisor
-        .spawn("scheduler", move |token| scheduler::run(st.clone(), token));
+    state.supervisor.spawn("scheduler", move |token| {
+        scheduler::run(sched.clone(), token)
+    });
     let st = state.clone();
     state.supervisor.spawn("scheduler-log", move |token| {
         scheduler::log::follow_outcomes(st.scheduler.log.clone(), st.jobs.subscribe(), token)

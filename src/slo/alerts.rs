@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Figures;
-use crate::app::AppState;
+use super::{Figures, Slo};
 use crate::audit::{Audit, NewEvent};
 use crate::clock::{Clock, rfc3339};
+use crate::store::meta::Instance;
 use crate::store::{Record, Store, StoreError, Table};
 
 /// How often the supervised task evaluates the rules.
@@ -210,11 +210,18 @@ struct Inner {
     /// One evaluation or transition at a time, so a rule never fires twice.
     turn: tokio::sync::Mutex<()>,
     sink: RwLock<Arc<dyn AlertSink>>,
+    /// This start and the one before (a changed version or commit is a deployment).
+    instance: Instance,
     deployment_checked: AtomicBool,
 }
 
 impl Alerts {
-    pub fn open(store: &Store, audit: Audit, clock: Clock) -> Result<Alerts, StoreError> {
+    pub fn open(
+        store: &Store,
+        audit: Audit,
+        clock: Clock,
+        instance: Instance,
+    ) -> Result<Alerts, StoreError> {
         let table: Table<Alert> = store.table("alerts")?;
         let mut firing = BTreeMap::new();
         let mut last = 0;
@@ -234,6 +241,7 @@ impl Alerts {
             next_id: AtomicU64::new(last + 1),
             turn: tokio::sync::Mutex::new(()),
             sink: RwLock::new(Arc::new(NoSink)),
+            instance,
             deployment_checked: AtomicBool::new(false),
         })))
     }
@@ -374,15 +382,14 @@ impl Alerts {
 pub type Changes = Vec<(String, AlertState)>;
 
 /// Evaluate every rule once and fire or resolve alerts accordingly.
-pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
-    let alerts = &state.alerts;
+pub async fn evaluate(alerts: &Alerts, slo: &Slo) -> anyhow::Result<Changes> {
     let _turn = alerts.0.turn.lock().await;
-    let figures = state.slo.figures()?;
-    let wanted = conditions(&figures, state.slo.tick_secs(), state.slo.ticks_expected());
+    let figures = slo.figures()?;
+    let wanted = conditions(&figures, slo.tick_secs(), slo.ticks_expected());
     let mut changes = Changes::new();
 
     if !alerts.0.deployment_checked.swap(true, Ordering::Relaxed) {
-        let i = &state.instance;
+        let i = &alerts.0.instance;
         if !i.previous_version.is_empty()
             && (i.previous_version != i.version || i.previous_commit != i.commit)
         {
@@ -403,7 +410,7 @@ pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
     }
 
     let firing = alerts.firing();
-    let now = state.clock.now();
+    let now = alerts.0.clock.now();
     for a in &firing {
         let stale = if a.severity == Severity::Info {
             chrono::DateTime::parse_from_rfc3339(&a.fired_at)

@@ -695,43 +695,6 @@ impl Slo {
     }
 }
 
-/// Start the SLO's background tasks: the flusher (every [`FLUSH_EVERY`], and once more
-/// when cancelled so a graceful stop loses nothing), the alert evaluator and, with
-/// `ALERT_WEBHOOK_URL`, the webhook sender.
-pub fn start(state: &crate::app::AppState) {
-    let slo = state.slo.clone();
-    state.supervisor.spawn("slo_flush", move |token| {
-        let slo = slo.clone();
-        async move {
-            loop {
-                slo.flush_durable().await?;
-                tokio::select! {
-                    _ = token.cancelled() => {
-                        slo.flush_durable().await?;
-                        return Ok(());
-                    }
-                    _ = tokio::time::sleep(FLUSH_EVERY) => {}
-                }
-            }
-        }
-    });
-    let st = state.clone();
-    state.supervisor.spawn("alerts", move |token| {
-        let st = st.clone();
-        async move {
-            loop {
-                if let Err(e) = alerts::evaluate(&st).await {
-                    tracing::error!(error = %e, "alert evaluation failed");
-                }
-                tokio::select! {
-                    _ = token.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(alerts::EVALUATE_EVERY) => {}
-                }
-            }
-        }
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
