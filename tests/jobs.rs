@@ -322,10 +322,11 @@ async fn backoff_uses_the_injected_clock_and_random_part() {
                 ..NewJob::default()
             })
             .unwrap()
+            .0
             .job;
         // Bring it to `attempt` attempts.
         for _ in 0..attempt {
-            let c = state
+            let (c, _) = state
                 .jobs
                 .claim(&ClaimRequest {
                     kinds: vec![j.kind.clone()],
@@ -336,7 +337,7 @@ async fn backoff_uses_the_injected_clock_and_random_part() {
                 })
                 .unwrap();
             assert_eq!(c.len(), 1);
-            let f = state.jobs.fail(&j.id, Some("w"), "boom").unwrap();
+            let (f, _) = state.jobs.fail(&j.id, Some("w"), "boom").unwrap();
             let a = i64::from(f.attempts);
             let expected = a.pow(4) + 15 + jitter as i64 * (a + 1);
             assert_eq!((f.run_at - clock.now().timestamp_millis()) / 1000, expected);
@@ -351,7 +352,7 @@ async fn sixteen_claimers_never_share_a_job() {
     let cfg = helpers::config(dir.path(), &helpers::base_env());
     let state = echopilot::app::AppState::open(cfg).unwrap();
     for i in 0..500 {
-        state
+        let _ = state
             .jobs
             .enqueue(NewJob {
                 kind: if i % 2 == 0 { "a".into() } else { "b".into() },
@@ -366,7 +367,7 @@ async fn sixteen_claimers_never_share_a_job() {
         tasks.push(tokio::task::spawn_blocking(move || {
             let mut got = Vec::new();
             loop {
-                let c = jobs
+                let (c, _) = jobs
                     .claim(&ClaimRequest {
                         worker: format!("w{w}"),
                         lease_secs: 60,

@@ -25,6 +25,7 @@ use crate::logfile::{Appender, RotatingFile};
 use crate::scheduler::{Policy, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
 use crate::slo::alerts::Alerts;
+use crate::store::sled_impl::{jobs::SledJobs, schedules::SledSchedules};
 use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 
@@ -132,9 +133,13 @@ impl AppState {
         };
         let slo = Slo::open(&store, &config, clock.clone(), &instance.first_started_at)?;
         let alerts = Alerts::open(&store, audit.clone(), clock.clone(), instance.clone())?;
-        let jobs = Jobs::open(&store, clock.clone()).context("while opening the job queue")?;
-        let schedules = Schedules::open(&store)?;
-        schedules
+        let job_store = SledJobs::open(&store).context("while opening the job queue")?;
+        // Recovered jobs and the file's schedules are written before serving: the
+        // checkpoint below makes them durable, so their commits need no awaiting.
+        let (jobs, _recovered) = Jobs::open(Arc::new(job_store), clock.clone())
+            .context("while opening the job queue")?;
+        let schedules = Schedules::new(Arc::new(SledSchedules::open(&store)?));
+        let _loaded = schedules
             .load_config(&config.schedules, now)
             .context("while loading the schedules of echopilot.toml")?;
         let scheduler = Scheduler::new(
@@ -147,7 +152,6 @@ impl AppState {
                 config.alert_webhook_url.clone(),
             ),
             SchedLog::new(&config.logs_dir(), clock.clone()),
-            store.clone(),
             Policy {
                 tick_secs: config.scheduler_tick_secs,
                 concurrency: config.executor_concurrency,
@@ -156,7 +160,7 @@ impl AppState {
             },
         );
         store
-            .sync_blocking()
+            .checkpoint()
             .context("while syncing the recovered job queue")?;
         Ok(AppState(Arc::new(Shared {
             slo,

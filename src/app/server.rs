@@ -126,7 +126,7 @@ pub async fn serve(
     }
     state
         .store
-        .sync_blocking()
+        .checkpoint()
         .context("while flushing the store at shutdown")?;
     tracing::info!("stopped");
     result

@@ -15,7 +15,6 @@ use crate::jobs::{Jobs, NewJob, Status};
 use crate::scheduler;
 use crate::slo::alerts::{self, AlertSink};
 use crate::slo::{self, GaugeSource};
-use crate::store::Store;
 
 /// Attempts for an alert message: with the queue's backoff, about a day of retries.
 const ALERT_ATTEMPTS: u32 = 10;
@@ -98,7 +97,6 @@ fn start(state: &AppState) {
     if state.config.alert_webhook_url.is_some() {
         state.alerts.set_sink(Arc::new(QueueSink {
             jobs: state.jobs.clone(),
-            store: state.store.clone(),
         }));
     }
     // Outcomes arrive at drain speed (thousands a second): counted in the writer's
@@ -164,7 +162,6 @@ impl GaugeSource for QueueGauges {
 /// backoff, visible at `/api/jobs?kind=alert.webhook`, retryable by hand.
 struct QueueSink {
     jobs: Jobs,
-    store: Store,
 }
 
 impl AlertSink for QueueSink {
@@ -173,14 +170,14 @@ impl AlertSink for QueueSink {
         text: String,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>> {
         Box::pin(async move {
-            self.jobs.enqueue(NewJob {
+            let (_, commit) = self.jobs.enqueue(NewJob {
                 queue: Some("alerts".into()),
                 kind: ALERT_KIND.into(),
                 payload: Some(json!({ "text": text }).to_string()),
                 max_attempts: Some(ALERT_ATTEMPTS),
                 ..NewJob::default()
             })?;
-            self.store.sync().await?;
+            commit.durable().await?;
             Ok(())
         })
     }

@@ -8,6 +8,7 @@
 pub mod cron;
 pub mod log;
 pub mod schedules;
+pub mod store;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::jobs::executors::{self, Executors};
 use crate::jobs::{BUILTIN_WORKER, ClaimRequest, Job, Jobs, Status};
-use crate::store::Store;
+use crate::store::Commit;
 use log::SchedLog;
 use schedules::Schedules;
 
@@ -80,7 +81,6 @@ struct Inner {
 pub struct Scheduler {
     inner: Arc<Inner>,
     jobs: Jobs,
-    store: Store,
     clock: Clock,
     pub schedules: Schedules,
     pub executors: Executors,
@@ -94,7 +94,6 @@ impl Scheduler {
         clock: Clock,
         executors: Executors,
         log: SchedLog,
-        store: Store,
         policy: Policy,
     ) -> Self {
         let (ticks_tx, _) = broadcast::channel(64);
@@ -113,7 +112,6 @@ impl Scheduler {
                 ticks_tx,
             }),
             jobs,
-            store,
             clock,
             schedules,
             executors,
@@ -190,26 +188,34 @@ impl Scheduler {
 }
 
 /// One scheduler tick: fire due schedules (unless paused), mark stuck jobs, re-queue
-/// per `STUCK_REQUEUE_AFTER_SECS`, prune per `JOB_RETENTION_DAYS`. Writes are synced
-/// before it returns.
+/// per `STUCK_REQUEUE_AFTER_SECS`, prune per `JOB_RETENTION_DAYS`. Its writes are
+/// durable before it returns (one commit for all).
 pub async fn tick(sched: &Scheduler) -> TickReport {
     let now = sched.clock.now();
     let mut r = TickReport {
         at: crate::clock::rfc3339(now),
         ..TickReport::default()
     };
+    let mut commit = Commit::done();
     if !sched.is_paused() {
         match fire_schedules(sched, now) {
-            Ok(n) => r.fired = n,
+            Ok((n, c)) => {
+                r.fired = n;
+                commit = commit.and(c);
+            }
             Err(e) => r.errors.push(format!("schedules: {e}")),
         }
     }
     match sched.jobs.promote_due() {
-        Ok(n) => r.promoted = n,
+        Ok((n, c)) => {
+            r.promoted = n;
+            commit = commit.and(c);
+        }
         Err(e) => r.errors.push(format!("promote: {e}")),
     }
     match sched.jobs.mark_stuck() {
-        Ok(v) => {
+        Ok((v, c)) => {
+            commit = commit.and(c);
             r.stuck = v.len();
             for j in &v {
                 sched.log.error(&format!(
@@ -226,7 +232,8 @@ pub async fn tick(sched: &Scheduler) -> TickReport {
     let after = sched.inner.stuck_requeue_after_secs;
     if after > 0 {
         match sched.jobs.requeue_stuck(after) {
-            Ok(v) => {
+            Ok((v, c)) => {
+                commit = commit.and(c);
                 r.requeued = v.len();
                 for j in &v {
                     sched.log.info(&format!(
@@ -239,10 +246,13 @@ pub async fn tick(sched: &Scheduler) -> TickReport {
         }
     }
     match sched.jobs.prune(sched.inner.job_retention_days) {
-        Ok(n) => r.pruned = n,
+        Ok((n, c)) => {
+            r.pruned = n;
+            commit = commit.and(c);
+        }
         Err(e) => r.errors.push(format!("prune: {e}")),
     }
-    if let Err(e) = sched.store.sync().await {
+    if let Err(e) = commit.durable().await {
         r.errors.push(format!("sync: {e}"));
     }
     *sched
@@ -272,8 +282,8 @@ pub async fn tick(sched: &Scheduler) -> TickReport {
     r
 }
 
-fn fire_schedules(sched: &Scheduler, now: DateTime<Utc>) -> anyhow::Result<usize> {
-    let fired = sched.schedules.fire_due(&sched.jobs, now)?;
+fn fire_schedules(sched: &Scheduler, now: DateTime<Utc>) -> anyhow::Result<(usize, Commit)> {
+    let (fired, commit) = sched.schedules.fire_due(&sched.jobs, now)?;
     for (name, r) in &fired {
         match r {
             Ok(id) => sched.log.info(&format!("schedule {name} fired: job {id}")),
@@ -282,7 +292,7 @@ fn fire_schedules(sched: &Scheduler, now: DateTime<Utc>) -> anyhow::Result<usize
                 .error(&format!("schedule {name} failed to fire: {e}")),
         }
     }
-    Ok(fired.iter().filter(|(_, r)| r.is_ok()).count())
+    Ok((fired.iter().filter(|(_, r)| r.is_ok()).count(), commit))
 }
 
 /// The every-second step: promote jobs whose `run_at` arrived, fire due schedules and
@@ -292,11 +302,9 @@ pub async fn due(sched: &Scheduler) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = sched.clock.now();
-    let fired = fire_schedules(sched, now)?;
-    let promoted = sched.jobs.promote_due()?;
-    if fired + promoted > 0 {
-        sched.store.sync().await?;
-    }
+    let (_, fired) = fire_schedules(sched, now)?;
+    let (_, promoted) = sched.jobs.promote_due()?;
+    fired.and(promoted).durable().await?;
     dispatch(sched).await?;
     Ok(())
 }
@@ -313,7 +321,7 @@ pub async fn dispatch(sched: &Scheduler) -> anyhow::Result<usize> {
         let Ok(permit) = sched.inner.slots.clone().try_acquire_owned() else {
             break;
         };
-        let claimed = sched.jobs.claim(&ClaimRequest {
+        let (claimed, commit) = sched.jobs.claim(&ClaimRequest {
             queues: Vec::new(),
             kinds: kinds.clone(),
             worker: format!("{BUILTIN_WORKER}executor"),
@@ -324,7 +332,9 @@ pub async fn dispatch(sched: &Scheduler) -> anyhow::Result<usize> {
         let Some(job) = claimed.into_iter().next() else {
             break;
         };
-        sched.store.sync().await?;
+        // Durable before it runs: after a crash it shows as stuck, never as queued
+        // again with its side effects done.
+        commit.durable().await?;
         started += 1;
         let sched = sched.clone();
         tokio::spawn(async move {
@@ -342,16 +352,18 @@ async fn execute(sched: &Scheduler, job: Job) {
         Ok(result) => sched.jobs.complete(&job.id, None, Some(result)),
         Err(e) => sched.jobs.fail(&job.id, None, &e),
     };
-    if let Err(e) = res {
-        sched.log.error(&format!(
+    match res {
+        Ok((_, commit)) => {
+            if let Err(e) = commit.durable().await {
+                sched
+                    .log
+                    .error(&format!("job {}: sync failed: {e}", job.id));
+            }
+        }
+        Err(e) => sched.log.error(&format!(
             "job {}: could not record its outcome: {e}",
             job.id
-        ));
-    }
-    if let Err(e) = sched.store.sync().await {
-        sched
-            .log
-            .error(&format!("job {}: sync failed: {e}", job.id));
+        )),
     }
 }
 

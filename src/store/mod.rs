@@ -84,6 +84,17 @@ impl Commit {
         Commit(CommitInner::Done)
     }
 
+    /// One token for two changes: durable when both are. In the group commit a later
+    /// ticket covers every earlier one, so this keeps the later.
+    pub fn and(self, other: Commit) -> Commit {
+        match (self.0, other.0) {
+            (CommitInner::Done, o) | (o, CommitInner::Done) => Commit(o),
+            (CommitInner::Pending(gc, a), CommitInner::Pending(_, b)) => {
+                Commit(CommitInner::Pending(gc, a.max(b)))
+            }
+        }
+    }
+
     /// Return once the change is on stable storage.
     pub async fn durable(self) -> Result<(), StoreError> {
         match self.0 {
@@ -185,8 +196,9 @@ impl Store {
         self.commit.wait(ticket.0).await
     }
 
-    /// Flush and fdatasync now, blocking (start-up, shutdown, CLI).
-    pub fn sync_blocking(&self) -> Result<(), StoreError> {
+    /// Make every write so far durable now, blocking: the composition root calls it
+    /// after start-up recovery and at shutdown; CLI commands before they exit.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.commit.sync_blocking()
     }
 

@@ -1,7 +1,7 @@
 //! `/api/jobs` and `/api/job/{id}`: enqueue, list, stats, stuck, retry, cancel, and the
 //! worker protocol (claim, heartbeat, complete, fail, batch complete).
 //!
-//! Every change is synced (group commit) and audited before the answer. Worker calls
+//! Every change is audited and durable (one group commit for both) before the answer. Worker calls
 //! are audited once per call (a batch claim or batch complete is one event naming the
 //! count), which keeps the hot path to one audit write per request.
 
@@ -22,6 +22,7 @@ use crate::error::{AppError, Result};
 use crate::jobs::{
     ClaimRequest, DEFAULT_LEASE_SECS, Filter, Job, JobError, MAX_CLAIM, NewJob, Status,
 };
+use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::auth::{MaybeCaller, Operator, Viewer, Worker};
 use crate::web::extract::{AppJson, AppPath, AppQuery};
@@ -53,18 +54,18 @@ impl From<JobError> for AppError {
     }
 }
 
-/// Make a change durable and audit it (failures too), then answer; the change and its
-/// audit event share one group commit.
+/// Audit a change (failures too), wait until the change is durable, then answer. The
+/// audit event is written after the change, so one group commit covers both.
 pub async fn audited(
     state: &AppState,
     meta: Origin,
     caller: &Caller,
     action: &str,
     target: String,
-    outcome: Result<(StatusCode, Value)>,
+    outcome: Result<(StatusCode, Value, Commit)>,
 ) -> Response {
     let (ok, status, error) = match &outcome {
-        Ok((s, _)) => (true, s.as_u16(), None),
+        Ok((s, _, _)) => (true, s.as_u16(), None),
         Err(e) => (false, e.status.as_u16(), Some(e.message.clone())),
     };
     let event = NewEvent {
@@ -78,21 +79,20 @@ pub async fn audited(
         error,
         ..NewEvent::default()
     };
-    // The change's ticket is taken first, then the audit record syncs: that one sync
-    // covers both, so a request costs one sync rather than two.
-    let ticket = state.store.sync_ticket();
+    // The audit record is durable when `record` returns; its commit came after the
+    // change's, so awaiting the change's commit then costs no second sync.
     let recorded = state.audit.record(event).await;
-    let synced = state.store.sync_until(ticket).await;
-    if let Err(e) = synced.map_err(AppError::from) {
-        return e.into_response();
+    let (status, body, commit) = match outcome {
+        Ok(ok) => ok,
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = commit.durable().await {
+        return AppError::from(e).into_response();
     }
     if let Err(e) = recorded {
         return AppError::from(e).into_response();
     }
-    match outcome {
-        Ok((s, v)) => (s, AppJson(v)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    (status, AppJson(body)).into_response()
 }
 
 // ----- reading JSON fields with errors that name them -----
@@ -224,7 +224,7 @@ pub async fn create(
     let mut target = String::new();
     let outcome = (|| {
         let new = parse_new_job(body)?;
-        let r = state.jobs.enqueue(new)?;
+        let (r, commit) = state.jobs.enqueue(new)?;
         target = format!("job:{}", r.job.id);
         let status = if r.duplicate {
             StatusCode::OK
@@ -234,6 +234,7 @@ pub async fn create(
         Ok((
             status,
             json!({"ok": true, "duplicate": r.duplicate, "job": r.job.full_json()}),
+            commit,
         ))
     })();
     audited(&state, meta, &caller, "job.create", target, outcome).await
@@ -399,15 +400,15 @@ async fn answer_job(
     caller: &Caller,
     action: &str,
     id: &str,
-    outcome: Result<Job>,
+    outcome: Result<(Job, Commit)>,
     view: View,
 ) -> Response {
-    let outcome = outcome.map(|j| {
+    let outcome = outcome.map(|(j, commit)| {
         let v = match view {
             View::Public => j.public_json(),
             View::Full => j.full_json(),
         };
-        (StatusCode::OK, json!({"ok": true, "job": v}))
+        (StatusCode::OK, json!({"ok": true, "job": v}), commit)
     });
     audited(state, meta, caller, action, format!("job:{id}"), outcome).await
 }
@@ -437,7 +438,7 @@ pub async fn retry_bulk(
             None,
         )?;
         let limit = opt_int(&m, "limit", 1, 100_000)?.unwrap_or(10_000) as usize;
-        let moved = state.jobs.retry_bulk(&filter, limit)?;
+        let (moved, commit) = state.jobs.retry_bulk(&filter, limit)?;
         target = format!(
             "jobs status={status} queue={} kind={} moved={}",
             filter.queue.as_deref().unwrap_or("*"),
@@ -447,6 +448,7 @@ pub async fn retry_bulk(
         Ok((
             StatusCode::OK,
             json!({"ok": true, "moved": moved.len(), "ids": moved}),
+            commit,
         ))
     })();
     audited(&state, meta, &caller, "job.retry_bulk", target, outcome).await
@@ -483,8 +485,8 @@ pub async fn claim(
             count: count.unwrap_or(1) as usize,
             worker: worker.clone(),
         };
-        let jobs = if state.scheduler.is_paused() {
-            Vec::new()
+        let (jobs, commit) = if state.scheduler.is_paused() {
+            (Vec::new(), Commit::done())
         } else {
             state.jobs.claim(&req)?
         };
@@ -502,6 +504,7 @@ pub async fn claim(
             } else {
                 json!({"ok": true, "job": list.into_iter().next()})
             },
+            commit,
         ))
     })();
     audited(&state, meta, &caller, "job.claim", target, outcome).await
@@ -620,6 +623,7 @@ pub async fn complete_batch(
             return Err(AppError::bad_request("results: at most 1000 at once"));
         }
         let mut answers = Vec::with_capacity(results.len());
+        let mut commit = Commit::done();
         let (mut done, mut failed, mut refused) = (0, 0, 0);
         for (i, r) in results.iter().enumerate() {
             let Some(e) = r.as_object() else {
@@ -647,7 +651,10 @@ pub async fn complete_batch(
                 }
             };
             answers.push(match r {
-                Ok(j) => json!({"id": id, "ok": true, "status": j.status}),
+                Ok((j, c)) => {
+                    commit = commit.and(c);
+                    json!({"id": id, "ok": true, "status": j.status})
+                }
                 Err(JobError::Store(e)) => return Err(e.into()),
                 Err(e) => {
                     refused += 1;
@@ -662,6 +669,7 @@ pub async fn complete_batch(
         Ok((
             StatusCode::OK,
             json!({"ok": true, "completed": done, "failed": failed, "refused": refused, "results": answers}),
+            commit,
         ))
     })();
     audited(&state, meta, &caller, "job.complete_batch", target, outcome).await

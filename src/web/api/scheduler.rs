@@ -12,6 +12,7 @@ use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::error::Result;
 use crate::jobs::Status;
+use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::jobs::audited;
 use crate::web::auth::Operator;
@@ -65,7 +66,7 @@ pub async fn restart(
         &caller,
         "scheduler.restart",
         "scheduler".into(),
-        Ok((StatusCode::OK, v)),
+        Ok((StatusCode::OK, v, Commit::done())),
     )
     .await
 }
@@ -86,7 +87,7 @@ pub async fn pause(
         &caller,
         "scheduler.pause",
         "scheduler".into(),
-        Ok((StatusCode::OK, v)),
+        Ok((StatusCode::OK, v, Commit::done())),
     )
     .await
 }
@@ -106,7 +107,7 @@ pub async fn resume(
         &caller,
         "scheduler.resume",
         "scheduler".into(),
-        Ok((StatusCode::OK, v)),
+        Ok((StatusCode::OK, v, Commit::done())),
     )
     .await
 }

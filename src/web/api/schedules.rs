@@ -104,10 +104,11 @@ pub async fn create(
         let new = parse(body)?;
         target = format!("schedule:{}", new.name);
         let s = Schedules::build(new, "api", now)?;
-        state.scheduler.schedules.create(&s)?;
+        let commit = state.scheduler.schedules.create(&s)?;
         Ok((
             StatusCode::CREATED,
             json!({"ok": true, "schedule": s.to_json(now)}),
+            commit,
         ))
     })();
     audited(&state, meta, &caller, "schedule.create", target, outcome).await
@@ -125,7 +126,13 @@ pub async fn run(
         .scheduler
         .schedules
         .run_now(&state.jobs, &name, now)
-        .map(|j| (StatusCode::OK, json!({"ok": true, "job": j.full_json()})))
+        .map(|(j, commit)| {
+            (
+                StatusCode::OK,
+                json!({"ok": true, "job": j.full_json()}),
+                commit,
+            )
+        })
         .map_err(AppError::from);
     audited(
         &state,
@@ -150,10 +157,11 @@ async fn set_paused(
         .scheduler
         .schedules
         .set_paused(&name, paused)
-        .map(|s| {
+        .map(|(s, commit)| {
             (
                 StatusCode::OK,
                 json!({"ok": true, "schedule": s.to_json(now)}),
+                commit,
             )
         })
         .map_err(AppError::from);
@@ -205,10 +213,11 @@ pub async fn delete(
         .scheduler
         .schedules
         .delete(&name)
-        .map(|s| {
+        .map(|(s, commit)| {
             (
                 StatusCode::OK,
                 json!({"ok": true, "deleted": s.name, "source": s.source}),
+                commit,
             )
         })
         .map_err(AppError::from);
