@@ -51,7 +51,7 @@ fn traffic(requests: u64, errors: u64) -> Snapshot {
 
 fn mark_up(state: &AppState, from: u64, to: u64) {
     for m in from..=to {
-        state.slo.mark_up(m).unwrap();
+        let _ = state.slo.mark_up(m).unwrap();
     }
 }
 
@@ -151,11 +151,11 @@ async fn burn_rates_per_window_from_stored_minutes() {
     state.clock.advance(chrono::Duration::hours(5));
     let now = minute_of(state.clock.now());
     mark_up(&state, minute_of(t0()), now);
-    state
+    let _ = state
         .slo
         .merge_minute(now - 100, &traffic(1000, 10), true)
         .unwrap();
-    state
+    let _ = state
         .slo
         .merge_minute(now - 2, &traffic(100, 5), true)
         .unwrap();
@@ -260,7 +260,7 @@ async fn budget_and_latency_alerts_fire_and_resolve_at_the_thresholds() {
     state.clock.advance(chrono::Duration::minutes(90));
     mark_up(&state, first, first + 90);
     // 10,000 requests allow 10 errors; 7 leave 30 %: no alert.
-    state
+    let _ = state
         .slo
         .merge_minute(first + 5, &traffic(10_000, 7), true)
         .unwrap();
@@ -272,7 +272,7 @@ async fn budget_and_latency_alerts_fire_and_resolve_at_the_thresholds() {
     );
     // One more failed request: 10,001 requests, 8 errors: 100 − 8/10.001 × 100 = 20.008 %
     // left, below 25 %: warning.
-    state
+    let _ = state
         .slo
         .merge_minute(first + 6, &traffic(1, 1), true)
         .unwrap();
@@ -310,7 +310,7 @@ async fn budget_and_latency_alerts_fire_and_resolve_at_the_thresholds() {
     state.clock.advance(chrono::Duration::minutes(61));
     let now = minute_of(state.clock.now());
     mark_up(&state, first + 91, now);
-    state
+    let _ = state
         .slo
         .merge_minute(now, &traffic(10_000, 0), true)
         .unwrap();
@@ -679,7 +679,7 @@ async fn minutes_past_the_window_are_pruned_and_never_counted() {
     let home = tempfile::tempdir().unwrap();
     let state = manual_state(home.path(), &[("SLO_WINDOW_DAYS", "1")], t0());
     let first = minute_of(t0());
-    state
+    let _ = state
         .slo
         .merge_minute(first, &traffic(100, 50), true)
         .unwrap();

@@ -25,7 +25,12 @@ use crate::logfile::{Appender, RotatingFile};
 use crate::scheduler::{Policy, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
 use crate::slo::alerts::Alerts;
-use crate::store::sled_impl::{jobs::SledJobs, schedules::SledSchedules};
+use crate::store::sled_impl::{
+    audit::SledAudit,
+    jobs::SledJobs,
+    schedules::SledSchedules,
+    slo::{SledAlerts, SledMinutes},
+};
 use crate::store::{Store, meta};
 use crate::supervisor::Supervisor;
 
@@ -111,7 +116,7 @@ impl AppState {
         )
         .context("while recording this start in the store")?;
         let audit = Audit::open_with_limit(
-            &store,
+            Arc::new(SledAudit::open(&store)?),
             &config.logs_dir(),
             clock.clone(),
             config.log_max_bytes,
@@ -131,8 +136,18 @@ impl AppState {
             limits: Arc::new(Limits::new(&config)),
             request_log,
         };
-        let slo = Slo::open(&store, &config, clock.clone(), &instance.first_started_at)?;
-        let alerts = Alerts::open(&store, audit.clone(), clock.clone(), instance.clone())?;
+        let slo = Slo::open(
+            Arc::new(SledMinutes::open(&store)?),
+            &config,
+            clock.clone(),
+            &instance.first_started_at,
+        )?;
+        let alerts = Alerts::open(
+            Arc::new(SledAlerts::open(&store)?),
+            audit.clone(),
+            clock.clone(),
+            instance.clone(),
+        )?;
         let job_store = SledJobs::open(&store).context("while opening the job queue")?;
         // Recovered jobs and the file's schedules are written before serving: the
         // checkpoint below makes them durable, so their commits need no awaiting.

@@ -10,189 +10,29 @@
 //! nothing is counted twice.
 
 pub mod alerts;
+mod budget;
 pub mod hist;
 mod live;
 pub mod metrics;
+mod minutes;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, SloTargets};
-use crate::store::{Record, Store, StoreError, Table};
-use hist::BUCKETS;
+use crate::store::{Commit, StoreError};
+pub use budget::{BURN_WINDOWS, Budget, Figures, budget, burn_rate, round4};
 pub use live::{OTHER, RouteSnap, Snapshot, UNMATCHED};
-
-const MINUTES_TREE: &str = "slo_minutes";
+pub use minutes::{Minute, RouteMinute, Totals, minute_of};
+use minutes::{add_vec, ratio};
+use store::MinuteStore;
 
 /// How often the flusher writes the counters to the store.
 pub const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Burn-rate windows, in minutes, with their labels (Google SRE workbook, ch. 5).
-pub const BURN_WINDOWS: [(&str, u64); 7] = [
-    ("5m", 5),
-    ("30m", 30),
-    ("1h", 60),
-    ("2h", 120),
-    ("6h", 360),
-    ("1d", 1440),
-    ("3d", 4320),
-];
-
-/// Minutes since the Unix epoch: the key of a minute record.
-pub fn minute_of(t: DateTime<Utc>) -> u64 {
-    (t.timestamp().max(0) / 60) as u64
-}
-
-fn key_minute(k: &[u8]) -> u64 {
-    k.try_into().map(u64::from_be_bytes).unwrap_or(0)
-}
-
-/// One route's traffic in one minute.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct RouteMinute {
-    pub route: String,
-    /// By status class: 1xx … 5xx.
-    pub classes: Vec<u64>,
-    /// Per latency bucket (see [`hist::BOUNDS_MS`]), not cumulative.
-    pub buckets: Vec<u64>,
-    pub sum_us: u64,
-}
-
-/// Everything counted in one minute. Stored at key `minute_of(t)` (big-endian).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-pub struct Minute {
-    /// The server was running during this minute.
-    pub up: bool,
-    pub routes: Vec<RouteMinute>,
-    pub webhooks_ok: u64,
-    pub webhooks_failed: u64,
-    pub ticks: u64,
-    pub rate_limited: u64,
-    /// (kind, outcome, count).
-    pub jobs: Vec<(String, String, u64)>,
-}
-
-impl Record for Minute {
-    const NAME: &'static str = "slo minute";
-    const VERSION: u8 = 1;
-}
-
-fn add_vec(into: &mut Vec<u64>, from: &[u64]) {
-    if into.len() < from.len() {
-        into.resize(from.len(), 0);
-    }
-    for (a, b) in into.iter_mut().zip(from) {
-        *a += b;
-    }
-}
-
-impl Minute {
-    /// Add a difference of counters to this minute.
-    pub fn add(&mut self, d: &Snapshot) {
-        for (name, r) in &d.routes {
-            let idx = match self.routes.iter().position(|x| &x.route == name) {
-                Some(i) => i,
-                None => {
-                    self.routes.push(RouteMinute {
-                        route: name.clone(),
-                        classes: vec![0; 5],
-                        buckets: vec![0; BUCKETS],
-                        sum_us: 0,
-                    });
-                    self.routes.len() - 1
-                }
-            };
-            let m = &mut self.routes[idx];
-            add_vec(&mut m.classes, &r.classes);
-            add_vec(&mut m.buckets, &r.buckets);
-            m.sum_us += r.sum_us;
-        }
-        self.webhooks_ok += d.webhooks_ok;
-        self.webhooks_failed += d.webhooks_failed;
-        self.ticks += d.ticks;
-        self.rate_limited += d.rate_limited;
-        for ((kind, outcome), n) in &d.jobs {
-            match self
-                .jobs
-                .iter_mut()
-                .find(|(k, o, _)| k == kind && o == outcome)
-            {
-                Some(j) => j.2 += n,
-                None => self.jobs.push((kind.clone(), outcome.clone(), *n)),
-            }
-        }
-    }
-}
-
-/// Sums over a span of minutes.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Totals {
-    pub requests: u64,
-    pub errors: u64,
-    pub buckets: Vec<u64>,
-    pub sum_us: u64,
-    pub webhooks_ok: u64,
-    pub webhooks_failed: u64,
-    pub ticks: u64,
-    pub rate_limited: u64,
-    /// Minutes marked up.
-    pub up_minutes: u64,
-}
-
-impl Totals {
-    fn add_minute(&mut self, m: &Minute) {
-        for r in &m.routes {
-            self.requests += r.classes.iter().sum::<u64>();
-            self.errors += r.classes.get(4).copied().unwrap_or(0);
-            add_vec(&mut self.buckets, &r.buckets);
-            self.sum_us += r.sum_us;
-        }
-        self.webhooks_ok += m.webhooks_ok;
-        self.webhooks_failed += m.webhooks_failed;
-        self.ticks += m.ticks;
-        self.rate_limited += m.rate_limited;
-        self.up_minutes += u64::from(m.up);
-    }
-
-    fn add(&mut self, o: &Totals) {
-        self.requests += o.requests;
-        self.errors += o.errors;
-        add_vec(&mut self.buckets, &o.buckets);
-        self.sum_us += o.sum_us;
-        self.webhooks_ok += o.webhooks_ok;
-        self.webhooks_failed += o.webhooks_failed;
-        self.ticks += o.ticks;
-        self.rate_limited += o.rate_limited;
-        self.up_minutes += o.up_minutes;
-    }
-
-    /// errors / requests, 0 with no requests.
-    pub fn error_ratio(&self) -> f64 {
-        ratio(self.errors, self.requests)
-    }
-
-    pub fn p95_ms(&self) -> f64 {
-        hist::quantile_ms(&self.buckets, 0.95)
-    }
-}
-
-/// `a / b`, 0 when `b` is 0: no figure is ever NaN.
-fn ratio(a: u64, b: u64) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
-}
-
-/// Round for display (4 decimals): the JSON stays readable and stable.
-pub fn round4(x: f64) -> f64 {
-    if x.is_finite() {
-        (x * 10_000.0).round() / 10_000.0
-    } else {
-        0.0
-    }
-}
 
 /// Gauges owned by other domains (jobs, backups), read at scrape time. The lead wires the
 /// real one after merging; until then nothing is shown for them.
@@ -213,93 +53,9 @@ pub trait GaugeSource: Send + Sync {
     }
 }
 
-/// The figures of the SLO window and the burn-rate windows at one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figures {
-    pub window_days: u64,
-    pub requests: u64,
-    pub errors: u64,
-    pub availability_pct: f64,
-    pub uptime_pct: f64,
-    pub latency_p95_ms: f64,
-    /// P95 of the last hour: what the latency alert watches.
-    pub latency_p95_1h_ms: f64,
-    pub error_rate_pct: f64,
-    pub webhook_success_pct: f64,
-    pub scheduler_tick_age_secs: f64,
-    pub budget: Budget,
-    /// In the order of [`BURN_WINDOWS`].
-    pub burn_rates: Vec<(&'static str, f64)>,
-    pub up_minutes: u64,
-    pub observed_minutes: u64,
-    pub rate_limited: u64,
-    /// Routes of the last hour, slowest P95 first (at most 5).
-    pub slowest_routes: Vec<(String, u64, f64)>,
-}
-
-impl Figures {
-    pub fn burn(&self, label: &str) -> f64 {
-        self.burn_rates
-            .iter()
-            .find(|(l, _)| *l == label)
-            .map(|(_, r)| *r)
-            .unwrap_or(0.0)
-    }
-}
-
-/// The error budget of the window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Budget {
-    /// 100 − consumed. Not clamped: below 0 says by how much the budget is overspent.
-    pub remaining_pct: f64,
-    /// Bad requests as a share of the allowed bad requests.
-    pub consumed_pct: f64,
-    /// Requests allowed to fail in the window so far: requests × (1 − availability target).
-    pub allowed_errors: f64,
-    /// Minutes the window may be down: window minutes × (1 − uptime target).
-    pub allowed_bad_minutes: f64,
-    /// Minutes down so far (observed minutes not marked up).
-    pub bad_minutes: u64,
-}
-
-/// Compute the budget; pure so the arithmetic is tested on its own.
-pub fn budget(t: &SloTargets, window_days: u64, requests: u64, errors: u64, down: u64) -> Budget {
-    let allowed_fraction = (1.0 - t.availability_pct / 100.0).max(0.0);
-    let allowed_errors = requests as f64 * allowed_fraction;
-    let consumed_pct = if requests == 0 || errors == 0 {
-        0.0
-    } else if allowed_errors <= 0.0 {
-        // A 100 % target allows nothing: any error spends the whole budget.
-        100.0
-    } else {
-        errors as f64 / allowed_errors * 100.0
-    };
-    Budget {
-        remaining_pct: 100.0 - consumed_pct,
-        consumed_pct,
-        allowed_errors,
-        allowed_bad_minutes: (window_days * 24 * 60) as f64 * (1.0 - t.uptime_pct / 100.0).max(0.0),
-        bad_minutes: down,
-    }
-}
-
-/// Burn rate: the window's error ratio over the allowed one; 0 without traffic.
-pub fn burn_rate(t: &SloTargets, requests: u64, errors: u64) -> f64 {
-    let allowed = (1.0 - t.availability_pct / 100.0).max(0.0);
-    let r = ratio(errors, requests);
-    if r == 0.0 {
-        0.0
-    } else if allowed <= 0.0 {
-        f64::MAX
-    } else {
-        r / allowed
-    }
-}
-
 struct Inner {
     live: live::Live,
-    table: Table<Minute>,
-    store: Store,
+    minutes: Arc<dyn MinuteStore>,
     clock: crate::clock::Clock,
     targets: SloTargets,
     window_days: u64,
@@ -335,7 +91,7 @@ impl WeakSlo {
 
 impl Slo {
     pub fn open(
-        store: &Store,
+        minutes: Arc<dyn MinuteStore>,
         config: &Config,
         clock: crate::clock::Clock,
         first_started_at: &str,
@@ -346,8 +102,7 @@ impl Slo {
             .unwrap_or(now);
         Ok(Slo(Arc::new(Inner {
             live: live::Live::default(),
-            table: store.table(MINUTES_TREE)?,
-            store: store.clone(),
+            minutes,
             clock,
             targets: config.slo.clone(),
             window_days: config.slo_window_days,
@@ -464,66 +219,62 @@ impl Slo {
     // ---- the store ----
 
     /// Add what was counted since the last flush to the current minute and mark it up.
-    /// Returns whether anything was written.
-    pub fn flush(&self) -> Result<bool, StoreError> {
+    /// Returns the commit of what was written, if anything was.
+    pub fn flush(&self) -> Result<Option<Commit>, StoreError> {
         let now = minute_of(self.0.clock.now());
         let mut flushed = self.0.flushed.lock().unwrap_or_else(|p| p.into_inner());
         let snap = self.0.live.snapshot();
         let delta = snap.minus(&flushed);
         // An idle server writes (and syncs) once a minute, to mark it up.
         if delta == Snapshot::default() && self.0.last_marked.load(Ordering::Relaxed) == now {
-            return Ok(false);
+            return Ok(None);
         }
-        self.merge_minute(now, &delta, true)?;
+        let merged = self.merge_minute(now, &delta, true)?;
         self.0.last_marked.store(now, Ordering::Relaxed);
         *flushed = snap;
         drop(flushed);
-        self.prune(now)?;
-        Ok(true)
+        let pruned = self.prune(now)?;
+        Ok(Some(merged.and(pruned)))
     }
 
     /// Drop minute records a day past the window (and their cached hours), a bounded
     /// number per call so a flush stays short.
-    fn prune(&self, now_min: u64) -> Result<(), StoreError> {
+    fn prune(&self, now_min: u64) -> Result<Commit, StoreError> {
         let keep = (self.0.window_days + 1) * 24 * 60;
         let cutoff = now_min.saturating_sub(keep);
-        for _ in 0..1000 {
-            match self.0.table.first()? {
-                Some((k, _)) if key_minute(&k) < cutoff => {
-                    self.0.table.remove(&k)?;
-                }
-                _ => break,
-            }
-        }
+        let commit = self.0.minutes.prune(cutoff, 1000)?;
         self.0
             .closed_hours
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|h, _| *h >= cutoff / 60);
-        Ok(())
+        Ok(commit)
     }
 
     /// Flush, then wait until it is on disk.
     pub async fn flush_durable(&self) -> Result<(), StoreError> {
-        if self.flush()? {
-            self.0.store.sync().await?;
+        if let Some(commit) = self.flush()? {
+            commit.durable().await?;
         }
         Ok(())
     }
 
     /// Mark `minute` as up (the flusher does this every few seconds; tests write marks
     /// directly to model stops).
-    pub fn mark_up(&self, minute: u64) -> Result<(), StoreError> {
+    pub fn mark_up(&self, minute: u64) -> Result<Commit, StoreError> {
         self.merge_minute(minute, &Snapshot::default(), true)
     }
 
     /// Add `delta` to `minute`'s record (tests feed past minutes through this).
-    pub fn merge_minute(&self, minute: u64, delta: &Snapshot, up: bool) -> Result<(), StoreError> {
-        self.0.table.update(minute.to_be_bytes(), |old| {
-            let mut m = old.unwrap_or_default();
+    pub fn merge_minute(
+        &self,
+        minute: u64,
+        delta: &Snapshot,
+        up: bool,
+    ) -> Result<Commit, StoreError> {
+        let commit = self.0.minutes.merge(minute, &mut |m| {
             m.up |= up;
             m.add(delta);
-            Some(m)
         })?;
         // A write into an hour that is over (only tests and restores do that) makes its
         // cached sum stale.
@@ -535,12 +286,12 @@ impl Slo {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&(minute / 60));
         }
-        Ok(())
+        Ok(commit)
     }
 
     fn sum_range(&self, from: u64, to: u64) -> Result<Totals, StoreError> {
         let mut t = Totals::default();
-        for r in self.0.table.range(from.to_be_bytes()..=to.to_be_bytes()) {
+        for r in self.0.minutes.range(from, to) {
             let (_, m) = r?;
             t.add_minute(&m);
         }
@@ -616,10 +367,7 @@ impl Slo {
         // counted as up — we are answering.
         // Minutes before the first mark were never measured (a home older than this
         // code): they count neither as up nor as down.
-        let first_mark = match self.0.table.first()? {
-            Some((k, _)) => key_minute(&k),
-            None => now_min,
-        };
+        let first_mark = self.0.minutes.first()?.unwrap_or(now_min);
         let first = self
             .0
             .first_minute
@@ -627,22 +375,14 @@ impl Slo {
             .max((now_min + 1).saturating_sub(window));
         let first = first.min(now_min);
         let observed = now_min - first + 1;
-        let current_marked = self
-            .0
-            .table
-            .get(now_min.to_be_bytes())?
-            .is_some_and(|m| m.up);
+        let current_marked = self.0.minutes.get(now_min)?.is_some_and(|m| m.up);
         let up_in_window = self.stored(first, now_min, now_min)?.up_minutes;
         let up = (up_in_window + u64::from(!current_marked)).min(observed);
 
         // Slowest routes of the last hour, from the minute records.
         let mut routes: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let from = (now_min + 1).saturating_sub(60);
-        for r in self
-            .0
-            .table
-            .range(from.to_be_bytes()..=now_min.to_be_bytes())
-        {
+        for r in self.0.minutes.range(from, now_min) {
             let (_, m) = r?;
             for rm in m.routes {
                 add_vec(routes.entry(rm.route).or_default(), &rm.buckets);
@@ -692,45 +432,5 @@ impl Slo {
             rate_limited: win.rate_limited,
             slowest_routes: slowest,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn targets() -> SloTargets {
-        SloTargets {
-            availability_pct: 99.9,
-            uptime_pct: 99.9,
-            latency_p95_ms: 400.0,
-            error_rate_pct: 1.0,
-            webhook_success_pct: 99.0,
-        }
-    }
-
-    #[test]
-    fn budget_arithmetic() {
-        let t = targets();
-        // No traffic: the whole budget is left, nothing is NaN.
-        let b = budget(&t, 30, 0, 0, 0);
-        assert_eq!(b.remaining_pct, 100.0);
-        assert_eq!(b.consumed_pct, 0.0);
-        assert!((b.allowed_bad_minutes - 43.2).abs() < 1e-9);
-        // 10,000 requests allow 10 errors; 5 spend half.
-        let b = budget(&t, 30, 10_000, 5, 0);
-        assert!((b.consumed_pct - 50.0).abs() < 1e-9);
-        assert!((b.remaining_pct - 50.0).abs() < 1e-9);
-        // 30 errors overspend: remaining goes negative, by design.
-        let b = budget(&t, 30, 10_000, 30, 0);
-        assert!((b.remaining_pct + 200.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn burn_rate_is_error_ratio_over_allowed() {
-        let t = targets();
-        assert_eq!(burn_rate(&t, 0, 0), 0.0);
-        // 2 % errors against 0.1 % allowed: burning 20× too fast.
-        assert!((burn_rate(&t, 1000, 20) - 20.0).abs() < 1e-9);
     }
 }
