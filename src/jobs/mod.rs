@@ -2,10 +2,10 @@
 //! stuck detection and pruning. No HTTP here; `web::api::jobs` is the HTTP face.
 //!
 //! - [`model`]: the job record and its JSON views
-//! - [`types`]: requests, filters, outcomes, errors
+//! - `types`: requests, filters, outcomes, errors
 //! - [`transitions`]: the job's life as pure functions `Job → Job`
 //! - [`store`]: the storage it needs ([`JobStore`]); sled's is in `store::sled_impl::jobs`
-//! - [`service`]: [`Jobs`], which ties them together and tells listeners
+//! - `service`: [`Jobs`], which ties them together and tells listeners
 //! - [`executors`]: the built-in `http` / `command` / alert executors
 
 pub mod executors;
