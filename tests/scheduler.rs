@@ -472,9 +472,16 @@ async fn a_job_whose_run_at_arrives_starts_without_waiting_for_a_tick() {
 #[test]
 fn builtin_jobs_running_at_a_crash_are_stuck_after_restart() {
     let dir = tempfile::tempdir().unwrap();
+    // The command leaves a mark as it starts: the executor starts it only once its
+    // claim is durable, so the mark (not the API's "running", which a claim shows before
+    // its sync) proves a crash now must find the job claimed.
+    let mark = dir.path().join("started");
     write_toml(
         dir.path(),
-        "[commands.long]\nprogram = \"sleep\"\nargs = [\"10\"]\n",
+        &format!(
+            "[commands.long]\nprogram = \"sh\"\nargs = [\"-c\", \"touch '{}'; exec sleep 10\"]\n",
+            mark.display()
+        ),
     );
     let mut p = helpers::Process::start(dir.path(), &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -495,15 +502,7 @@ fn builtin_jobs_running_at_a_crash_are_stuck_after_restart() {
             .unwrap();
         let id = v["job"]["id"].as_str().unwrap().to_string();
         for _ in 0..300 {
-            let v: Value = client
-                .get(format!("{}/api/job/{id}", p.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if v["job"]["status"] == "running" {
+            if mark.exists() {
                 return id;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -512,9 +511,20 @@ fn builtin_jobs_running_at_a_crash_are_stuck_after_restart() {
     });
     p.signal("KILL");
     p.wait(Duration::from_secs(10));
-    // Open the store directly: the job is stuck, not running, and not re-run.
+    // Open the store directly: the job is stuck, not running, and not re-run. The dead
+    // server's lock goes with its process; wait for that rather than race it.
     let cfg = helpers::config(dir.path(), &helpers::base_env());
-    let state = echopilot::app::AppState::open(cfg).unwrap();
+    let mut tries = 0;
+    let state = loop {
+        match echopilot::app::AppState::open(cfg.clone()) {
+            Ok(s) => break s,
+            Err(e) if e.to_string().contains("already running") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("reopen: {e:#}"),
+        }
+    };
     let j = state.jobs.get(&id).unwrap();
     assert_eq!(j.status, Status::Stuck);
     assert_eq!(j.history[0].outcome, "stuck");
