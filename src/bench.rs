@@ -23,7 +23,7 @@ use crate::store::Commit;
 
 /// Options of `echopilot bench`.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
+pub(crate) struct BenchOptions {
     /// Where the temporary homes go (default: the system temp folder).
     pub home: Option<PathBuf>,
     /// Jobs per workload.
@@ -107,7 +107,7 @@ impl Server {
 }
 
 /// The disk's durable write rate: 1,000 × (4 KiB write + fdatasync), per second.
-pub fn disk_sync_rate(dir: &Path) -> anyhow::Result<f64> {
+pub(crate) fn disk_sync_rate(dir: &Path) -> anyhow::Result<f64> {
     let path = dir.join(format!("echopilot-fsync-probe-{}", std::process::id()));
     let mut f = std::fs::File::create(&path)
         .with_context(|| format!("while creating {}", path.display()))?;
@@ -485,7 +485,7 @@ async fn local_drain(
 }
 
 /// Run every workload and print the figures.
-pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let parent = opts.home.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)?;
     let max = Duration::from_secs(opts.max_secs.max(1));
