@@ -299,7 +299,7 @@ impl Audit {
             return Ok(());
         }
         let mut n = 0u64;
-        for r in self.store.from_seq(written + 1) {
+        for r in self.store.since_seq(written + 1) {
             let e = r?;
             self.file.append(e.to_json_line());
             n += 1;
@@ -386,7 +386,7 @@ impl Audit {
 
     /// Every stored event in seq order (for `audit verify`).
     pub fn all(&self) -> store::Events<'_> {
-        self.store.from_seq(0)
+        self.store.since_seq(0)
     }
 
     /// The stored event with this seq.

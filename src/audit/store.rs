@@ -23,7 +23,7 @@ pub trait AuditStore: Send + Sync {
     fn get(&self, seq: u64) -> Result<Option<Event>, StoreError>;
 
     /// Events from seq `from` on, oldest first (verification, catching the file up).
-    fn from_seq(&self, from: u64) -> Events<'_>;
+    fn since_seq(&self, from: u64) -> Events<'_>;
 
     /// Events with a seq below `before` (all when `None`), newest first.
     fn newest_first(&self, before: Option<u64>) -> Events<'_>;

@@ -30,7 +30,7 @@
 //! | `JobStore::prune` | CAS-remove finished records, release unique keys | `DELETE … WHERE finished_at < $t AND status IN (…)` |
 //! | `ScheduleStore` | `schedules` tree by name; `update` by CAS | one row per schedule; `SELECT … FOR UPDATE` in `update` |
 //! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → insert at big-endian seq | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
-//! | `AuditStore::from_seq / newest_first` | range over `audit` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
+//! | `AuditStore::since_seq / newest_first` | range over `audit` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
 //! | `MinuteStore::merge(minute, f)` | CAS update of the big-endian minute key | `INSERT … ON CONFLICT (minute) DO UPDATE` inside a transaction (`f` on the locked row) |
 //! | `AlertStore::next_id / put` | counter read at open / insert by id | a sequence / `INSERT … ON CONFLICT (id) DO UPDATE` |
 //!

@@ -50,7 +50,7 @@ impl AuditStore for SledAudit {
         self.table.get(seq.to_be_bytes())
     }
 
-    fn from_seq(&self, from: u64) -> Events<'_> {
+    fn since_seq(&self, from: u64) -> Events<'_> {
         Box::new(
             self.table
                 .range(from.to_be_bytes()..)
