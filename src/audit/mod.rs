@@ -7,7 +7,7 @@
 //!   ([`chain`]).
 //! - Durability: the event is stored and durable (group commit) before `record` returns.
 //! - The NDJSON file is a view of the store written by a batching writer thread
-//!   ([`crate::logfile`]): requests never wait on it, a moved file is recreated, big
+//!   (`crate::logfile`): requests never wait on it, a moved file is recreated, big
 //!   files are rotated into `logs/archive/YYYYMMDD/`, and at start-up any events the
 //!   file missed (a crash before the writer ran) are appended from the store.
 

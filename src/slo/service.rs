@@ -87,7 +87,7 @@ impl Slo {
 
     // ---- counting (cheap; called from requests, webhooks, the scheduler, workers) ----
 
-    /// Count one response. `route` is the matched route pattern ([`UNMATCHED`] when none).
+    /// Count one response. `route` is the matched route pattern ([`UNMATCHED`](super::UNMATCHED) when none).
     pub fn record_request(&self, route: &str, status: u16, elapsed: std::time::Duration) {
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.0.live.record(route, status, micros);
