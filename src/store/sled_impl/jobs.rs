@@ -252,7 +252,9 @@ impl JobStore for SledJobs {
         if let Some(u) = &job.unique_key
             && let Some(existing) = self.take_unique(u, job)?
         {
-            return Ok((Inserted::Duplicate(existing), Commit::done()));
+            // The holder may have been written a moment ago by another request: the
+            // answer waits for it too.
+            return Ok((Inserted::Duplicate(existing), self.store.pending()));
         }
         self.jobs.insert(id, job)?;
         match job.status {
