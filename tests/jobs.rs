@@ -721,3 +721,83 @@ fn kill_dash_nine_loses_no_acknowledged_job() {
         assert_eq!(r.status(), 200);
     });
 }
+
+/// A change and its audit event share one group commit: an enqueue, a retry and a
+/// batch claim each cost one sync, not two. Driven through the router alone, with no
+/// background task to sync in between.
+#[tokio::test]
+async fn a_change_and_its_audit_event_cost_one_sync() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = helpers::config(dir.path(), &helpers::base_env());
+    let state = echopilot::app::AppState::open(cfg).unwrap();
+    let app = echopilot::app::router(state.clone());
+    let call = |key: &'static str, path: String, body: Value| {
+        let app = app.clone();
+        async move {
+            let req = axum::http::Request::post(path)
+                .header("content-type", "application/json")
+                .header("X-Dash-Key", key)
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let before = state.store.syncs();
+    let (s, v) = call(
+        helpers::OPERATOR_KEY,
+        "/api/jobs".into(),
+        json!({"kind": "k", "max_attempts": 1}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(state.store.syncs() - before, 1);
+    let id = v["job"]["id"].as_str().unwrap().to_string();
+
+    let before = state.store.syncs();
+    let (s, v) = call(
+        helpers::WORKER_KEY,
+        "/api/jobs/claim".into(),
+        json!({"count": 5}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(state.store.syncs() - before, 1);
+
+    let (s, _) = call(
+        helpers::WORKER_KEY,
+        format!("/api/job/{id}/fail"),
+        json!({"error": "boom"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let before = state.store.syncs();
+    let (s, v) = call(
+        helpers::OPERATOR_KEY,
+        format!("/api/job/{id}/retry"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["job"]["status"], "queued");
+    assert_eq!(state.store.syncs() - before, 1);
+    // Both halves are there: the change and its event.
+    assert_eq!(
+        state.jobs.get(&id).unwrap().status,
+        echopilot::jobs::Status::Queued
+    );
+    assert!(
+        state
+            .audit
+            .recent(1)
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "job.retry" && e.ok)
+    );
+}
