@@ -9,23 +9,25 @@ use serde::Serialize;
 use crate::app::AppState;
 use crate::audit::NewEvent;
 use crate::auth::Caller;
+use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::error::{AppError, Result};
 use crate::web::extract::AppJson;
 
 /// Audit a change by `caller` (`action` on `target`, e.g. `"job.retry"`, `"job:<id>"`),
-/// then answer with `outcome`: its status and body, or its error. The change and its
-/// audit event share one group commit; nothing is answered before both are durable.
+/// then answer with `outcome`: its status, body and the change's [`Commit`], or its
+/// error. The change and its audit event share one group commit; nothing is answered
+/// before both are durable.
 pub async fn audited<T: Serialize>(
     state: &AppState,
     origin: Origin,
     caller: &Caller,
     action: &str,
     target: String,
-    outcome: Result<(StatusCode, T)>,
+    outcome: Result<(StatusCode, T, Commit)>,
 ) -> Response {
     let (ok, status, error) = match &outcome {
-        Ok((s, _)) => (true, s.as_u16(), None),
+        Ok((s, _, _)) => (true, s.as_u16(), None),
         Err(e) => (false, e.status.as_u16(), Some(e.message.clone())),
     };
     let event = NewEvent {
@@ -39,20 +41,17 @@ pub async fn audited<T: Serialize>(
         error,
         ..NewEvent::default()
     };
-    // The change's commit is taken first, then the audit record syncs: that one sync
-    // covers both, so a request costs one sync rather than two. (When the domain
-    // operations hand back their own `Commit`, the handler passes it in instead.)
-    let commit = state.store.pending();
+    // The audit record syncs after the change was written: that one sync covers both,
+    // so awaiting the change's commit afterwards costs nothing more.
     let recorded = state.audit.record(event).await;
-    let synced = commit.durable().await;
-    if let Err(e) = synced.map_err(AppError::from) {
-        return e.into_response();
-    }
     if let Err(e) = recorded {
         return AppError::from(e).into_response();
     }
     match outcome {
-        Ok((s, v)) => (s, AppJson(v)).into_response(),
+        Ok((s, v, commit)) => match commit.durable().await {
+            Ok(()) => (s, AppJson(v)).into_response(),
+            Err(e) => AppError::from(e).into_response(),
+        },
         Err(e) => e.into_response(),
     }
 }

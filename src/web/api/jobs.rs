@@ -19,6 +19,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::jobs::ids::{JobId, JobKind, QueueName};
 use crate::jobs::{Filter, Job, JobError, NewJob, Status};
+use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::schemas::{JobAnswer, JobPage, OkBody};
 use crate::web::audit::audited;
@@ -140,17 +141,17 @@ pub async fn create(
         .into_new_job()
         .and_then(|new| Ok(state.jobs.enqueue(new)?));
     let target = match &enqueued {
-        Ok(r) => format!("job:{}", r.job.id),
+        Ok((r, _)) => format!("job:{}", r.job.id),
         Err(_) => String::new(),
     };
-    let outcome = enqueued.map(|r| {
+    let outcome = enqueued.map(|(r, commit)| {
         let status = if r.duplicate {
             StatusCode::OK
         } else {
             StatusCode::CREATED
         };
         let body = json!({"ok": true, "duplicate": r.duplicate, "job": r.job.full_json()});
-        (status, body)
+        (status, body, commit)
     });
     audited(&state, origin, &caller, "job.create", target, outcome).await
 }
@@ -345,7 +346,10 @@ pub async fn cancel(
 }
 
 /// Apply `f` to the job named by the path's `id` (a malformed id names no job: 404).
-pub(crate) fn change(id: &str, f: impl FnOnce(&str) -> Result<Job, JobError>) -> Result<Job> {
+pub(crate) fn change(
+    id: &str,
+    f: impl FnOnce(&str) -> Result<(Job, Commit), JobError>,
+) -> Result<(Job, Commit)> {
     let id = JobId::parse(id)?;
     Ok(f(id.as_str())?)
 }
@@ -364,15 +368,15 @@ pub(crate) async fn answer_job(
     caller: &Caller,
     action: &str,
     id: &str,
-    outcome: Result<Job>,
+    outcome: Result<(Job, Commit)>,
     view: View,
 ) -> Response {
-    let outcome = outcome.map(|j| {
+    let outcome = outcome.map(|(j, commit)| {
         let v = match view {
             View::Public => j.public_json(),
             View::Full => j.full_json(),
         };
-        (StatusCode::OK, json!({"ok": true, "job": v}))
+        (StatusCode::OK, json!({"ok": true, "job": v}), commit)
     });
     audited(state, origin, caller, action, format!("job:{id}"), outcome).await
 }
@@ -448,12 +452,13 @@ pub async fn retry_bulk(
         status.as_str(),
         filter.queue.as_deref().unwrap_or("*"),
         filter.kind.as_deref().unwrap_or("*"),
-        moved.as_ref().map_or(0, Vec::len)
+        moved.as_ref().map_or(0, |(ids, _)| ids.len())
     );
-    let outcome = moved.map(|ids| {
+    let outcome = moved.map(|(ids, commit)| {
         (
             StatusCode::OK,
             json!({"ok": true, "moved": ids.len(), "ids": ids}),
+            commit,
         )
     });
     audited(&state, origin, &caller, "job.retry_bulk", target, outcome).await

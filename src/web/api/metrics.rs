@@ -31,6 +31,11 @@ pub async fn show(State(state): State<AppState>, parts: Parts) -> Result<impl In
     if state.config.metrics_key_required {
         require(&parts, &state, Need::Viewer)?;
     }
-    let text = metrics::render(&state)?;
+    let text = metrics::render(&metrics::Sources {
+        slo: &state.slo,
+        alerts: &state.alerts,
+        audit: &state.audit,
+        uptime: state.uptime(),
+    })?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }

@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::clock::rfc3339;
 use crate::jobs::Status;
+use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::schemas::SchedulerStatus;
 use crate::web::audit::audited;
@@ -73,7 +74,7 @@ pub async fn restart(
         &caller,
         "scheduler.restart",
         "scheduler".into(),
-        Ok((StatusCode::OK, v)),
+        Ok((StatusCode::OK, v, Commit::done())),
     )
     .await
 }
@@ -97,7 +98,7 @@ pub async fn pause(
         &caller,
         "scheduler.pause",
         "scheduler".into(),
-        Ok((StatusCode::OK, v)),
+        Ok((StatusCode::OK, v, Commit::done())),
     )
     .await
 }
@@ -120,7 +121,7 @@ pub async fn resume(
         &caller,
         "scheduler.resume",
         "scheduler".into(),
-        Ok((StatusCode::OK, v)),
+        Ok((StatusCode::OK, v, Commit::done())),
     )
     .await
 }

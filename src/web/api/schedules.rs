@@ -95,10 +95,10 @@ pub async fn create(
     let target = format!("schedule:{}", body.name);
     let now = state.clock.now();
     let outcome = Schedules::build(body.into(), "api", now)
-        .and_then(|s| state.scheduler.schedules.create(&s).map(|()| s))
-        .map(|s| {
+        .and_then(|s| state.scheduler.schedules.create(&s).map(|c| (s, c)))
+        .map(|(s, commit)| {
             let body = json!({"ok": true, "schedule": s.to_json(now)});
-            (StatusCode::CREATED, body)
+            (StatusCode::CREATED, body, commit)
         })
         .map_err(Into::into);
     audited(&state, origin, &caller, "schedule.create", target, outcome).await
@@ -120,7 +120,10 @@ pub async fn run(
         .scheduler
         .schedules
         .run_now(&state.jobs, &name, now)
-        .map(|j| (StatusCode::OK, json!({"ok": true, "job": j.full_json()})))
+        .map(|(j, commit)| {
+            let body = json!({"ok": true, "job": j.full_json()});
+            (StatusCode::OK, body, commit)
+        })
         .map_err(Into::into);
     audited(
         &state,
@@ -145,10 +148,11 @@ async fn set_paused(
         .scheduler
         .schedules
         .set_paused(&name, paused)
-        .map(|s| {
+        .map(|(s, commit)| {
             (
                 StatusCode::OK,
                 json!({"ok": true, "schedule": s.to_json(now)}),
+                commit,
             )
         })
         .map_err(Into::into);
@@ -212,10 +216,11 @@ pub async fn delete(
         .scheduler
         .schedules
         .delete(&name)
-        .map(|s| {
+        .map(|(s, commit)| {
             (
                 StatusCode::OK,
                 json!({"ok": true, "deleted": s.name, "source": s.source}),
+                commit,
             )
         })
         .map_err(Into::into);

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::jobs::ids::QueueName;
 use crate::jobs::{ClaimRequest, DEFAULT_LEASE_SECS, Job, JobError, MAX_CLAIM};
+use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::jobs::{View, answer_job, change};
 use crate::web::api::schemas::{JobAnswer, OkBody};
@@ -110,24 +111,24 @@ pub async fn claim(
     let listed = body.count.is_some();
     let claimed = claim_jobs(&state, &worker, body);
     let target = match &claimed {
-        Ok(jobs) if jobs.len() == 1 => format!("job:{} worker:{worker}", jobs[0].id),
-        Ok(jobs) => format!("worker:{worker} claimed={}", jobs.len()),
+        Ok((jobs, _)) if jobs.len() == 1 => format!("job:{} worker:{worker}", jobs[0].id),
+        Ok((jobs, _)) => format!("worker:{worker} claimed={}", jobs.len()),
         Err(_) => String::from("jobs"),
     };
-    let outcome = claimed.map(|jobs| {
+    let outcome = claimed.map(|(jobs, commit)| {
         let list: Vec<Value> = jobs.iter().map(|j| j.full_json()).collect();
         let body = if listed {
             json!({"ok": true, "jobs": list})
         } else {
             json!({"ok": true, "job": list.into_iter().next()})
         };
-        (StatusCode::OK, body)
+        (StatusCode::OK, body, commit)
     });
     audited(&state, origin, &caller, "job.claim", target, outcome).await
 }
 
 /// Check a claim and take its jobs (none while the scheduler is paused).
-fn claim_jobs(state: &AppState, worker: &str, body: Claim) -> Result<Vec<Job>> {
+fn claim_jobs(state: &AppState, worker: &str, body: Claim) -> Result<(Vec<Job>, Commit)> {
     if worker.is_empty() || worker.len() > 100 || worker.starts_with(crate::jobs::BUILTIN_WORKER) {
         return Err(AppError::bad_request(
             "worker: must be 1-100 characters and not start with \"builtin:\"",
@@ -145,7 +146,7 @@ fn claim_jobs(state: &AppState, worker: &str, body: Claim) -> Result<Vec<Job>> {
         worker: worker.to_string(),
     };
     if state.scheduler.is_paused() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Commit::done()));
     }
     Ok(state.jobs.claim(&req)?)
 }
@@ -296,7 +297,7 @@ pub async fn complete_batch(
     let outcome = applied.map(|t| {
         let body = json!({"ok": true, "completed": t.completed, "failed": t.failed,
             "refused": t.refused, "results": t.results});
-        (StatusCode::OK, body)
+        (StatusCode::OK, body, t.commit)
     });
     audited(
         &state,
@@ -310,12 +311,13 @@ pub async fn complete_batch(
 }
 
 /// What a batch did, entry by entry.
-#[derive(Default)]
 struct BatchTally {
     completed: usize,
     failed: usize,
     refused: usize,
     results: Vec<Value>,
+    /// Covers every change of the batch.
+    commit: Commit,
 }
 
 /// Complete or fail each entry; an entry the queue refuses is answered on its own, a
@@ -328,7 +330,13 @@ fn apply_batch(
     if entries.len() > 1000 {
         return Err(AppError::bad_request("results: at most 1000 at once"));
     }
-    let mut t = BatchTally::default();
+    let mut t = BatchTally {
+        completed: 0,
+        failed: 0,
+        refused: 0,
+        results: Vec::with_capacity(entries.len()),
+        commit: Commit::done(),
+    };
     for e in entries {
         let r = match e.error {
             Some(err) => state
@@ -341,7 +349,10 @@ fn apply_batch(
                 .inspect(|_| t.completed += 1),
         };
         t.results.push(match r {
-            Ok(j) => json!({"id": e.id, "ok": true, "status": j.status}),
+            Ok((j, commit)) => {
+                t.commit = std::mem::replace(&mut t.commit, Commit::done()).and(commit);
+                json!({"id": e.id, "ok": true, "status": j.status})
+            }
             Err(JobError::Store(s)) => return Err(s.into()),
             Err(err) => {
                 t.refused += 1;
