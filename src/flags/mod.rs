@@ -91,6 +91,23 @@ pub enum FlagError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::Classify for FlagError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            FlagError::NotFound(_) => ErrorKind::NotFound,
+            FlagError::Invalid(_) => ErrorKind::Invalid,
+            FlagError::Store(s) => s.kind(),
+        }
+    }
+    fn public_message(&self) -> String {
+        match self {
+            FlagError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// A checked flag name: 1–64 characters of `[a-z0-9._-]`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FlagName(String);

@@ -37,6 +37,24 @@ pub enum IncidentError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::Classify for IncidentError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            IncidentError::NotFound(_) => ErrorKind::NotFound,
+            IncidentError::Invalid(_) => ErrorKind::Invalid,
+            IncidentError::Conflict(_) => ErrorKind::Conflict,
+            IncidentError::Store(s) => s.kind(),
+        }
+    }
+    fn public_message(&self) -> String {
+        match self {
+            IncidentError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// The runbook's severity levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Severity {

@@ -39,6 +39,24 @@ pub enum MaintenanceError {
     Store(#[from] StoreError),
 }
 
+impl crate::error::Classify for MaintenanceError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            MaintenanceError::NotFound(_) => ErrorKind::NotFound,
+            MaintenanceError::Invalid(_) => ErrorKind::Invalid,
+            MaintenanceError::Conflict(_) => ErrorKind::Conflict,
+            MaintenanceError::Store(s) => s.kind(),
+        }
+    }
+    fn public_message(&self) -> String {
+        match self {
+            MaintenanceError::Store(s) => s.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Window {
     /// A UUIDv7.

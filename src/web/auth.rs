@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use crate::app::AppState;
 use crate::auth::{Caller, KEY_HEADER, Need};
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 /// The caller if a valid key came with the request; `None` when no key was sent.
 /// An invalid key is still a 401: a wrong key must never be treated as anonymous.
@@ -95,5 +95,22 @@ impl FromRequestParts<AppState> for MaybeCaller {
             parts.extensions.insert(c.clone());
         }
         Ok(MaybeCaller(c))
+    }
+}
+
+/// Any live key, whatever its role: users' own workers read their flags with theirs.
+#[derive(Debug, Clone)]
+pub struct AnyKey(pub Caller);
+
+impl FromRequestParts<AppState> for AnyKey {
+    type Rejection = AppError;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let c = caller(parts, state)?
+            .ok_or_else(|| AppError::unauthorized("missing X-Dash-Key header"))?;
+        parts.extensions.insert(c.clone());
+        Ok(AnyKey(c))
     }
 }

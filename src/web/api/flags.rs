@@ -1,79 +1,50 @@
 //! `/api/flags`: list (viewer), read one (any key, workers included), set (operator);
 //! and the `dashboard.v2` switch in front of `/dashboard`.
 
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::Caller;
-use crate::error::{AppError, Result};
 use crate::flags::{DASHBOARD_V2, FlagError, FlagName};
-use crate::store::Commit;
 use crate::web::access::Origin;
-use crate::web::api::jobs::audited;
-use crate::web::auth::{MaybeCaller, Operator, Viewer};
+use crate::web::api::schemas::OkBody;
+use crate::web::audit::audited;
+use crate::web::auth::{AnyKey, Operator, Viewer};
+use crate::web::error::{AppError, Result};
 use crate::web::extract::{AppJson, AppPath};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/flags", get(list))
-        .route("/api/flags/{name}", get(show).put(set))
-}
-
-impl From<FlagError> for AppError {
-    fn from(e: FlagError) -> Self {
-        match e {
-            FlagError::NotFound(_) => AppError::not_found(e.to_string()),
-            FlagError::Invalid(m) => AppError::bad_request(m),
-            FlagError::Store(s) => s.into(),
-        }
-    }
-}
-
-/// Answer a change: record its audit event, then wait for the change itself (the audit
-/// record's sync covers it, so this costs no second sync).
-pub async fn audited_change(
-    state: &AppState,
-    meta: Origin,
-    caller: &Caller,
-    action: &str,
-    target: String,
-    outcome: Result<(StatusCode, Value, Commit)>,
-) -> Response {
-    let (outcome, commit) = match outcome {
-        Ok((s, v, c)) => (Ok((s, v)), Some(c)),
-        Err(e) => (Err(e), None),
-    };
-    let resp = audited(state, meta, caller, action, target, outcome).await;
-    if let Some(c) = commit
-        && let Err(e) = c.durable().await
-    {
-        return AppError::from(e).into_response();
-    }
-    resp
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, set))
 }
 
 /// `GET /api/flags` (viewer): every flag, built-ins first.
+#[utoipa::path(get, path = "/api/flags", tag = "flags",
+    responses((status = 200, description = "every flag, built-ins first", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Value>> {
     let flags: Vec<Value> = state.flags.list().iter().map(|f| f.to_json()).collect();
     Ok(AppJson(json!({"ok": true, "flags": flags})))
 }
 
 /// `GET /api/flags/{name}` (any key: users' workers read their flags here).
+#[utoipa::path(get, path = "/api/flags/{name}", tag = "flags",
+    params(("name" = String, Path, description = "the flag's name", pattern = r"^[a-z0-9._-]{1,64}$")),
+    responses((status = 200, description = "the flag", body = OkBody)),
+    extensions(("x-required-role" = json!("key"))))]
 pub async fn show(
     State(state): State<AppState>,
-    MaybeCaller(caller): MaybeCaller,
+    _: AnyKey,
     AppPath(name): AppPath<String>,
 ) -> Result<AppJson<Value>> {
-    if caller.is_none() {
-        return Err(AppError::unauthorized("missing X-Dash-Key header"));
-    }
     let name = FlagName::parse(&name)?;
     let flag = state
         .flags
@@ -82,21 +53,30 @@ pub async fn show(
     Ok(AppJson(json!({"ok": true, "flag": flag.to_json()})))
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `PUT /api/flags/{name}`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetFlag {
     enabled: bool,
+    /// Why: one line, at most 500 characters.
     #[serde(default)]
+    #[schema(max_length = 500)]
     note: String,
 }
 
 /// `PUT /api/flags/{name}` (operator) `{"enabled", "note"}`: creates the flag when new.
 /// A change of state fires an `info` alert ("feature flag change").
+#[utoipa::path(put, path = "/api/flags/{name}", tag = "flags",
+    params(("name" = String, Path, description = "the flag's name", pattern = r"^[a-z0-9._-]{1,64}$")),
+    request_body = SetFlag,
+    responses((status = 200, description = "the flag as it is now; `changed` says whether its state moved", body = OkBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn set(
     State(state): State<AppState>,
     Operator(caller): Operator,
     meta: Origin,
     AppPath(name): AppPath<String>,
+    // Taken as a result so a bad body is audited too.
     body: std::result::Result<AppJson<SetFlag>, AppError>,
 ) -> Response {
     let target = format!("flag:{name}");
@@ -118,7 +98,7 @@ pub async fn set(
         Ok((s, v, c, change)) => (Ok((s, v, c)), change),
         Err(e) => (Err(e), None),
     };
-    let resp = audited_change(&state, meta, &caller, "flag.set", target, outcome).await;
+    let resp = audited(&state, meta, &caller, "flag.set", target, outcome).await;
     if let Some(c) = change
         && resp.status().is_success()
     {

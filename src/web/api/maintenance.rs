@@ -1,35 +1,50 @@
 //! `/api/maintenance`: plan a window (operator), list windows (viewer) with the one in
 //! force, the held alert messages and the runbook's suggested low-traffic window.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::clock::rfc3339;
-use crate::error::{AppError, Result};
-use crate::maintenance::{Active, MaintenanceError, NewWindow};
+use crate::maintenance::{Active, NewWindow};
 use crate::web::access::Origin;
-use crate::web::api::flags::audited_change;
+use crate::web::api::schemas::OkBody;
+use crate::web::audit::audited;
 use crate::web::auth::{Operator, Viewer};
+use crate::web::error::{AppError, ErrorBody, Result};
 use crate::web::extract::{AppJson, AppPath};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/maintenance", get(list).post(create))
-        .route("/api/maintenance/{id}/end", post(end))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(end))
 }
 
-impl From<MaintenanceError> for AppError {
-    fn from(e: MaintenanceError) -> Self {
-        match e {
-            MaintenanceError::NotFound(_) => AppError::not_found(e.to_string()),
-            MaintenanceError::Invalid(m) => AppError::bad_request(m),
-            MaintenanceError::Conflict(m) => AppError::conflict(m),
-            MaintenanceError::Store(s) => s.into(),
+/// The body of `POST /api/maintenance`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanWindow {
+    /// RFC 3339; now when absent. Not in the past.
+    #[schema(format = DateTime)]
+    start: Option<String>,
+    /// RFC 3339; at most 7 days after the start.
+    #[schema(format = DateTime)]
+    end: String,
+    reason: String,
+}
+
+impl From<PlanWindow> for NewWindow {
+    fn from(b: PlanWindow) -> NewWindow {
+        NewWindow {
+            start: b.start,
+            end: b.end,
+            reason: b.reason,
         }
     }
 }
@@ -40,6 +55,9 @@ pub fn active_json(a: &Active) -> Value {
 }
 
 /// `GET /api/maintenance` (viewer).
+#[utoipa::path(get, path = "/api/maintenance", tag = "maintenance",
+    responses((status = 200, description = "windows, the active one, held alert messages, the suggested next window", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Value>> {
     let m = &state.maintenance;
     let now = m.now();
@@ -56,16 +74,20 @@ pub async fn list(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Va
 
 /// `POST /api/maintenance` (operator) `{"start", "end", "reason"}` (RFC 3339; no
 /// `start` means now).
+#[utoipa::path(post, path = "/api/maintenance", tag = "maintenance", request_body = PlanWindow,
+    responses((status = 201, description = "the window", body = OkBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn create(
     State(state): State<AppState>,
     Operator(caller): Operator,
     meta: Origin,
-    body: std::result::Result<AppJson<NewWindow>, AppError>,
+    // Taken as a result so a bad body is audited too.
+    body: std::result::Result<AppJson<PlanWindow>, AppError>,
 ) -> Response {
     let mut target = "maintenance".to_string();
     let outcome = (|| {
         let AppJson(b) = body?;
-        let (w, commit) = state.maintenance.create(b, &caller.key_id)?;
+        let (w, commit) = state.maintenance.create(b.into(), &caller.key_id)?;
         target = format!("maintenance:{}", w.id);
         let now = state.maintenance.now();
         Ok((
@@ -74,11 +96,18 @@ pub async fn create(
             commit,
         ))
     })();
-    audited_change(&state, meta, &caller, "maintenance.create", target, outcome).await
+    audited(&state, meta, &caller, "maintenance.create", target, outcome).await
 }
 
 /// `POST /api/maintenance/{id}/end` (operator): the work finished early (or a planned
 /// window is called off): from now on minutes count again and alerts are sent.
+#[utoipa::path(post, path = "/api/maintenance/{id}/end", tag = "maintenance",
+    params(("id" = String, Path, description = "the window's id")),
+    responses(
+        (status = 200, description = "the window, ended or cancelled", body = OkBody),
+        (status = 409, description = "the window is over already", body = ErrorBody),
+    ),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn end(
     State(state): State<AppState>,
     Operator(caller): Operator,
@@ -97,7 +126,7 @@ pub async fn end(
             )
         })
         .map_err(AppError::from);
-    audited_change(
+    audited(
         &state,
         meta,
         &caller,

@@ -2,18 +2,20 @@
 //! dashboards to draw on their charts: deployments, flag changes, incident transitions,
 //! maintenance windows and bursts of 429s. Oldest first.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::clock::rfc3339;
-use crate::error::{AppError, Result};
 use crate::slo::minute_of;
+use crate::web::api::schemas::OkBody;
 use crate::web::auth::Viewer;
+use crate::web::error::{AppError, Result};
 use crate::web::extract::{AppJson, AppQuery};
 
 /// A minute with at least this many refused requests is a burst worth a marker.
@@ -21,14 +23,19 @@ pub const RATE_LIMIT_BURST: u64 = 10;
 /// Markers of one answer at most.
 const MAX_MARKERS: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/events/markers", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MarkersQuery {
+    /// RFC 3339; default a day ago.
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// RFC 3339; default no end.
+    #[param(format = DateTime)]
     until: Option<String>,
 }
 
@@ -43,6 +50,9 @@ fn at_ms(ms: i64) -> DateTime<Utc> {
 }
 
 /// `since` defaults to a day ago, `until` to no end (planned windows show ahead).
+#[utoipa::path(get, path = "/api/events/markers", tag = "markers", params(MarkersQuery),
+    responses((status = 200, description = "markers (`kind`, `at`, `id`, `label`), oldest first", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(
     State(state): State<AppState>,
     _: Viewer,

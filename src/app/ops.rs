@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::audit::{Audit, NewEvent};
 use crate::flags::{Flags, SCHEDULER_CRON};
 use crate::incidents::Incidents;
@@ -17,23 +17,23 @@ use crate::slo::MinuteExclusions;
 use crate::slo::alerts::{Alert, AlertSink, AlertSource, Severity, Wanted};
 
 /// How often held alert messages are checked for release.
-pub const RELEASE_EVERY: Duration = Duration::from_secs(2);
+pub(super) const RELEASE_EVERY: Duration = Duration::from_secs(2);
 
 /// The built-in executors ask the `executor.*` flags before each claim.
-pub fn executor_gate(flags: &Flags) -> Gate {
+pub(super) fn executor_gate(flags: &Flags) -> Gate {
     let flags = flags.clone();
     Arc::new(move |kind: &str| flags.executor_enabled(kind))
 }
 
 /// Schedules fire only while `scheduler.cron` is on.
-pub fn cron_gate(flags: &Flags) -> Arc<dyn Fn() -> bool + Send + Sync> {
+pub(super) fn cron_gate(flags: &Flags) -> Arc<dyn Fn() -> bool + Send + Sync> {
     let flags = flags.clone();
     Arc::new(move || flags.is_enabled(SCHEDULER_CRON))
 }
 
 /// Hooks that hold without a running server too (tests drive the figures and the alert
 /// evaluation directly).
-pub fn install(state: &AppState) {
+pub(super) fn install(state: &AppState) {
     state
         .slo
         .set_exclusions(Arc::new(MaintenanceMinutes(state.maintenance.clone())));
@@ -52,7 +52,10 @@ pub fn install(state: &AppState) {
 
 /// Put `sink` behind a [`HoldingSink`] and start the task that releases held messages
 /// once a window is over.
-pub fn hold_during_maintenance(state: &AppState, sink: Arc<dyn AlertSink>) -> Arc<dyn AlertSink> {
+pub(super) fn hold_during_maintenance(
+    state: &AppState,
+    sink: Arc<dyn AlertSink>,
+) -> Arc<dyn AlertSink> {
     let holding = HoldingSink::new(state.maintenance.clone(), sink);
     let h = holding.clone();
     state.supervisor.spawn("alerts-held", move |token| {
