@@ -69,9 +69,9 @@ async fn flags_are_listed_read_by_workers_validated_and_audited() {
         ("Upper", json!({"enabled": false}), 400),
         ("has space", json!({"enabled": false}), 400),
         (long.as_str(), json!({"enabled": false}), 400),
-        ("ok.name", json!({"enabled": "no"}), 422),
-        ("ok.name", json!({"enabled": false, "colour": "red"}), 422),
-        ("ok.name", json!({"note": "missing enabled"}), 422),
+        ("ok.name", json!({"enabled": "no"}), 400),
+        ("ok.name", json!({"enabled": false, "colour": "red"}), 400),
+        ("ok.name", json!({"note": "missing enabled"}), 400),
         (
             "ok.name",
             json!({"enabled": true, "note": "two\nlines"}),
@@ -239,13 +239,17 @@ async fn scheduler_cron_off_schedules_do_not_fire() {
     };
     for _ in 0..3 {
         clock.advance(chrono::Duration::minutes(1));
-        echopilot::scheduler::due(&app.state).await.unwrap();
-        echopilot::scheduler::tick(&app.state).await;
+        echopilot::scheduler::due(&app.state.scheduler)
+            .await
+            .unwrap();
+        echopilot::scheduler::tick(&app.state.scheduler).await;
     }
     assert_eq!(jobs().await, 0);
     app.set_flag("scheduler.cron", true).await;
     clock.advance(chrono::Duration::minutes(1));
-    echopilot::scheduler::due(&app.state).await.unwrap();
+    echopilot::scheduler::due(&app.state.scheduler)
+        .await
+        .unwrap();
     assert_eq!(jobs().await, 1);
     app.stop().await;
 }

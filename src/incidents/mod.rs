@@ -302,10 +302,8 @@ fn text(field: &str, v: &str) -> Result<String, IncidentError> {
     Ok(v.to_string())
 }
 
-/// What opening an incident takes (unchecked strings from the edge: also the body of
-/// `POST /api/incidents`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What opening an incident takes (unchecked strings from the edge).
+#[derive(Debug, Clone, Default)]
 pub struct NewIncident {
     pub title: String,
     pub severity: String,
@@ -314,8 +312,7 @@ pub struct NewIncident {
 }
 
 /// A timeline update; resolving takes the root cause, resolution and prevention.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct NewUpdate {
     pub message: String,
     pub status: Option<String>,
@@ -325,8 +322,7 @@ pub struct NewUpdate {
     pub prevention: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct NewPostmortem {
     pub timeline: String,
     pub root_cause: String,

@@ -132,8 +132,7 @@ impl Record for Held {
 }
 
 /// What planning a window takes (unchecked strings from the edge).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct NewWindow {
     /// RFC 3339; now when absent.
     pub start: Option<String>,

@@ -99,6 +99,11 @@ pub struct StatusSummary {
     #[schema(format = DateTime)]
     started_at: String,
     uptime_secs: u64,
+    /// The built-in feature flags that are off.
+    flags_off: Vec<String>,
+    /// Only during a maintenance window: `active`, `until`, `reason`.
+    #[schema(required = false)]
+    maintenance: Option<Value>,
     /// `store`, `disk`, `supervisor`, `audit`, `slo`, `alerts`, `scheduler`, `jobs`.
     components: std::collections::BTreeMap<String, ComponentView>,
 }
