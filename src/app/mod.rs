@@ -1,5 +1,6 @@
 //! The composition root: [`AppState`] (this file), the cross-domain wiring and
-//! background tasks (`wiring`), and the HTTP server (`server`). Only this module
+//! background tasks (`wiring`; `ops` for flags, incidents and maintenance), and the HTTP
+//! server (`server`). Only this module
 //! and `web` know every domain; domains know none of it.
 
 mod ops;
