@@ -200,6 +200,10 @@ impl Filter {
 struct Tail {
     seq: u64,
     hash: String,
+    /// Lines of events not yet known to be durable, by seq. A line reaches the file only
+    /// once its event is on stable storage, so the file never shows an event that a
+    /// crash could take back (and a restart could number again).
+    pending: std::collections::BTreeMap<u64, String>,
 }
 
 /// Cheap to clone.
@@ -254,10 +258,12 @@ impl Audit {
             Some((_, e)) => Tail {
                 seq: e.seq,
                 hash: e.hash,
+                pending: Default::default(),
             },
             None => Tail {
                 seq: 0,
                 hash: chain::GENESIS.to_string(),
+                pending: Default::default(),
             },
         };
         let file = Appender::start(
@@ -355,14 +361,27 @@ impl Audit {
             };
             event.hash = chain::hash_event(&event);
             self.table.insert(event.seq.to_be_bytes(), &event)?;
-            // Queued under the lock, so lines reach the file in seq order.
-            self.file.append(event.to_json_line());
+            tail.pending.insert(event.seq, event.to_json_line());
             tail.seq = event.seq;
             tail.hash = event.hash.clone();
             event
         };
         self.store.sync().await?;
+        self.release(event.seq);
         Ok(event)
+    }
+
+    /// Queue for the file every pending line up to `durable` (all of them were written
+    /// before the sync that covered `durable` started). Under the lock, so lines reach
+    /// the file in seq order.
+    fn release(&self, durable: u64) {
+        let mut tail = self.lock();
+        while let Some(entry) = tail.pending.first_entry() {
+            if *entry.key() > durable {
+                break;
+            }
+            self.file.append(entry.remove());
+        }
     }
 
     /// Newest first, at most `limit`.
