@@ -176,7 +176,7 @@ impl Load {
             self.check_claimed(std::slice::from_ref(&v["job"]));
             let id = v["job"]["id"].as_str().unwrap().to_string();
             i += 1;
-            let (path, body) = if i % 4 == 0 {
+            let (path, body) = if i.is_multiple_of(4) {
                 (
                     format!("/api/job/{id}/fail"),
                     json!({"worker": worker, "error": "boom"}),
@@ -187,7 +187,7 @@ impl Load {
                     json!({"worker": worker, "result": {"done": true}}),
                 )
             };
-            let completes = i % 4 != 0;
+            let completes = !i.is_multiple_of(4);
             let Some((200, _, rid)) = self.post(&path, WORKER_KEY, body).await else {
                 continue;
             };
