@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::jobs::executors::Executors;
 use crate::logfile::{Appender, RotatingFile};
+use crate::payments::Payments;
 use crate::scheduler::{self, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
 use crate::slo::alerts::Alerts;
@@ -76,6 +77,8 @@ pub struct Shared {
     pub jobs: Jobs,
     /// Scheduler state, cron schedules, built-in executors, `logs/scheduler.log`.
     pub scheduler: Scheduler,
+    /// Stripe intake, the ledger, fulfilment, reconciliation.
+    pub payments: Payments,
 }
 
 impl AppState {
@@ -103,6 +106,7 @@ impl AppState {
             logs.join("ndjson").join("audit.ndjson"),
             logs.join("app.log"),
             logs.join("scheduler.log"),
+            logs.join("stripe_webhooks.log"),
         ] {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -146,6 +150,7 @@ impl AppState {
         schedules
             .load_config(&config.schedules, now)
             .context("while loading the schedules of echopilot.toml")?;
+        let payments = crate::glue::open_payments(&config, &store, &jobs, &schedules, &clock)?;
         let scheduler = Scheduler::new(
             config.scheduler_tick_secs,
             config.executor_concurrency,
@@ -167,6 +172,7 @@ impl AppState {
             access,
             jobs,
             scheduler,
+            payments,
             keys: Arc::new(Keys::from_config(&config)),
             config: Arc::new(config),
             store,
@@ -207,6 +213,7 @@ impl AppState {
     /// Write out the queued audit and request-log lines (shutdown, tests).
     pub async fn flush_logs(&self) -> std::io::Result<()> {
         self.audit.flush().await?;
+        self.payments.log().flush().await?;
         self.access.request_log.flush().await
     }
 
@@ -216,6 +223,7 @@ impl AppState {
         let mut out = Vec::new();
         out.extend(self.audit.rotate().await?);
         out.extend(self.access.request_log.rotate().await?);
+        out.extend(self.payments.log().rotate().await?);
         Ok(out)
     }
 

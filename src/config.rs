@@ -309,6 +309,21 @@ pub struct Config {
     pub commands: BTreeMap<String, CommandSpec>,
     /// Cron schedules declared in `echopilot.toml` `[[schedules]]`.
     pub schedules: Vec<ScheduleSpec>,
+    /// Stripe intake and reconciliation.
+    pub payments: PaymentSettings,
+}
+
+/// Stripe intake and reconciliation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentSettings {
+    /// How far a `Stripe-Signature` timestamp may be from now, either way
+    /// (`STRIPE_TOLERANCE_SECS`, 300).
+    pub tolerance_secs: u64,
+    /// How long a completed checkout may wait for its payment confirmation before
+    /// reconciliation reports it (`RECONCILE_GRACE_SECS`, 3600).
+    pub reconcile_grace_secs: u64,
+    /// When the built-in reconciliation runs (`RECONCILE_CRON`, Mondays 03:00 UTC).
+    pub reconcile_cron: String,
 }
 
 /// The environment variables we read, each with its default (for the README table and
@@ -337,6 +352,9 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLO_WEBHOOK_SUCCESS_PCT", "99.0"),
     ("METRICS_KEY_REQUIRED", "false"),
     ("ALLOW_DIRTY", "false"),
+    ("STRIPE_TOLERANCE_SECS", "300"),
+    ("RECONCILE_GRACE_SECS", "3600"),
+    ("RECONCILE_CRON", "0 3 * * 1"),
 ];
 
 const SECRETS: &[&str] = &[
@@ -518,6 +536,14 @@ impl Config {
             metrics_key_required: lookup.bool("METRICS_KEY_REQUIRED")?,
             commands: file.commands,
             schedules: file.schedules,
+            payments: PaymentSettings {
+                tolerance_secs: lookup.parse("STRIPE_TOLERANCE_SECS", 300)?,
+                reconcile_grace_secs: lookup.parse("RECONCILE_GRACE_SECS", 3600)?,
+                reconcile_cron: lookup
+                    .raw("RECONCILE_CRON")
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "0 3 * * 1".into()),
+            },
         };
         Ok(config)
     }

@@ -15,6 +15,7 @@
 //! - [`jobs`]        the durable job queue (claims, leases, retries, stuck jobs) and
 //!   the built-in `http` / `command` executors
 //! - [`scheduler`]   the tick, the due loop, cron schedules, `logs/scheduler.log`
+//! - [`payments`]    Stripe webhooks (signature, event log), the ledger, fulfilment, reconciliation
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
 //! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
@@ -36,6 +37,7 @@ pub mod glue;
 pub mod health;
 pub mod jobs;
 pub mod logfile;
+pub mod payments;
 pub mod scheduler;
 pub mod slo;
 pub mod store;

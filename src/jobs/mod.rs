@@ -85,6 +85,10 @@ pub struct NewJob {
     pub timeout_secs: Option<u64>,
     pub unique_key: Option<String>,
     pub schedule: Option<String>,
+    /// A job id chosen by the caller (a UUID): enqueuing the same id again is a
+    /// duplicate, whatever became of the job, so a caller that recorded the id first can
+    /// retry the enqueue after a crash without running the job twice.
+    pub id: Option<String>,
 }
 
 /// The result of an enqueue: the job, and whether it was already there (unique key).
@@ -485,8 +489,20 @@ impl Jobs {
                 "unique_key: must be 1 to 200 characters".into(),
             ));
         }
-        let uuid = uuid::Uuid::now_v7();
+        let uuid = match &new.id {
+            Some(s) => uuid::Uuid::parse_str(s)
+                .map_err(|_| JobError::Invalid("id: must be a UUID".into()))?,
+            None => uuid::Uuid::now_v7(),
+        };
         let id = *uuid.as_bytes();
+        if new.id.is_some()
+            && let Some(existing) = self.jobs.get(id)?
+        {
+            return Ok(Enqueued {
+                job: existing,
+                duplicate: true,
+            });
+        }
         let status = if run_at > now {
             Status::Scheduled
         } else {
@@ -544,7 +560,15 @@ impl Jobs {
                 }
             }
         }
-        self.jobs.insert(id, &job)?;
+        if new.id.is_none() {
+            self.jobs.insert(id, &job)?;
+        } else if !self.jobs.insert_new(id, &job)? {
+            // A concurrent enqueue of the same id won.
+            return Ok(Enqueued {
+                job: self.get(&job.id)?,
+                duplicate: true,
+            });
+        }
         match status {
             Status::Queued => self.ready.insert(ready_key(&job, &id), &Marker {})?,
             _ => self.sched.insert(sched_key(run_at, &id), &Marker {})?,

@@ -1,2 +1,4 @@
 //! The sled backend of each domain's storage trait: byte-key layouts, compare-and-swap
 //! loops and index trees live here, one file per domain, and nowhere else.
+
+pub(crate) mod payments;

@@ -209,6 +209,7 @@ pub fn parse_new_job(body: Value) -> Result<NewJob> {
         timeout_secs: opt_int(&m, "timeout_secs", 1, 86_400)?.map(|n| n as u64),
         unique_key: opt_str(&m, "unique_key")?,
         schedule: None,
+        id: None,
     })
 }
 

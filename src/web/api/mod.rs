@@ -6,6 +6,7 @@ pub mod db;
 pub mod jobs;
 pub mod logs;
 pub mod metrics;
+pub mod payments;
 pub mod scheduler;
 pub mod schedules;
 pub mod slo;
@@ -30,4 +31,5 @@ pub fn router() -> Router<AppState> {
         .merge(jobs::router())
         .merge(scheduler::router())
         .merge(schedules::router())
+        .merge(payments::router())
 }
