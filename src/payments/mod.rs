@@ -115,8 +115,8 @@ pub struct Received {
 pub struct Counters {
     /// (event type, outcome) → deliveries. Outcomes: applied, ignored, duplicate, failed.
     pub events: BTreeMap<(String, String), u64>,
-    /// Refusals before an event was read, by cause (signature causes and `bad_json`).
-    pub rejected: BTreeMap<&'static str, u64>,
+    /// Deliveries refused by the signature check, by cause.
+    pub signature_failures: BTreeMap<&'static str, u64>,
 }
 
 /// Cheap to clone.
@@ -220,7 +220,16 @@ impl Payments {
     }
 
     fn refuse(&self, e: WebhookError) -> WebhookError {
-        *self.lock_counters().rejected.entry(e.label()).or_default() += 1;
+        match &e {
+            WebhookError::Signature(s) => {
+                *self
+                    .lock_counters()
+                    .signature_failures
+                    .entry(s.label())
+                    .or_default() += 1;
+            }
+            _ => self.count("(unparsed)", e.label()),
+        }
         // Causes never carry a secret or a signature.
         self.log_line(&format!("webhook failed: {} ({e})", e.label()));
         e
@@ -603,3 +612,6 @@ fn event_json(e: &StoredEvent, delivery: Option<&store::Delivery>) -> Value {
         "applied": e.applied,
     })
 }
+
+#[cfg(test)]
+mod tests;

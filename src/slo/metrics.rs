@@ -229,6 +229,31 @@ pub fn render(state: &AppState) -> anyhow::Result<String> {
         &[("outcome", "failed")],
         snap.webhooks_failed as f64,
     );
+    let stripe = state.payments.counters();
+    t.family(
+        "echopilot_stripe_webhook_events_total",
+        "counter",
+        "Verified Stripe webhook deliveries since start, by event type and outcome (applied, ignored, duplicate, failed; bad_json for a signed body that is no event).",
+    );
+    for ((kind, outcome), n) in &stripe.events {
+        t.sample(
+            "echopilot_stripe_webhook_events_total",
+            &[("type", kind), ("outcome", outcome)],
+            *n as f64,
+        );
+    }
+    t.family(
+        "echopilot_stripe_signature_failures_total",
+        "counter",
+        "Stripe webhook deliveries refused by the signature check since start, by cause.",
+    );
+    for (cause, n) in &stripe.signature_failures {
+        t.sample(
+            "echopilot_stripe_signature_failures_total",
+            &[("cause", cause)],
+            *n as f64,
+        );
+    }
     t.family(
         "echopilot_job_outcomes_total",
         "counter",
