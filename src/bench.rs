@@ -74,7 +74,10 @@ fn open_state(parent: &Path) -> anyhow::Result<(AppState, TempHome)> {
         ("WORKER_RATE_LIMIT_PER_MIN".to_string(), "0".to_string()),
         ("SLOW_REQUEST_MS".to_string(), "100000".to_string()),
         ("WEBHOOK_RATE_LIMIT_PER_MIN".to_string(), "0".to_string()),
-        ("STRIPE_WEBHOOK_SECRET".to_string(), payments::SECRET.to_string()),
+        (
+            "STRIPE_WEBHOOK_SECRET".to_string(),
+            payments::SECRET.to_string(),
+        ),
     ]);
     let args = ServeArgs {
         home: HomeArg {

@@ -179,7 +179,9 @@ pub fn open_payments(
         grace_secs: config.payments.reconcile_grace_secs,
     };
     Ok(Payments::new(
-        Arc::new(crate::store::sled_impl::payments::SledPayments::open(store)?),
+        Arc::new(crate::store::sled_impl::payments::SledPayments::open(
+            store,
+        )?),
         settings,
         clock.clone(),
         log,

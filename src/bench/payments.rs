@@ -120,7 +120,9 @@ pub(super) async fn reconcile(parent: &Path, n: usize) -> anyhow::Result<()> {
                 let body = event(i, now);
                 let header = sign_header(SECRET, now, body.as_bytes());
                 // Durable at the end (one sync for the load), not per event.
-                let _ = payments.receive(Some(header.as_bytes()), body.as_bytes()).await?;
+                let _ = payments
+                    .receive(Some(header.as_bytes()), body.as_bytes())
+                    .await?;
             }
             anyhow::Ok(())
         }));
@@ -150,10 +152,7 @@ pub(super) async fn reconcile(parent: &Path, n: usize) -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     println!(
         "{:<44} {:>7} payments  best {:.0} ms  median {:.0} ms  (GET /api/payments/reconcile over HTTP)",
-        "reconcile",
-        n,
-        times[0],
-        times[1]
+        "reconcile", n, times[0], times[1]
     );
     srv.stop().await;
     Ok(())

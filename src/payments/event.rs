@@ -80,15 +80,26 @@ pub struct ObjectFacts {
 /// What an event says happened.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fact {
-    SessionCompleted { paid: bool },
+    SessionCompleted {
+        paid: bool,
+    },
     SessionExpired,
     IntentSucceeded,
-    IntentFailed { error: String },
-    IntentCanceled { reason: String },
+    IntentFailed {
+        error: String,
+    },
+    IntentCanceled {
+        reason: String,
+    },
     ChargeSucceeded,
     /// Stripe's charge carries the cumulative refunded amount.
-    ChargeRefunded { amount_refunded: i64 },
-    Dispute { amount: i64, reason: String },
+    ChargeRefunded {
+        amount_refunded: i64,
+    },
+    Dispute {
+        amount: i64,
+        reason: String,
+    },
     InvoicePaid,
     InvoiceFailed,
 }
@@ -124,13 +135,19 @@ pub fn facts(ev: &Incoming) -> Result<Option<(ObjectFacts, Fact)>, String> {
             .map(|m| {
                 m.iter()
                     .map(|(k, v)| {
-                        let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                        let v = v
+                            .as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string());
                         (k.clone(), v)
                     })
                     .collect()
             })
             .unwrap_or_default(),
-        created: o.get("created").and_then(Value::as_i64).unwrap_or(ev.created),
+        created: o
+            .get("created")
+            .and_then(Value::as_i64)
+            .unwrap_or(ev.created),
     };
     if let Some(a) = facts.amount
         && a < 0

@@ -238,7 +238,11 @@ impl Payment {
 
     fn note_failure(&mut self, ev: &Incoming, message: &str) {
         let f = (ev.created, ev.id.clone(), message.to_string());
-        if self.failure.as_ref().is_none_or(|old| (f.0, &f.1) > (old.0, &old.1)) {
+        if self
+            .failure
+            .as_ref()
+            .is_none_or(|old| (f.0, &f.1) > (old.0, &old.1))
+        {
             self.failure = Some(f);
         }
     }

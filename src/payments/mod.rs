@@ -396,7 +396,10 @@ impl Payments {
     /// Enqueue a payment's pending fulfilment job (idempotent by its id), then mark it
     /// enqueued. The payment's record, holding the id, is made durable first.
     async fn finish_fulfilment(&self, p: &Payment, commit: Commit) -> Result<(), StoreError> {
-        let Some(f) = p.fulfilment.as_ref().filter(|f| f.state == FulfilmentState::Pending)
+        let Some(f) = p
+            .fulfilment
+            .as_ref()
+            .filter(|f| f.state == FulfilmentState::Pending)
         else {
             return Ok(());
         };
@@ -533,11 +536,20 @@ impl Payments {
     }
 
     /// Every delivery of a verified event, newest first.
-    pub fn events(&self, f: &EventFilter, cursor: &Cursor, limit: usize) -> Result<Page, StoreError> {
+    pub fn events(
+        &self,
+        f: &EventFilter,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         let (items, next_cursor) = self.0.store.list_deliveries(
             cursor,
             &mut |d, e| {
-                let outcome = if d.duplicate { "duplicate" } else { e.outcome.as_str() };
+                let outcome = if d.duplicate {
+                    "duplicate"
+                } else {
+                    e.outcome.as_str()
+                };
                 f.kind.as_deref().is_none_or(|k| e.kind == k)
                     && f.outcome.as_deref().is_none_or(|o| o == outcome)
             },

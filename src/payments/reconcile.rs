@@ -65,14 +65,20 @@ pub fn payment_issues(
         && let Some(kind) = p.metadata().get(JOB_KIND)
     {
         match &p.fulfilment {
-            None if enabled => issue("unfulfilled", format!("paid, and no {kind} job was enqueued")),
+            None if enabled => issue(
+                "unfulfilled",
+                format!("paid, and no {kind} job was enqueued"),
+            ),
             None => issue(
                 "fulfilment_paused",
                 format!("paid; its {kind} job waits until payments.fulfilment is on"),
             ),
             Some(f) if f.state == FulfilmentState::Invalid => issue(
                 "unfulfilled",
-                format!("its {kind} job cannot be enqueued: {}", f.error.as_deref().unwrap_or("")),
+                format!(
+                    "its {kind} job cannot be enqueued: {}",
+                    f.error.as_deref().unwrap_or("")
+                ),
             ),
             Some(f) if f.outcome.as_deref() == Some("succeeded") => {}
             Some(f) => {
@@ -80,17 +86,19 @@ pub fn payment_issues(
                 // queue only then, or when no outcome arrived yet.
                 let live = fulfiller.job_status(&f.job_id);
                 match (live.as_deref(), f.outcome.as_deref()) {
-                    (Some("dead") | Some("cancelled"), _) | (None, Some("dead") | Some("cancelled")) => {
-                        issue(
-                            "unfulfilled",
-                            format!(
-                                "its {kind} job {} is {}{}",
-                                f.job_id,
-                                live.as_deref().or(f.outcome.as_deref()).unwrap_or("?"),
-                                f.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
-                            ),
-                        )
-                    }
+                    (Some("dead") | Some("cancelled"), _)
+                    | (None, Some("dead") | Some("cancelled")) => issue(
+                        "unfulfilled",
+                        format!(
+                            "its {kind} job {} is {}{}",
+                            f.job_id,
+                            live.as_deref().or(f.outcome.as_deref()).unwrap_or("?"),
+                            f.error
+                                .as_deref()
+                                .map(|e| format!(": {e}"))
+                                .unwrap_or_default()
+                        ),
+                    ),
                     (None, None) => issue(
                         "unfulfilled",
                         format!("its {kind} job {} is missing from the queue", f.job_id),
@@ -106,14 +114,20 @@ pub fn payment_issues(
     {
         issue(
             "amount_mismatch",
-            format!("checkout {} total {sa} ≠ payment intent {} amount {ia}", s.id, i.id),
+            format!(
+                "checkout {} total {sa} ≠ payment intent {} amount {ia}",
+                s.id, i.id
+            ),
         );
     }
     let refunded = p.refunded();
     if let Some(a) = p.amount()
         && refunded > a
     {
-        issue("over_refund", format!("refunded {refunded} of {a} {}", p.currency()));
+        issue(
+            "over_refund",
+            format!("refunded {refunded} of {a} {}", p.currency()),
+        );
     }
     if p.status() == "pending" && now - p.created() > STALE_PENDING_SECS {
         issue(

@@ -50,7 +50,8 @@ pub struct Header {
 
 /// Parse the header; `v0` and unknown schemes are ignored, as Stripe's libraries do.
 pub fn parse_header(raw: &[u8]) -> Result<Header, SignatureError> {
-    let text = std::str::from_utf8(raw).map_err(|_| SignatureError::MalformedHeader("not UTF-8"))?;
+    let text =
+        std::str::from_utf8(raw).map_err(|_| SignatureError::MalformedHeader("not UTF-8"))?;
     let mut timestamp = None;
     let mut v1 = Vec::new();
     let mut any_v1 = false;
@@ -169,12 +170,28 @@ mod tests {
     fn own_signature_verifies_and_any_v1_may_match() {
         let body = br#"{"id":"evt_1"}"#;
         let h = sign_header("whsec_a", NOW, body);
-        assert_eq!(verify(Some(h.as_bytes()), body, &secrets(&["whsec_a"]), 300, NOW), Ok(()));
-        let two = format!("t={NOW},v1={},v0=abc,{}", "0".repeat(64), &h[h.find("v1=").unwrap()..]);
-        assert_eq!(verify(Some(two.as_bytes()), body, &secrets(&["whsec_a"]), 300, NOW), Ok(()));
+        assert_eq!(
+            verify(Some(h.as_bytes()), body, &secrets(&["whsec_a"]), 300, NOW),
+            Ok(())
+        );
+        let two = format!(
+            "t={NOW},v1={},v0=abc,{}",
+            "0".repeat(64),
+            &h[h.find("v1=").unwrap()..]
+        );
+        assert_eq!(
+            verify(Some(two.as_bytes()), body, &secrets(&["whsec_a"]), 300, NOW),
+            Ok(())
+        );
         // Rotation: the old secret is second in the list.
         assert_eq!(
-            verify(Some(h.as_bytes()), body, &secrets(&["whsec_new", "whsec_a"]), 300, NOW),
+            verify(
+                Some(h.as_bytes()),
+                body,
+                &secrets(&["whsec_new", "whsec_a"]),
+                300,
+                NOW
+            ),
             Ok(())
         );
     }
@@ -183,7 +200,10 @@ mod tests {
     fn each_cause_is_named() {
         let body = b"{}";
         let s = secrets(&["whsec_a"]);
-        assert_eq!(verify(None, body, &s, 300, NOW), Err(SignatureError::MissingHeader));
+        assert_eq!(
+            verify(None, body, &s, 300, NOW),
+            Err(SignatureError::MissingHeader)
+        );
         assert!(matches!(
             verify(Some(b"garbage"), body, &s, 300, NOW),
             Err(SignatureError::MalformedHeader(_))
@@ -199,14 +219,22 @@ mod tests {
         for t in [NOW - 301, NOW + 301] {
             let h = sign_header("whsec_a", t, body);
             assert_eq!(
-                verify(Some(h.as_bytes()), body, &s, 300, NOW).unwrap_err().label(),
+                verify(Some(h.as_bytes()), body, &s, 300, NOW)
+                    .unwrap_err()
+                    .label(),
                 "timestamp_outside_tolerance"
             );
         }
         let h = sign_header("whsec_b", NOW, body);
-        assert_eq!(verify(Some(h.as_bytes()), body, &s, 300, NOW), Err(SignatureError::NoMatch));
+        assert_eq!(
+            verify(Some(h.as_bytes()), body, &s, 300, NOW),
+            Err(SignatureError::NoMatch)
+        );
         let h = sign_header("whsec_a", NOW, body);
-        assert_eq!(verify(Some(h.as_bytes()), b"{} ", &s, 300, NOW), Err(SignatureError::NoMatch));
+        assert_eq!(
+            verify(Some(h.as_bytes()), b"{} ", &s, 300, NOW),
+            Err(SignatureError::NoMatch)
+        );
         assert_eq!(
             verify(Some(h.as_bytes()), body, &[], 300, NOW),
             Err(SignatureError::NotConfigured)

@@ -85,7 +85,10 @@ fn paid_event(evt: &str, kind: &str, id: &str) -> String {
 async fn send(p: &Payments, body: &str) -> Received {
     let t = chrono::Utc::now().timestamp();
     let h = signature::sign_header(SECRET, t, body.as_bytes());
-    let r = p.receive(Some(h.as_bytes()), body.as_bytes()).await.unwrap();
+    let r = p
+        .receive(Some(h.as_bytes()), body.as_bytes())
+        .await
+        .unwrap();
     r.commit.clone().durable().await.unwrap();
     r
 }
@@ -105,7 +108,11 @@ async fn paused_fulfilment_is_reported_then_resumed_once() {
     let q = Arc::new(FakeQueue::default());
     q.off.store(true, Ordering::SeqCst);
     let p = open(dir.path(), q.clone());
-    send(&p, &paid_event("evt_u1", "payment_intent.succeeded", "pi_unit")).await;
+    send(
+        &p,
+        &paid_event("evt_u1", "payment_intent.succeeded", "pi_unit"),
+    )
+    .await;
     assert!(q.calls.lock().unwrap().is_empty());
     assert_eq!(kinds(&p.reconcile().unwrap()), ["fulfilment_paused"]);
     q.off.store(false, Ordering::SeqCst);
@@ -122,7 +129,11 @@ async fn a_crash_before_the_enqueue_is_finished_with_the_same_job_id() {
     let q = Arc::new(FakeQueue::default());
     q.down.store(true, Ordering::SeqCst);
     let p = open(dir.path(), q.clone());
-    send(&p, &paid_event("evt_u2", "payment_intent.succeeded", "pi_unit")).await;
+    send(
+        &p,
+        &paid_event("evt_u2", "payment_intent.succeeded", "pi_unit"),
+    )
+    .await;
     let pay = p.store().payment("pi_unit").unwrap().unwrap();
     let f = pay.fulfilment.clone().unwrap();
     assert_eq!(f.state, FulfilmentState::Pending);
@@ -136,7 +147,11 @@ async fn a_crash_before_the_enqueue_is_finished_with_the_same_job_id() {
     let pay = p.store().payment("pi_unit").unwrap().unwrap();
     assert_eq!(pay.fulfilment.unwrap().state, FulfilmentState::Enqueued);
     // Later events and redeliveries enqueue nothing more.
-    send(&p, &paid_event("evt_u2", "payment_intent.succeeded", "pi_unit")).await;
+    send(
+        &p,
+        &paid_event("evt_u2", "payment_intent.succeeded", "pi_unit"),
+    )
+    .await;
     send(&p, &paid_event("evt_u3", "charge.succeeded", "ch_unit")).await;
     assert_eq!(q.calls.lock().unwrap().len(), 1);
     // The outcome finds its payment through the job id.
@@ -151,7 +166,11 @@ async fn a_later_event_finishes_a_half_done_fulfilment() {
     let q = Arc::new(FakeQueue::default());
     q.down.store(true, Ordering::SeqCst);
     let p = open(dir.path(), q.clone());
-    send(&p, &paid_event("evt_u4", "payment_intent.succeeded", "pi_unit")).await;
+    send(
+        &p,
+        &paid_event("evt_u4", "payment_intent.succeeded", "pi_unit"),
+    )
+    .await;
     q.down.store(false, Ordering::SeqCst);
     send(&p, &paid_event("evt_u5", "charge.succeeded", "ch_unit")).await;
     let calls = q.calls.lock().unwrap().clone();

@@ -45,7 +45,9 @@ pub fn python() -> Option<PathBuf> {
             if let Ok(p) = std::env::var("STRIPE_PYTHON") {
                 candidates.push(PathBuf::from(p));
             }
-            candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/stripe-venv/bin/python"));
+            candidates.push(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/stripe-venv/bin/python"),
+            );
             candidates.push(PathBuf::from("python3"));
             let found = candidates.into_iter().find(|p| {
                 Command::new(p)
@@ -112,7 +114,10 @@ impl TestApp {
         let resp = req.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Sign each body with `secret` at `t` and deliver them in order; every answer
@@ -130,7 +135,9 @@ impl TestApp {
     }
 
     pub async fn payment(&self, id: &str) -> Value {
-        let (s, v) = self.get(&format!("/api/payments/{id}"), Some(VIEWER_KEY)).await;
+        let (s, v) = self
+            .get(&format!("/api/payments/{id}"), Some(VIEWER_KEY))
+            .await;
         assert_eq!(s, 200, "{v}");
         v["payment"].clone()
     }
