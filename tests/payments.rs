@@ -608,7 +608,7 @@ async fn the_runbooks_webhook_failure_greps_work() {
     let (clock, now) = now_clock();
     let app = app(&clock, &[]).await;
     let ok = fixture("invoice.paid").to_string();
-    app.deliver(&py, &[ok.clone()], now).await;
+    app.deliver(&py, std::slice::from_ref(&ok), now).await;
     let wrong = sign(&py, &ok, "whsec_wrong", now);
     assert_eq!(app.webhook(&ok, Some(&wrong)).await.0, 400);
     app.state.flush_logs().await.unwrap();

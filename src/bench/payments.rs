@@ -30,7 +30,7 @@ fn event(i: usize, now: i64) -> String {
             "object": "payment_intent",
             "amount": 1000 + (i % 5000) as i64,
             "amount_received": 1000 + (i % 5000) as i64,
-            "currency": if i % 3 == 0 { "eur" } else { "usd" },
+            "currency": if i.is_multiple_of(3) { "eur" } else { "usd" },
             "customer": format!("cus_bench_{:04}", i % 1000),
             "created": now - 60,
             "latest_charge": format!("ch_bench_{i:08}"),

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
+use super::ledger::FulfilmentState;
 use super::*;
 use crate::logfile::RotatingFile;
 use crate::store::Store;
@@ -143,7 +144,7 @@ async fn a_crash_before_the_enqueue_is_finished_with_the_same_job_id() {
     q.down.store(false, Ordering::SeqCst);
     let p = open(dir.path(), q.clone());
     assert_eq!(p.resume_fulfilment().await.unwrap(), 1);
-    assert_eq!(*q.calls.lock().unwrap(), [f.job_id.clone()]);
+    assert_eq!(*q.calls.lock().unwrap(), std::slice::from_ref(&f.job_id));
     let pay = p.store().payment("pi_unit").unwrap().unwrap();
     assert_eq!(pay.fulfilment.unwrap().state, FulfilmentState::Enqueued);
     // Later events and redeliveries enqueue nothing more.

@@ -46,6 +46,8 @@ pub(crate) struct SledPayments {
     reports: Table<StoredReport>,
 }
 
+type Entry<T> = Result<(Vec<u8>, T), StoreError>;
+
 fn uuid_key(s: &str) -> Option<[u8; 16]> {
     Uuid::parse_str(s).ok().map(|u| *u.as_bytes())
 }
@@ -77,7 +79,7 @@ impl SledPayments {
         mut pick: impl FnMut(&str, &T) -> Result<Option<U>, StoreError>,
     ) -> Result<(Vec<U>, Cursor), StoreError> {
         let upper = cursor.as_deref().and_then(uuid_key);
-        let iter: Box<dyn Iterator<Item = Result<(Vec<u8>, T), StoreError>>> = match upper {
+        let iter: Box<dyn Iterator<Item = Entry<T>>> = match upper {
             Some(u) => Box::new(table.range(..u.to_vec()).rev()),
             None => Box::new(table.iter().rev()),
         };
