@@ -733,3 +733,45 @@ async fn the_weekly_reconcile_is_a_builtin_schedule_that_runs_in_process() {
     assert!(app.reconcile().await["last_recorded"]["recorded_at"].is_string());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn every_handled_type_lands_in_the_ledger() {
+    let Some(py) = python() else { return };
+    let (clock, now) = now_clock();
+    let app = app(&clock, &[]).await;
+    let kinds = [
+        "checkout.session.expired",
+        "payment_intent.canceled",
+        "payment_intent.payment_failed",
+        "invoice.paid",
+        "invoice.payment_failed",
+    ];
+    let bodies: Vec<String> = kinds.iter().map(|k| fixture(k).to_string()).collect();
+    let answers = app.deliver(&py, &bodies, now).await;
+    for (k, a) in kinds.iter().zip(&answers) {
+        assert_eq!(a["outcome"], "applied", "{k}: {a}");
+    }
+    let status = |v: &Value| v["status"].as_str().unwrap().to_string();
+    assert_eq!(
+        status(&app.payment("cs_test_x9Y8w7V6u5T4s3R2").await),
+        "expired"
+    );
+    assert_eq!(
+        status(&app.payment("pi_3QaBcD2eZvKYlo2C1xYz0008").await),
+        "canceled"
+    );
+    assert_eq!(
+        status(&app.payment("pi_3QaBcD2eZvKYlo2C1xYz0009").await),
+        "failed"
+    );
+    let paid = app.payment("in_1QaBcD2eZvKYlo2Cinv00001").await;
+    assert_eq!(
+        (status(&paid), paid["amount"].clone()),
+        ("succeeded".into(), json!(2900))
+    );
+    assert_eq!(
+        status(&app.payment("in_1QaBcD2eZvKYlo2Cinv00002").await),
+        "failed"
+    );
+    app.stop().await;
+}
