@@ -18,7 +18,8 @@
 //! - [`payments`]    Stripe webhooks (signature, event log), the ledger, fulfilment, reconciliation
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
-//! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
+//! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs,
+//!   payments enqueue fulfilment jobs and run the scheduled reconciliation
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
