@@ -162,8 +162,13 @@ pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
             let logs = dir.join("logs");
             let audit = match Store::open(&dir) {
                 Ok(store) => Some(
-                    crate::audit::Audit::open_for_verify(&store, &logs)
-                        .context("while opening the audit trail")?,
+                    crate::audit::Audit::open_for_verify(
+                        std::sync::Arc::new(crate::store::sled_impl::audit::SledAudit::open(
+                            &store,
+                        )?),
+                        &logs,
+                    )
+                    .context("while opening the audit trail")?,
                 ),
                 Err(StoreError::AlreadyRunning { .. }) => {
                     println!(

@@ -25,7 +25,7 @@ use crate::clock::Clock;
 /// Where rotated files go: `<logs>/archive/YYYYMMDD/<stem>-<HHMMSS.mmm>[-n].<ext>`.
 /// Link-then-unlink never overwrites an existing archive, and when two rotations race
 /// on the same file only one of them keeps its copy.
-pub fn archive_file(
+pub(crate) fn archive_file(
     path: &Path,
     archive_root: &Path,
     now: DateTime<Utc>,

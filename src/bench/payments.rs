@@ -119,7 +119,7 @@ pub(super) async fn reconcile(parent: &Path, n: usize) -> anyhow::Result<()> {
                 let now = chrono::Utc::now().timestamp();
                 let body = event(i, now);
                 let header = sign_header(SECRET, now, body.as_bytes());
-                // Durable at the end (one sync for the load), not per event.
+                // Durable at the end (one checkpoint for the load), not per event.
                 let _ = payments
                     .receive(Some(header.as_bytes()), body.as_bytes())
                     .await?;
@@ -130,7 +130,7 @@ pub(super) async fn reconcile(parent: &Path, n: usize) -> anyhow::Result<()> {
     for t in tasks {
         t.await??;
     }
-    srv.state.store.sync_blocking()?;
+    srv.state.store.checkpoint()?;
     println!(
         "reconcile: loaded {n} payments in {:.1} s",
         load.elapsed().as_secs_f64()

@@ -31,9 +31,9 @@ impl Payments {
             queue: f.queue.clone(),
             payload: f.payload.clone(),
         };
-        let (state, error) = match self.0.fulfiller.enqueue(&job) {
-            Ok(()) => (FulfilmentState::Enqueued, None),
-            Err(FulfilError::Invalid(m)) => (FulfilmentState::Invalid, Some(m)),
+        let (state, error, enqueued) = match self.0.fulfiller.enqueue(&job) {
+            Ok(c) => (FulfilmentState::Enqueued, None, c),
+            Err(FulfilError::Invalid(m)) => (FulfilmentState::Invalid, Some(m), Commit::done()),
             // Left pending: the next event, the scheduled reconcile or a restart retries.
             Err(FulfilError::Unavailable(m)) => {
                 tracing::warn!(payment = %p.id, error = %m, "fulfilment job not enqueued yet");
@@ -50,7 +50,8 @@ impl Payments {
             f.error = error.clone();
             Some(p)
         })?;
-        marked.durable().await
+        // The job and the mark on its payment share one group commit.
+        marked.and(enqueued).durable().await
     }
 
     /// Finish half-done fulfilments (a crash between storing the job id and the
@@ -99,7 +100,8 @@ impl Payments {
             return Ok(());
         };
         let now = self.now_ms();
-        // Durable with the job's own change (same commit).
+        // Not awaited (the hook runs inside the job's change): durable with the next
+        // group commit; until the job is pruned its outcome is on the job as well.
         let _ = self.0.store.update_payment(&pid, &[], &mut |cur| {
             let mut p = cur?;
             let f = p.fulfilment.as_mut().filter(|f| f.job_id == job_id)?;

@@ -66,8 +66,8 @@ pub enum FulfilError {
 /// What payments needs from the job queue (`app` implements it over `Jobs`).
 pub trait Fulfiller: Send + Sync {
     /// Enqueue `job` under its id; enqueuing an id that exists already is a success
-    /// that changes nothing.
-    fn enqueue(&self, job: &FulfilmentJob) -> Result<(), FulfilError>;
+    /// that changes nothing. The [`Commit`] makes the enqueue durable.
+    fn enqueue(&self, job: &FulfilmentJob) -> Result<Commit, FulfilError>;
     /// The job's status (`queued`, `running`, `succeeded`, `dead`, …); `None` when it
     /// does not exist (never enqueued, or pruned).
     fn job_status(&self, job_id: &str) -> Option<String>;

@@ -25,13 +25,13 @@ struct FakeQueue {
 }
 
 impl Fulfiller for FakeQueue {
-    fn enqueue(&self, job: &FulfilmentJob) -> Result<(), FulfilError> {
+    fn enqueue(&self, job: &FulfilmentJob) -> Result<Commit, FulfilError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(FulfilError::Unavailable("queue down".into()));
         }
         self.calls.lock().unwrap().push(job.job_id.clone());
         self.jobs.lock().unwrap().insert(job.job_id.clone());
-        Ok(())
+        Ok(Commit::done())
     }
     fn job_status(&self, job_id: &str) -> Option<String> {
         self.jobs

@@ -1,47 +1,54 @@
 //! Stripe's webhook (`POST /api/stripe/webhook`, signature-checked) and the payments
 //! API: list, show, events, replay, reconcile.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::audit::NewEvent;
-use crate::auth::Caller;
-use crate::error::{AppError, Result};
 use crate::payments::store::EventOutcome;
 use crate::payments::{EventFilter, PaymentFilter, SignatureError, WebhookError};
 use crate::store::Commit;
 use crate::web::access::Origin;
+use crate::web::api::schemas::OkBody;
+use crate::web::audit::audited;
 use crate::web::auth::{Operator, Viewer};
+use crate::web::error::{AppError, ErrorBody, Result};
 use crate::web::extract::{AppJson, AppPath, AppQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/stripe/webhook", post(webhook))
-        .route("/api/payments", get(list))
-        .route("/api/payments/events", get(events))
-        .route("/api/payments/events/{id}/replay", post(replay))
-        .route("/api/payments/reconcile", get(reconcile).post(record))
-        .route("/api/payments/{id}", get(show))
+/// The payments API (viewer and operator routes, the general rate-limit class).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(events))
+        .routes(routes!(replay))
+        .routes(routes!(reconcile, record))
+        .routes(routes!(show))
+}
+
+/// Stripe's webhook, signed instead of keyed; `web::api` puts it in the webhook class.
+pub fn webhook_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(webhook))
 }
 
 /// Most items one page may hold.
 pub const MAX_LIMIT: usize = 500;
 
-/// Audit a change (failures too), make it durable with its audit event, then answer.
+/// Audit a delivery from Stripe (no key: the actor is `stripe`; failures too, and a
+/// stored event that failed to apply as `"ok": false`), make the event durable with its
+/// audit record, then answer.
 async fn answer(
     state: &AppState,
-    meta: Origin,
-    actor: Option<&Caller>,
-    action: &str,
+    origin: Origin,
     target: String,
-    outcome: Result<(StatusCode, Value, Option<Commit>)>,
+    outcome: Result<(StatusCode, Value, Commit)>,
     audit_error: Option<String>,
 ) -> Response {
     let (ok, status, error) = match &outcome {
@@ -49,35 +56,41 @@ async fn answer(
         Err(e) => (false, e.status.as_u16(), Some(e.message.clone())),
     };
     let event = NewEvent {
-        request_id: meta.request_id,
-        actor: actor.cloned(),
-        actor_id: actor.is_none().then(|| "stripe".to_string()),
-        action: action.to_string(),
+        request_id: origin.request_id,
+        actor: None,
+        actor_id: Some("stripe".to_string()),
+        action: "stripe.webhook".to_string(),
         target,
-        ip: Some(meta.ip),
+        ip: Some(origin.ip),
         ok,
         status,
         error,
     };
-    let recorded = state.audit.record(event).await;
-    let (status, body, commit) = match outcome {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    if let Some(c) = commit
-        && let Err(e) = c.durable().await
-    {
+    // The audit record syncs after the event was stored: one group commit for both.
+    if let Err(e) = state.audit.record(event).await {
         return AppError::from(e).into_response();
     }
-    if let Err(e) = recorded {
-        return AppError::from(e).into_response();
+    match outcome {
+        Ok((status, body, commit)) => match commit.durable().await {
+            Ok(()) => (status, AppJson(body)).into_response(),
+            Err(e) => AppError::from(e).into_response(),
+        },
+        Err(e) => e.into_response(),
     }
-    (status, AppJson(body)).into_response()
 }
 
 /// `POST /api/stripe/webhook`: verified over the raw body, stored once, applied. A
 /// verified event is answered `200` once stored, even when applying it failed (it is
 /// then a `failed_event`, replayable): a 5xx would only make Stripe resend it.
+#[utoipa::path(post, path = "/api/stripe/webhook", tag = "payments",
+    request_body(content = Object, description = "a Stripe event, as Stripe sends it; \
+        `Stripe-Signature` is checked over the raw bytes before it is read"),
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix>,v1=<hex>[,v1=…]`")),
+    responses(
+        (status = 200, description = "stored (or a duplicate): id, type, outcome, duplicate, payment", body = OkBody),
+        (status = 400, description = "missing or malformed header, timestamp outside tolerance, no matching signature, bad JSON", body = ErrorBody),
+        (status = 503, description = "no STRIPE_WEBHOOK_SECRET is set", body = ErrorBody)),
+    extensions(("x-required-role" = json!("signature"))))]
 pub async fn webhook(
     State(state): State<AppState>,
     meta: Origin,
@@ -102,7 +115,7 @@ pub async fn webhook(
             }
             let audit_error = r.error.map(|e| format!("apply failed: {e}"));
             (
-                Ok((StatusCode::OK, v, Some(r.commit))),
+                Ok((StatusCode::OK, v, r.commit)),
                 format!("stripe_event:{}", r.id),
                 audit_error,
             )
@@ -119,21 +132,14 @@ pub async fn webhook(
             (Err(err), "stripe_event".to_string(), None)
         }
     };
-    answer(
-        &state,
-        meta,
-        None,
-        "stripe.webhook",
-        target,
-        outcome,
-        audit_error,
-    )
-    .await
+    answer(&state, meta, target, outcome, audit_error).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// pending, succeeded, partially_refunded, refunded, failed, canceled or expired.
     status: Option<String>,
     customer: Option<String>,
     /// RFC 3339; compared with Stripe's `created`.
@@ -184,6 +190,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// `GET /api/payments?status=&customer=&since=&until=&limit=&cursor=` (viewer).
+#[utoipa::path(get, path = "/api/payments", tag = "payments", params(ListQuery),
+    responses((status = 200, description = "payments newest first, and the next page's cursor", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(
     State(state): State<AppState>,
     _: Viewer,
@@ -215,6 +224,10 @@ pub async fn list(
 }
 
 /// `GET /api/payments/{id}` (viewer): by intent, session, charge or invoice id.
+#[utoipa::path(get, path = "/api/payments/{id}", tag = "payments",
+    params(("id" = String, Path, description = "a PaymentIntent, checkout session, charge or invoice id")),
+    responses((status = 200, description = "the payment with the events that built it", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn show(
     State(state): State<AppState>,
     _: Viewer,
@@ -228,9 +241,11 @@ pub async fn show(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    /// A Stripe event type (`charge.refunded`).
     #[serde(rename = "type")]
     kind: Option<String>,
     outcome: Option<String>,
@@ -240,6 +255,9 @@ pub struct EventsQuery {
 
 /// `GET /api/payments/events?type=&outcome=&limit=&cursor=` (viewer): every delivery of
 /// a verified event, newest first, with what became of it.
+#[utoipa::path(get, path = "/api/payments/events", tag = "payments", params(EventsQuery),
+    responses((status = 200, description = "deliveries newest first, and the next page's cursor", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn events(
     State(state): State<AppState>,
     _: Viewer,
@@ -269,46 +287,48 @@ pub async fn events(
 }
 
 /// `POST /api/payments/events/{id}/replay` (operator): apply a stored event again.
+#[utoipa::path(post, path = "/api/payments/events/{id}/replay", tag = "payments",
+    params(("id" = String, Path, description = "the event's `evt_…` id")),
+    responses((status = 200, description = "applied again: its outcome (a failure names its error)", body = OkBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn replay(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
+    origin: Origin,
     AppPath(id): AppPath<String>,
 ) -> Response {
     let target = format!("stripe_event:{id}");
-    let mut audit_error = None;
     let outcome = match state.payments.replay(&id).await {
-        Ok(Some(r)) => {
-            audit_error = r.error.clone().map(|e| format!("apply failed: {e}"));
-            Ok((
-                StatusCode::OK,
-                json!({
-                    "ok": true,
-                    "id": r.id,
-                    "type": r.kind,
-                    "outcome": r.outcome.as_str(),
-                    "error": r.error,
-                    "payment": r.payment,
-                }),
-                Some(r.commit),
-            ))
-        }
+        Ok(Some(r)) => Ok((
+            StatusCode::OK,
+            json!({
+                "ok": true,
+                "id": r.id,
+                "type": r.kind,
+                "outcome": r.outcome.as_str(),
+                "error": r.error,
+                "payment": r.payment,
+            }),
+            r.commit,
+        )),
         Ok(None) => Err(AppError::not_found(format!("no such event: {id}"))),
         Err(e) => Err(e.into()),
     };
-    answer(
+    audited(
         &state,
-        meta,
-        Some(&caller),
+        origin,
+        &caller,
         "payment.event.replay",
         target,
         outcome,
-        audit_error,
     )
     .await
 }
 
 /// `GET /api/payments/reconcile` (viewer): the report, and when one was last recorded.
+#[utoipa::path(get, path = "/api/payments/reconcile", tag = "payments",
+    responses((status = 200, description = "checked, totals per currency, issues, last_recorded", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn reconcile(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Value>> {
     let p = state.payments.clone();
     let (mut report, last) = blocking(move || Ok((p.reconcile()?, p.last_report()?))).await?;
@@ -323,23 +343,25 @@ pub async fn reconcile(State(state): State<AppState>, _: Viewer) -> Result<AppJs
 }
 
 /// `POST /api/payments/reconcile` (operator): run it and keep the report with its time.
+#[utoipa::path(post, path = "/api/payments/reconcile", tag = "payments",
+    responses((status = 200, description = "the report, with its recorded_at", body = OkBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn record(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
+    origin: Origin,
 ) -> Response {
     let p = state.payments.clone();
     let outcome = blocking(move || p.record_reconcile())
         .await
-        .map(|(report, commit)| (StatusCode::OK, report, Some(commit)));
-    answer(
+        .map(|(report, commit)| (StatusCode::OK, report, commit));
+    audited(
         &state,
-        meta,
-        Some(&caller),
+        origin,
+        &caller,
         "payments.reconcile",
         "payments".to_string(),
         outcome,
-        None,
     )
     .await
 }
