@@ -386,9 +386,9 @@ async fn an_enqueue_under_a_known_id_is_a_duplicate_even_after_the_job_finished(
         kind: "fulfil.order".into(),
         ..NewJob::default()
     };
-    assert!(!app.state.jobs.enqueue(new()).unwrap().duplicate);
-    app.state.jobs.cancel(&id).unwrap();
-    let again = app.state.jobs.enqueue(new()).unwrap();
+    assert!(!app.state.jobs.enqueue(new()).unwrap().0.duplicate);
+    let _ = app.state.jobs.cancel(&id).unwrap();
+    let (again, _) = app.state.jobs.enqueue(new()).unwrap();
     assert!(again.duplicate);
     assert_eq!(again.job.status.as_str(), "cancelled");
     let bad = NewJob {
