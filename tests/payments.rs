@@ -775,3 +775,34 @@ async fn every_handled_type_lands_in_the_ledger() {
     );
     app.stop().await;
 }
+
+/// The webhook has its own rate-limit class (`WEBHOOK_RATE_LIMIT_PER_MIN`), apart from
+/// the general one: Stripe's bursts neither use up nor are cut by the API's limit.
+#[tokio::test]
+async fn the_webhook_is_limited_by_its_own_class() {
+    let app = TestApp::spawn_with(&[
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ("RATE_LIMIT_PER_MIN", "2"),
+        ("WEBHOOK_RATE_LIMIT_PER_MIN", "0"),
+    ])
+    .await;
+    for _ in 0..5 {
+        let (s, v) = app.webhook("{}", None).await;
+        assert_eq!(s, 400, "{v}");
+    }
+    app.stop().await;
+    let app = TestApp::spawn_with(&[
+        ("STRIPE_WEBHOOK_SECRET", SECRET),
+        ("RATE_LIMIT_PER_MIN", "0"),
+        ("WEBHOOK_RATE_LIMIT_PER_MIN", "3"),
+    ])
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(app.webhook("{}", None).await.0);
+    }
+    assert_eq!(statuses, [400, 400, 400, 429]);
+    let (s, _) = app.get("/api/payments", Some(VIEWER_KEY)).await;
+    assert_eq!(s, 200, "the general class is not the webhook's");
+    app.stop().await;
+}
