@@ -9,8 +9,8 @@
 //! (escaping, HELP/TYPE once per family, cumulative histogram buckets) renders the state
 //! directly; `tests/slo.rs` runs `promtool check metrics` on a real scrape.
 
-use std::fmt::Write;
 use std::collections::BTreeMap;
+use std::fmt::Write;
 
 use super::Slo;
 use super::alerts::Alerts;

@@ -258,7 +258,9 @@ impl JobStore for SledJobs {
         }
         if !self.jobs.insert_new(id, job)? {
             // A caller-chosen id that is already stored (a retried fulfilment).
-            let existing = self.get(&job.id)?.ok_or_else(|| JobError::NotFound(job.id.clone()))?;
+            let existing = self
+                .get(&job.id)?
+                .ok_or_else(|| JobError::NotFound(job.id.clone()))?;
             return Ok((Inserted::Duplicate(existing), self.store.pending()));
         }
         match job.status {
