@@ -132,12 +132,12 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentSettings {
     /// How far a `Stripe-Signature` timestamp may be from now, either way
-    /// (`STRIPE_TOLERANCE_SECS`, 300).
+    /// (`STRIPE_TOLERANCE_SECS`).
     pub tolerance_secs: u64,
     /// How long a completed checkout may wait for its payment confirmation before
-    /// reconciliation reports it (`RECONCILE_GRACE_SECS`, 3600).
+    /// reconciliation reports it (`RECONCILE_GRACE_SECS`).
     pub reconcile_grace_secs: u64,
-    /// When the built-in reconciliation runs (`RECONCILE_CRON`, Mondays 03:00 UTC).
+    /// When the built-in reconciliation runs (`RECONCILE_CRON`).
     pub reconcile_cron: String,
 }
 
