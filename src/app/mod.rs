@@ -4,6 +4,7 @@
 //! and `web` know every domain; domains know none of it.
 
 mod ops;
+mod payments;
 mod server;
 mod wiring;
 
@@ -27,6 +28,7 @@ use crate::jobs::Jobs;
 use crate::jobs::executors::Executors;
 use crate::logfile::{Appender, RotatingFile};
 use crate::maintenance::Maintenance;
+use crate::payments::Payments;
 use crate::ratelimit::Limits;
 use crate::scheduler::{Policy, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
@@ -89,6 +91,8 @@ pub struct Shared {
     pub incidents: Incidents,
     /// Planned maintenance windows.
     pub maintenance: Maintenance,
+    /// Stripe intake, the ledger, fulfilment, reconciliation.
+    pub payments: Payments,
 }
 
 impl AppState {
@@ -117,6 +121,7 @@ impl AppState {
             logs.join("ndjson").join("audit.ndjson"),
             logs.join("app.log"),
             logs.join("scheduler.log"),
+            logs.join("stripe_webhooks.log"),
         ] {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -177,6 +182,7 @@ impl AppState {
         let _loaded = schedules
             .load_config(&config.schedules, now)
             .context("while loading the schedules of echopilot.toml")?;
+        let payments = payments::open(&config, &store, &jobs, &schedules, &clock)?;
         let scheduler = Scheduler::new(
             jobs.clone(),
             schedules,
@@ -209,6 +215,7 @@ impl AppState {
             access,
             jobs,
             scheduler,
+            payments,
             keys: Arc::new(Keys::new(config.keys())),
             config: Arc::new(config),
             store,
@@ -230,6 +237,7 @@ impl AppState {
     /// Write out the queued audit and request-log lines (shutdown, tests).
     pub async fn flush_logs(&self) -> std::io::Result<()> {
         self.audit.flush().await?;
+        self.payments.log().flush().await?;
         self.access.request_log.flush().await
     }
 
@@ -239,6 +247,7 @@ impl AppState {
         let mut out = Vec::new();
         out.extend(self.audit.rotate().await?);
         out.extend(self.access.request_log.rotate().await?);
+        out.extend(self.payments.log().rotate().await?);
         Ok(out)
     }
 }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 pub mod access;
 mod jobs;
 pub mod ops;
+pub mod stripe;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 pub const OPERATOR_KEY: &str = "test-operator-key-0123456789abc";

@@ -5,5 +5,6 @@ pub(crate) mod flags;
 pub(crate) mod incidents;
 pub(crate) mod jobs;
 pub(crate) mod maintenance;
+pub(crate) mod payments;
 pub(crate) mod schedules;
 pub(crate) mod slo;

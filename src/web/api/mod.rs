@@ -12,6 +12,7 @@ pub mod logs;
 pub mod maintenance;
 pub mod markers;
 pub mod metrics;
+pub mod payments;
 pub mod scheduler;
 pub mod schedules;
 pub mod schemas;
@@ -49,6 +50,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(incidents::router())
         .merge(maintenance::router())
         .merge(markers::router())
+        .merge(payments::router())
         .routes(routes!(openapi::show));
     // Monitoring must get through: never limited.
     let exempt = OpenApiRouter::new()
@@ -57,6 +59,7 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(limited(Class::General, general))
         .merge(limited(Class::Worker, workers::router()))
+        .merge(limited(Class::Webhook, payments::webhook_router()))
         .merge(exempt)
 }
 
