@@ -76,6 +76,8 @@ pub struct Shared {
     pub jobs: Jobs,
     /// Scheduler state, cron schedules, built-in executors, `logs/scheduler.log`.
     pub scheduler: Scheduler,
+    /// Signs the dashboard's session cookies and CSRF tokens (`data/session.key`).
+    pub session_key: Arc<web::dashboard::SessionKey>,
 }
 
 impl AppState {
@@ -160,7 +162,10 @@ impl AppState {
         store
             .sync_blocking()
             .context("while syncing the recovered job queue")?;
+        let session_key = web::dashboard::SessionKey::load_or_create(&config.data_dir())
+            .context("while loading the dashboard's session key")?;
         Ok(AppState(Arc::new(Shared {
+            session_key: Arc::new(session_key),
             slo,
             alerts,
             audit,
@@ -236,6 +241,7 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let app = Router::new()
         .merge(web::api::router())
+        .merge(web::dashboard::router())
         .fallback(web::fallback)
         // Innermost: sees the caller's key and the handler's 401/403.
         .layer(axum::middleware::from_fn_with_state(

@@ -305,6 +305,8 @@ pub struct Config {
     pub alert_webhook_url: Option<Secret>,
     /// Put `/metrics` behind a viewer key (`METRICS_KEY_REQUIRED`).
     pub metrics_key_required: bool,
+    /// Mark the dashboard's session cookie `Secure` (`COOKIE_SECURE`; behind HTTPS).
+    pub cookie_secure: bool,
     /// Commands the `command` executor may run (`echopilot.toml` `[commands]`).
     pub commands: BTreeMap<String, CommandSpec>,
     /// Cron schedules declared in `echopilot.toml` `[[schedules]]`.
@@ -336,6 +338,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLO_ERROR_RATE_PCT", "1.0"),
     ("SLO_WEBHOOK_SUCCESS_PCT", "99.0"),
     ("METRICS_KEY_REQUIRED", "false"),
+    ("COOKIE_SECURE", "false"),
     ("ALLOW_DIRTY", "false"),
 ];
 
@@ -516,6 +519,7 @@ impl Config {
             },
             alert_webhook_url,
             metrics_key_required: lookup.bool("METRICS_KEY_REQUIRED")?,
+            cookie_secure: lookup.bool("COOKIE_SECURE")?,
             commands: file.commands,
             schedules: file.schedules,
         };

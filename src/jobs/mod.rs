@@ -877,10 +877,7 @@ impl Jobs {
             // marked it yet (the runbook retries straight from that list).
             let lease_expired =
                 j.status == Status::Running && j.lease_expires_at.is_some_and(|l| l <= now);
-            let allowed = matches!(j.status, Status::Stuck | Status::Dead | Status::Cancelled)
-                || lease_expired
-                || (j.status == Status::Scheduled && j.last_error.is_some());
-            if !allowed {
+            if !j.can_retry(now) {
                 return Err(JobError::Conflict(format!(
                     "job {} is {}; only stuck, dead, cancelled or failed jobs can be retried",
                     j.id, j.status

@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod hist;
 mod live;
 pub mod metrics;
+pub mod series;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
