@@ -192,8 +192,10 @@ impl Job {
     pub fn can_retry(&self, now: i64) -> bool {
         let lease_expired =
             self.status == Status::Running && self.lease_expires_at.is_some_and(|l| l <= now);
-        matches!(self.status, Status::Stuck | Status::Dead | Status::Cancelled)
-            || lease_expired
+        matches!(
+            self.status,
+            Status::Stuck | Status::Dead | Status::Cancelled
+        ) || lease_expired
             || (self.status == Status::Scheduled && self.last_error.is_some())
     }
 

@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub mod access;
+pub mod dashboard;
 mod jobs;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";

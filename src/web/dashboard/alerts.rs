@@ -49,7 +49,11 @@ struct AlertsPage {
 
 const PER_PAGE: usize = 50;
 
-async fn list(State(state): State<AppState>, session: Session, AppQuery(q): AppQuery<AlertsQuery>) -> PageResult {
+async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    AppQuery(q): AppQuery<AlertsQuery>,
+) -> PageResult {
     let filter = match q.state.as_str() {
         "" => None,
         s => Some(s.parse::<AlertState>().map_err(AppError::bad_request)?),
@@ -72,12 +76,19 @@ async fn list(State(state): State<AppState>, session: Session, AppQuery(q): AppQ
             name: a.name,
             message: a.message,
             fired: short_ts(&a.fired_at),
-            resolved: if a.resolved_at.is_empty() { "—".into() } else { short_ts(&a.resolved_at) },
+            resolved: if a.resolved_at.is_empty() {
+                "—".into()
+            } else {
+                short_ts(&a.resolved_at)
+            },
         })
         .collect::<Vec<_>>();
     let link = |p: usize| {
         let p = p.to_string();
-        format!("/dashboard/alerts{}", query(&[("state", q.state.as_str()), ("page", p.as_str())]))
+        format!(
+            "/dashboard/alerts{}",
+            query(&[("state", q.state.as_str()), ("page", p.as_str())])
+        )
     };
     let pager = Pager {
         summary: format!("{} alerts shown, newest first", rows.len()),

@@ -15,7 +15,9 @@ use crate::error::AppError;
 use crate::web::extract::AppQuery;
 
 use super::session::Session;
-use super::view::{Chrome, ErrorPage, Page, PageResult, Pager, Pill, page_err, pill, query, short_ts};
+use super::view::{
+    Chrome, ErrorPage, Page, PageResult, Pager, Pill, page_err, pill, query, short_ts,
+};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new().route("/dashboard/audit", get(show))
@@ -115,7 +117,11 @@ fn bound(name: &str, v: &str) -> Result<Option<String>, ErrorPage> {
     Ok(Some(rfc3339(parsed)))
 }
 
-async fn show(State(state): State<AppState>, session: Session, AppQuery(q): AppQuery<AuditQuery>) -> PageResult {
+async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    AppQuery(q): AppQuery<AuditQuery>,
+) -> PageResult {
     let ok = match q.ok.as_str() {
         "" => None,
         "true" => Some(true),
@@ -154,7 +160,9 @@ async fn show(State(state): State<AppState>, session: Session, AppQuery(q): AppQ
     });
     let pager = Pager {
         summary: format!("{} events shown, newest first", events.len()),
-        newest: q.before.map(|_| format!("/dashboard/audit{}", query(&base))),
+        newest: q
+            .before
+            .map(|_| format!("/dashboard/audit{}", query(&base))),
         older,
     };
     let chrome = Chrome::new(&state, &session, "audit", "Audit", q.notice.as_deref());

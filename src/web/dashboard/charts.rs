@@ -50,7 +50,11 @@ pub(super) struct Chart {
 
 /// A round maximum and ticks for values up to `max` (at least `floor`).
 pub(super) fn axis(max: f64, floor: f64, fmt: impl Fn(f64) -> String) -> (f64, Vec<(f64, String)>) {
-    let max = if max.is_finite() { max.max(floor) } else { floor };
+    let max = if max.is_finite() {
+        max.max(floor)
+    } else {
+        floor
+    };
     let raw = max / 4.0;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
@@ -60,7 +64,10 @@ pub(super) fn axis(max: f64, floor: f64, fmt: impl Fn(f64) -> String) -> (f64, V
         .unwrap_or(10.0 * mag);
     let top = (max / step).ceil() * step;
     let n = (top / step).round() as usize;
-    let ticks = (0..=n).map(|i| i as f64 * step).map(|v| (v, fmt(v))).collect();
+    let ticks = (0..=n)
+        .map(|i| i as f64 * step)
+        .map(|v| (v, fmt(v)))
+        .collect();
     (top, ticks)
 }
 
@@ -116,10 +123,20 @@ impl Chart {
             let y = self.y(t.value);
             match t.band {
                 Some(true) => {
-                    let _ = write!(s, r#"<rect class="band band-{}" x="0" y="{TOP}" width="100%" height="{:.1}"/>"#, t.class, (y - TOP).max(0.0));
+                    let _ = write!(
+                        s,
+                        r#"<rect class="band band-{}" x="0" y="{TOP}" width="100%" height="{:.1}"/>"#,
+                        t.class,
+                        (y - TOP).max(0.0)
+                    );
                 }
                 Some(false) => {
-                    let _ = write!(s, r#"<rect class="band band-{}" x="0" y="{y:.1}" width="100%" height="{:.1}"/>"#, t.class, (TOP + ph - y).max(0.0));
+                    let _ = write!(
+                        s,
+                        r#"<rect class="band band-{}" x="0" y="{y:.1}" width="100%" height="{:.1}"/>"#,
+                        t.class,
+                        (TOP + ph - y).max(0.0)
+                    );
                 }
                 None => {}
             }
@@ -208,7 +225,9 @@ impl Chart {
 
     fn first_last(&self) -> Option<f64> {
         match self.layers.first()? {
-            Layer::Area(v) | Layer::Line(v, _) | Layer::Dashed(v) | Layer::Bars(v) => v.last().copied(),
+            Layer::Area(v) | Layer::Line(v, _) | Layer::Dashed(v) | Layer::Bars(v) => {
+                v.last().copied()
+            }
         }
     }
 }
@@ -265,7 +284,10 @@ mod tests {
         let s = c.svg();
         assert!(s.contains("P95 &lt;latency&gt;"));
         assert!(s.contains("INC&lt;1&gt;"));
-        assert!(s.contains(r#"class="p95" d="M0.5,500.000 L1.5,400.000 L2.5,88.000""#), "{s}");
+        assert!(
+            s.contains(r#"class="p95" d="M0.5,500.000 L1.5,400.000 L2.5,88.000""#),
+            "{s}"
+        );
         assert!(s.contains("Alert 500") && s.contains("512 ms"));
     }
 }

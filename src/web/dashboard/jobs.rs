@@ -37,6 +37,8 @@ pub(super) fn router() -> Router<AppState> {
 /// A job as the tables show it.
 pub(super) struct JobRow {
     pub(super) id: String,
+    /// The id's last 12 characters (UUIDv7s made close together share their first ones).
+    pub(super) short_id: String,
     pub(super) kind: String,
     pub(super) queue: String,
     pub(super) pill: Pill,
@@ -64,10 +66,16 @@ impl JobRow {
     pub(super) fn of(j: &Job, now: i64) -> JobRow {
         let lease_expired =
             j.status == Status::Running && j.lease_expires_at.is_some_and(|l| l <= now);
-        let shown = if lease_expired { Status::Stuck } else { j.status };
+        let shown = if lease_expired {
+            Status::Stuck
+        } else {
+            j.status
+        };
         let took = match (j.started_at, j.finished_at) {
             (Some(s), Some(f)) => format!("{:.2} s", (f - s) as f64 / 1000.0),
-            (Some(s), None) if j.status == Status::Running => format!("{} running", duration((now - s) / 1000)),
+            (Some(s), None) if j.status == Status::Running => {
+                format!("{} running", duration((now - s) / 1000))
+            }
             _ => "—".into(),
         };
         let note = match shown {
@@ -84,6 +92,7 @@ impl JobRow {
         };
         JobRow {
             id: j.id.clone(),
+            short_id: format!("…{}", &j.id[j.id.len().saturating_sub(12)..]),
             kind: j.kind.clone(),
             queue: j.queue.clone(),
             pill: pill(shown.as_str()),
@@ -151,14 +160,22 @@ const TABS: &[(&str, &str)] = &[
     ("cancelled", "Cancelled"),
 ];
 
-async fn list(State(state): State<AppState>, session: Session, AppQuery(q): AppQuery<JobsQuery>) -> PageResult {
+async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    AppQuery(q): AppQuery<JobsQuery>,
+) -> PageResult {
     let page = tokio::task::spawn_blocking(move || build_list(&state, &session, q))
         .await
         .map_err(|e| page_err(anyhow::anyhow!("jobs page task: {e}")))??;
     Ok(Page(page).into_response())
 }
 
-fn build_list(state: &AppState, session: &Session, q: JobsQuery) -> Result<JobsPage, super::view::ErrorPage> {
+fn build_list(
+    state: &AppState,
+    session: &Session,
+    q: JobsQuery,
+) -> Result<JobsPage, super::view::ErrorPage> {
     let now = state.clock.now();
     let now_ms = ms(now);
     let jobs = &state.jobs;
@@ -249,7 +266,10 @@ fn build_list(state: &AppState, session: &Session, q: JobsQuery) -> Result<JobsP
     };
     let pager = Pager {
         summary,
-        newest: q.cursor.as_ref().map(|_| format!("/dashboard/jobs{}", query(&keep))),
+        newest: q
+            .cursor
+            .as_ref()
+            .map(|_| format!("/dashboard/jobs{}", query(&keep))),
         older: next.map(|c| {
             let mut p = keep.to_vec();
             p.push(("cursor", c.as_str()));
@@ -324,7 +344,10 @@ async fn show(
             attempt: a.attempt,
             worker: a.worker.clone(),
             started: super::view::date_time(time(a.started_at)),
-            finished: a.finished_at.map(|f| super::view::date_time(time(f))).unwrap_or_else(|| "—".into()),
+            finished: a
+                .finished_at
+                .map(|f| super::view::date_time(time(f)))
+                .unwrap_or_else(|| "—".into()),
             pill: pill(match a.outcome.as_str() {
                 "succeeded" | "completed" => "succeeded",
                 "running" => "running",
@@ -335,7 +358,13 @@ async fn show(
         })
         .collect();
     let page = JobPage {
-        chrome: Chrome::new(&state, &session, "jobs", &format!("Job {id}"), q.notice.as_deref()),
+        chrome: Chrome::new(
+            &state,
+            &session,
+            "jobs",
+            &format!("Job {id}"),
+            q.notice.as_deref(),
+        ),
         row: JobRow::of(&job, now),
         payload: pretty(&job.payload),
         result: job.result.as_deref().map(pretty).unwrap_or_default(),
@@ -348,10 +377,18 @@ async fn show(
 }
 
 /// Back to `next` (or `fallback`) with the notice for the API's answer.
-fn back_to(next: Option<&str>, fallback: &str, answer: &Response, ok_code: &'static str) -> Response {
+fn back_to(
+    next: Option<&str>,
+    fallback: &str,
+    answer: &Response,
+    ok_code: &'static str,
+) -> Response {
     let to = safe_next(Some(next.unwrap_or(fallback)));
     let sep = if to.contains('?') { '&' } else { '?' };
-    see_other(&format!("{to}{sep}notice={}", outcome_code(answer.status(), ok_code)))
+    see_other(&format!(
+        "{to}{sep}notice={}",
+        outcome_code(answer.status(), ok_code)
+    ))
 }
 
 /// `POST /dashboard/jobs/{id}/retry`: the API's retry, then back.
@@ -362,7 +399,8 @@ async fn retry(
     Action { session, form }: Action<Button>,
 ) -> Response {
     let fallback = format!("/dashboard/jobs/{id}");
-    let answer = api::jobs::retry(State(state), Operator(session.caller), origin, AppPath(id)).await;
+    let answer =
+        api::jobs::retry(State(state), Operator(session.caller), origin, AppPath(id)).await;
     back_to(form.next.as_deref(), &fallback, &answer, "retried")
 }
 
@@ -374,7 +412,8 @@ async fn cancel(
     Action { session, form }: Action<Button>,
 ) -> Response {
     let fallback = format!("/dashboard/jobs/{id}");
-    let answer = api::jobs::cancel(State(state), Operator(session.caller), origin, AppPath(id)).await;
+    let answer =
+        api::jobs::cancel(State(state), Operator(session.caller), origin, AppPath(id)).await;
     back_to(form.next.as_deref(), &fallback, &answer, "cancelled")
 }
 
@@ -401,7 +440,11 @@ impl CsrfForm for RetryDeadForm {
 
 /// `POST /dashboard/jobs/retry-dead`: every dead job (of the filtered queue and kind)
 /// back to the queue, only with the confirmation box ticked; the API's bulk retry.
-async fn retry_dead(State(state): State<AppState>, origin: Origin, Action { session, form }: Action<RetryDeadForm>) -> Response {
+async fn retry_dead(
+    State(state): State<AppState>,
+    origin: Origin,
+    Action { session, form }: Action<RetryDeadForm>,
+) -> Response {
     let fallback = "/dashboard/jobs?status=dead";
     let to = safe_next(Some(form.next.as_deref().unwrap_or(fallback)));
     if form.confirm.as_deref() != Some("yes") {

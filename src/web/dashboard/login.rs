@@ -18,8 +18,8 @@ use crate::web::access::{FailedLogin, Origin};
 
 use super::assets;
 use super::session::{
-    Button, LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECS, Session, cookie, random_token,
-    safe_next, see_other, set_cookie,
+    Button, LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECS, Session, cookie, random_token, safe_next,
+    see_other, set_cookie,
 };
 use super::view::{ErrorPage, Page};
 
@@ -44,7 +44,12 @@ pub(super) struct NextQuery {
 }
 
 /// A fresh login form, bound to a fresh pre-login cookie.
-fn login_page(state: &AppState, status: StatusCode, next: &str, error: Option<&'static str>) -> Response {
+fn login_page(
+    state: &AppState,
+    status: StatusCode,
+    next: &str,
+    error: Option<&'static str>,
+) -> Response {
     let nonce = random_token();
     let page = LoginPage {
         css: assets::url("app.css"),
@@ -106,13 +111,19 @@ async fn login(
                 &next,
                 Some("This key's role may not use the dashboard."),
             );
-            resp.extensions_mut()
-                .insert(ErrorMessage(format!("role {} may not use the dashboard", c.role)));
+            resp.extensions_mut().insert(ErrorMessage(format!(
+                "role {} may not use the dashboard",
+                c.role
+            )));
             return resp;
         }
         None => {
-            let mut resp =
-                login_page(&state, StatusCode::UNAUTHORIZED, &next, Some("That key is not valid."));
+            let mut resp = login_page(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                &next,
+                Some("That key is not valid."),
+            );
             resp.extensions_mut()
                 .insert(ErrorMessage("dashboard login: invalid key".into()));
             resp.extensions_mut().insert(FailedLogin);

@@ -44,6 +44,7 @@ pub(super) struct AlertRow {
 
 pub(super) struct StuckRow {
     pub(super) id: String,
+    pub(super) short_id: String,
     pub(super) kind: String,
     pub(super) worker: String,
     pub(super) stuck_for: String,
@@ -104,14 +105,22 @@ fn pct(v: f64, decimals: usize) -> String {
     format!("{v:.decimals$}")
 }
 
-fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<OverviewPage, super::view::ErrorPage> {
+fn build(
+    state: &AppState,
+    s: &Session,
+    notice: Option<&str>,
+) -> Result<OverviewPage, super::view::ErrorPage> {
     let chrome = Chrome::new(state, s, "overview", "Overview", notice);
     let now = state.clock.now();
     let f = state.slo.figures().map_err(page_err)?;
     let targets = state.slo.targets().clone();
 
     let components = crate::web::api::status::components(state);
-    let overall = components.iter().map(|(_, c)| c.status).max().unwrap_or(Health::Healthy);
+    let overall = components
+        .iter()
+        .map(|(_, c)| c.status)
+        .max()
+        .unwrap_or(Health::Healthy);
     let not_ok: Vec<&str> = components
         .iter()
         .filter(|(_, c)| c.status != Health::Healthy)
@@ -146,7 +155,11 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
     } else if left < 25.0 {
         pill("warning")
     } else {
-        Pill { class: "ok", icon: "●", word: "On track".into() }
+        Pill {
+            class: "ok",
+            icon: "●",
+            word: "On track".into(),
+        }
     };
     let p95_ok = f.latency_p95_ms <= targets.latency_p95_ms;
     let health_cards = vec![
@@ -160,9 +173,17 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
                 targets.uptime_pct, f.budget.bad_minutes
             ),
             pill: Some(if f.uptime_pct >= targets.uptime_pct {
-                Pill { class: "ok", icon: "●", word: "SLO met".into() }
+                Pill {
+                    class: "ok",
+                    icon: "●",
+                    word: "SLO met".into(),
+                }
             } else {
-                Pill { class: "crit", icon: "◆", word: "Below SLO".into() }
+                Pill {
+                    class: "crit",
+                    icon: "◆",
+                    word: "Below SLO".into(),
+                }
             }),
             class: "",
             link: None,
@@ -174,9 +195,17 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
             unit: "ms",
             note: format!("last hour {:.0} ms", f.latency_p95_1h_ms),
             pill: Some(if p95_ok {
-                Pill { class: "ok", icon: "●", word: format!("Within target ({} ms)", targets.latency_p95_ms) }
+                Pill {
+                    class: "ok",
+                    icon: "●",
+                    word: format!("Within target ({} ms)", targets.latency_p95_ms),
+                }
             } else {
-                Pill { class: "warn", icon: "▲", word: format!("Over target ({} ms)", targets.latency_p95_ms) }
+                Pill {
+                    class: "warn",
+                    icon: "▲",
+                    word: format!("Over target ({} ms)", targets.latency_p95_ms),
+                }
             }),
             class: "",
             link: None,
@@ -186,7 +215,11 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
             span: "window",
             value: pct(f.error_rate_pct, 2),
             unit: "%",
-            note: format!("{} of {} requests", compact(f.errors as f64), compact(f.requests as f64)),
+            note: format!(
+                "{} of {} requests",
+                compact(f.errors as f64),
+                compact(f.requests as f64)
+            ),
             pill: None,
             class: "",
             link: None,
@@ -228,11 +261,18 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
             note: format!(
                 "last tick {} ago · next {} · {} schedules",
                 duration(tick_age),
-                sched.next_tick().map(super::view::hms).unwrap_or_else(|| "—".into()),
+                sched
+                    .next_tick()
+                    .map(super::view::hms)
+                    .unwrap_or_else(|| "—".into()),
                 schedules
             ),
             pill: None,
-            class: if run_state == "running" { "big-ok" } else { "big-warn" },
+            class: if run_state == "running" {
+                "big-ok"
+            } else {
+                "big-warn"
+            },
             link: Some(("/dashboard/schedules".into(), "Schedules →")),
         },
         Card {
@@ -255,8 +295,16 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
             value: stuck_jobs.len().to_string(),
             unit: "",
             note: String::new(),
-            pill: oldest.map(|o| Pill { class: "warn", icon: "▲", word: format!("Oldest {o}") }),
-            class: if stuck_jobs.is_empty() { "" } else { "edge-warn" },
+            pill: oldest.map(|o| Pill {
+                class: "warn",
+                icon: "▲",
+                word: format!("Oldest {o}"),
+            }),
+            class: if stuck_jobs.is_empty() {
+                ""
+            } else {
+                "edge-warn"
+            },
             link: Some(("/dashboard/jobs?status=stuck".into(), "View stuck jobs →")),
         },
         Card {
@@ -265,16 +313,26 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
             value: dead.to_string(),
             unit: "",
             note: String::new(),
-            pill: (dead > 0).then(|| Pill { class: "crit", icon: "◆", word: "Retries exhausted".into() }),
+            pill: (dead > 0).then(|| Pill {
+                class: "crit",
+                icon: "◆",
+                word: "Retries exhausted".into(),
+            }),
             class: if dead > 0 { "edge-crit" } else { "" },
             link: Some(("/dashboard/jobs?status=dead".into(), "Review dead →")),
         },
         Card {
             title: "Last backup",
             span: "",
-            value: backup_age.map(|a| duration(a as i64)).unwrap_or_else(|| "—".into()),
+            value: backup_age
+                .map(|a| duration(a as i64))
+                .unwrap_or_else(|| "—".into()),
             unit: if backup_age.is_some() { "ago" } else { "" },
-            note: if backup_age.is_some() { String::new() } else { "no backup recorded yet".into() },
+            note: if backup_age.is_some() {
+                String::new()
+            } else {
+                "no backup recorded yet".into()
+            },
             pill: None,
             class: "",
             link: None,
@@ -361,7 +419,9 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
         };
         remaining.push((100.0 - used).clamp(0.0, 100.0));
     }
-    let even: Vec<f64> = (0..n).map(|i| 100.0 - 100.0 * (i + 1) as f64 / n as f64).collect();
+    let even: Vec<f64> = (0..n)
+        .map(|i| 100.0 - 100.0 * (i + 1) as f64 / n as f64)
+        .collect();
     let budget_chart = Chart {
         label: format!(
             "Error budget remaining over the {}-day window: {:.1}% left",
@@ -369,10 +429,18 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
         ),
         height: 190,
         y_max: 100.0,
-        y_ticks: [0.0, 25.0, 50.0, 75.0, 100.0].iter().map(|v| (*v, format!("{v:.0}%"))).collect(),
+        y_ticks: [0.0, 25.0, 50.0, 75.0, 100.0]
+            .iter()
+            .map(|v| (*v, format!("{v:.0}%")))
+            .collect(),
         x_ticks: time_ticks(&window, 4, "%b %-d"),
         layers: vec![Layer::Line(remaining, "budget"), Layer::Dashed(even)],
-        thresholds: vec![Threshold { value: 25.0, label: "Low budget < 25%".into(), class: "low", band: Some(false) }],
+        thresholds: vec![Threshold {
+            value: 25.0,
+            label: "Low budget < 25%".into(),
+            class: "low",
+            band: Some(false),
+        }],
         markers: markers_window.clone_markers(),
         latest: Some(format!("{:.1}%", left.clamp(-999.0, 100.0))),
     }
@@ -381,7 +449,12 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
     let since = rfc3339(now - Duration::hours(24));
     let (events, _) = state
         .audit
-        .query(&AuditFilter { ok: Some(false), since: Some(since), limit: 6, ..AuditFilter::default() })
+        .query(&AuditFilter {
+            ok: Some(false),
+            since: Some(since),
+            limit: 6,
+            ..AuditFilter::default()
+        })
         .map_err(page_err)?;
     let failures = events.iter().map(AuditRow::from_event).collect();
 
@@ -391,6 +464,7 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
         .take(5)
         .map(|j| StuckRow {
             id: j.id.clone(),
+            short_id: format!("…{}", &j.id[j.id.len().saturating_sub(12)..]),
             kind: j.kind.clone(),
             worker: j.worker.clone().unwrap_or_else(|| "—".into()),
             stuck_for: duration((now_ms - j.stuck_since()) / 1000),
@@ -410,9 +484,16 @@ fn build(state: &AppState, s: &Session, notice: Option<&str>) -> Result<Overview
         ops_cards,
         requests_chart,
         errors_chart,
-        requests_note: format!("per 5 min · last 24 h · {} requests · {} errors", compact(day_req as f64), compact(day_err as f64)),
+        requests_note: format!(
+            "per 5 min · last 24 h · {} requests · {} errors",
+            compact(day_req as f64),
+            compact(day_err as f64)
+        ),
         p95_chart,
-        p95_note: format!("per 5 min · last 24 h · window P95 {:.0} ms · now {latest_p95:.0} ms", f.latency_p95_ms),
+        p95_note: format!(
+            "per 5 min · last 24 h · window P95 {:.0} ms · now {latest_p95:.0} ms",
+            f.latency_p95_ms
+        ),
         budget_chart,
         budget_note: format!(
             "SLO {}% successful requests · {}-day window · allowed errors {:.0}, spent {}",
@@ -435,7 +516,8 @@ fn time_ticks(s: &Series, parts: usize, fmt: &str) -> Vec<(f64, String)> {
         .map(|k| {
             let f = k as f64 / parts as f64;
             let minute = s.start_minute + (span as f64 * f) as u64;
-            let t: DateTime<Utc> = DateTime::from_timestamp((minute * 60) as i64, 0).unwrap_or_default();
+            let t: DateTime<Utc> =
+                DateTime::from_timestamp((minute * 60) as i64, 0).unwrap_or_default();
             (f, t.format(fmt).to_string())
         })
         .collect()
@@ -445,21 +527,30 @@ struct Markers(Vec<(usize, String)>);
 
 impl Markers {
     fn clone_markers(&self) -> Vec<Marker> {
-        self.0.iter().map(|(at, label)| Marker { at: *at, label: label.clone() }).collect()
+        self.0
+            .iter()
+            .map(|(at, label)| Marker {
+                at: *at,
+                label: label.clone(),
+            })
+            .collect()
     }
 }
 
 /// Events drawn on the time axis: this deployment, alerts that fired, 429 bursts.
 fn markers(state: &AppState, s: &Series) -> Markers {
     let minute_of = |ts: &str| {
-        DateTime::parse_from_rfc3339(ts).ok().map(|t| crate::slo::minute_of(t.to_utc()))
+        DateTime::parse_from_rfc3339(ts)
+            .ok()
+            .map(|t| crate::slo::minute_of(t.to_utc()))
     };
     let mut out = Vec::new();
     let inst = &state.instance;
     if !inst.previous_started_at.is_empty()
         && let Some(i) = minute_of(&inst.started_at).and_then(|m| s.index_of(m))
     {
-        let label = if inst.previous_version != inst.version || inst.previous_commit != inst.commit {
+        let label = if inst.previous_version != inst.version || inst.previous_commit != inst.commit
+        {
             format!("deploy {}", inst.version)
         } else {
             "restart".to_string()
@@ -467,7 +558,11 @@ fn markers(state: &AppState, s: &Series) -> Markers {
         out.push((i, label));
     }
     if let Ok(alerts) = state.alerts.list(None, 20) {
-        for a in alerts.iter().filter(|a| a.severity != crate::slo::alerts::Severity::Info).take(3) {
+        for a in alerts
+            .iter()
+            .filter(|a| a.severity != crate::slo::alerts::Severity::Info)
+            .take(3)
+        {
             if let Some(i) = minute_of(&a.fired_at).and_then(|m| s.index_of(m)) {
                 out.push((i, a.name.clone()));
             }

@@ -17,7 +17,10 @@ use crate::web::auth::Operator;
 use crate::web::extract::{AppPath, AppQuery};
 
 use super::session::{Action, Button, see_other};
-use super::view::{Chrome, Page, PageResult, Pager, Pill, date_time, duration, outcome_code, page_err, pill, short_ts};
+use super::view::{
+    Chrome, Page, PageResult, Pager, Pill, date_time, duration, outcome_code, page_err, pill,
+    short_ts,
+};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -63,7 +66,11 @@ struct SchedulesPage {
 
 const PER_PAGE: usize = 50;
 
-async fn list(State(state): State<AppState>, session: Session, AppQuery(q): AppQuery<ListQuery>) -> PageResult {
+async fn list(
+    State(state): State<AppState>,
+    session: Session,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> PageResult {
     let now = state.clock.now();
     let all = state.scheduler.schedules.list().map_err(page_err)?;
     let page = q.page.unwrap_or(1).max(1);
@@ -92,7 +99,10 @@ async fn list(State(state): State<AppState>, session: Session, AppQuery(q): AppQ
                     .as_array()
                     .map(|a| a.iter().filter_map(|t| t.as_str()).map(short_ts).collect())
                     .unwrap_or_default(),
-                last: s.last_run_at.map(|t| date_time(time(t))).unwrap_or_else(|| "never".into()),
+                last: s
+                    .last_run_at
+                    .map(|t| date_time(time(t)))
+                    .unwrap_or_else(|| "never".into()),
                 last_job: s.last_job_id.clone().unwrap_or_default(),
                 runs: s.runs,
                 source: s.source.clone(),
@@ -108,10 +118,21 @@ async fn list(State(state): State<AppState>, session: Session, AppQuery(q): AppQ
         older: (page * PER_PAGE < total).then(|| format!("/dashboard/schedules?page={}", page + 1)),
     };
     let page = SchedulesPage {
-        chrome: Chrome::new(&state, &session, "schedules", "Schedules", q.notice.as_deref()),
+        chrome: Chrome::new(
+            &state,
+            &session,
+            "schedules",
+            "Schedules",
+            q.notice.as_deref(),
+        ),
         rows,
         pager,
-        sched: pill(if run_state == "running" { "ok" } else { &run_state }).with_word(&run_state),
+        sched: pill(if run_state == "running" {
+            "ok"
+        } else {
+            &run_state
+        })
+        .with_word(&run_state),
         sched_note: format!(
             "last tick {} ago · ticks every {} s · {} ticks since start",
             duration(age),
@@ -126,32 +147,88 @@ async fn list(State(state): State<AppState>, session: Session, AppQuery(q): AppQ
 use super::session::Session;
 
 fn back(answer: &Response, ok: &'static str) -> Response {
-    see_other(&format!("/dashboard/schedules?notice={}", outcome_code(answer.status(), ok)))
+    see_other(&format!(
+        "/dashboard/schedules?notice={}",
+        outcome_code(answer.status(), ok)
+    ))
 }
 
-async fn run(State(state): State<AppState>, origin: Origin, AppPath(name): AppPath<String>, Action { session, .. }: Action<Button>) -> Response {
-    let a = api::schedules::run(State(state), Operator(session.caller), origin, AppPath(name)).await;
+async fn run(
+    State(state): State<AppState>,
+    origin: Origin,
+    AppPath(name): AppPath<String>,
+    Action { session, .. }: Action<Button>,
+) -> Response {
+    let a = api::schedules::run(
+        State(state),
+        Operator(session.caller),
+        origin,
+        AppPath(name),
+    )
+    .await;
     back(&a, "ran")
 }
 
-async fn pause(State(state): State<AppState>, origin: Origin, AppPath(name): AppPath<String>, Action { session, .. }: Action<Button>) -> Response {
-    let a = api::schedules::pause(State(state), Operator(session.caller), origin, AppPath(name)).await;
+async fn pause(
+    State(state): State<AppState>,
+    origin: Origin,
+    AppPath(name): AppPath<String>,
+    Action { session, .. }: Action<Button>,
+) -> Response {
+    let a = api::schedules::pause(
+        State(state),
+        Operator(session.caller),
+        origin,
+        AppPath(name),
+    )
+    .await;
     back(&a, "paused")
 }
 
-async fn resume(State(state): State<AppState>, origin: Origin, AppPath(name): AppPath<String>, Action { session, .. }: Action<Button>) -> Response {
-    let a = api::schedules::resume(State(state), Operator(session.caller), origin, AppPath(name)).await;
+async fn resume(
+    State(state): State<AppState>,
+    origin: Origin,
+    AppPath(name): AppPath<String>,
+    Action { session, .. }: Action<Button>,
+) -> Response {
+    let a = api::schedules::resume(
+        State(state),
+        Operator(session.caller),
+        origin,
+        AppPath(name),
+    )
+    .await;
     back(&a, "resumed")
 }
 
 /// The scheduler's pause, resume and restart (the runbook's "Restart Scheduler").
-async fn scheduler(State(state): State<AppState>, origin: Origin, AppPath(action): AppPath<String>, Action { session, .. }: Action<Button>) -> Response {
+async fn scheduler(
+    State(state): State<AppState>,
+    origin: Origin,
+    AppPath(action): AppPath<String>,
+    Action { session, .. }: Action<Button>,
+) -> Response {
     let op = Operator(session.caller);
     let (a, code) = match action.as_str() {
-        "pause" => (api::scheduler::pause(State(state), op, origin).await, "paused"),
-        "resume" => (api::scheduler::resume(State(state), op, origin).await, "resumed"),
-        "restart" => (api::scheduler::restart(State(state), op, origin).await, "restarted"),
-        _ => return super::view::ErrorPage::new(axum::http::StatusCode::NOT_FOUND, "No such scheduler action.").into_response(),
+        "pause" => (
+            api::scheduler::pause(State(state), op, origin).await,
+            "paused",
+        ),
+        "resume" => (
+            api::scheduler::resume(State(state), op, origin).await,
+            "resumed",
+        ),
+        "restart" => (
+            api::scheduler::restart(State(state), op, origin).await,
+            "restarted",
+        ),
+        _ => {
+            return super::view::ErrorPage::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "No such scheduler action.",
+            )
+            .into_response();
+        }
     };
     back(&a, code)
 }

@@ -201,7 +201,9 @@ impl Session {
 pub fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n)
-            if (n == "/dashboard" || n.starts_with("/dashboard/") || n.starts_with("/dashboard?"))
+            if (n == "/dashboard"
+                || n.starts_with("/dashboard/")
+                || n.starts_with("/dashboard?"))
                 && !n.contains("//")
                 && !n.contains('\\')
                 && n.chars().all(|c| c.is_ascii_graphic()) =>
@@ -292,9 +294,9 @@ impl<T: CsrfForm + Send> FromRequest<AppState> for Action<T> {
         let (mut parts, body) = req.into_parts();
         let session = Session::from_request_parts(&mut parts, state).await?;
         let req = Request::from_parts(parts, body);
-        let Form(form) = Form::<T>::from_request(req, state).await.map_err(|e| {
-            ErrorPage::new(StatusCode::BAD_REQUEST, &e.body_text()).into_response()
-        })?;
+        let Form(form) = Form::<T>::from_request(req, state)
+            .await
+            .map_err(|e| ErrorPage::new(StatusCode::BAD_REQUEST, &e.body_text()).into_response())?;
         if !session.check_csrf(form.csrf()) {
             return Err(ErrorPage::new(
                 StatusCode::FORBIDDEN,
@@ -305,7 +307,10 @@ impl<T: CsrfForm + Send> FromRequest<AppState> for Action<T> {
         if !session.can(Need::Operator) {
             return Err(ErrorPage::new(
                 StatusCode::FORBIDDEN,
-                &format!("Role {} may not do this (needs operator).", session.caller.role),
+                &format!(
+                    "Role {} may not do this (needs operator).",
+                    session.caller.role
+                ),
             )
             .into_response());
         }
@@ -375,7 +380,10 @@ mod tests {
 
     #[test]
     fn next_stays_on_the_dashboard() {
-        assert_eq!(safe_next(Some("/dashboard/jobs?status=dead")), "/dashboard/jobs?status=dead");
+        assert_eq!(
+            safe_next(Some("/dashboard/jobs?status=dead")),
+            "/dashboard/jobs?status=dead"
+        );
         assert_eq!(safe_next(Some("https://evil.example/")), "/dashboard");
         assert_eq!(safe_next(Some("/dashboard//evil.example")), "/dashboard");
         assert_eq!(safe_next(Some("/dashboardx")), "/dashboard");

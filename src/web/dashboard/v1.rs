@@ -49,11 +49,19 @@ struct V1Page {
     audit: Vec<AuditRow>,
 }
 
-async fn show(State(state): State<AppState>, session: Session, AppQuery(q): AppQuery<V1Query>) -> PageResult {
+async fn show(
+    State(state): State<AppState>,
+    session: Session,
+    AppQuery(q): AppQuery<V1Query>,
+) -> PageResult {
     let now = state.clock.now();
     let now_ms = ms(now);
     let components = crate::web::api::status::components(&state);
-    let overall = components.iter().map(|(_, c)| c.status).max().unwrap_or(Health::Healthy);
+    let overall = components
+        .iter()
+        .map(|(_, c)| c.status)
+        .max()
+        .unwrap_or(Health::Healthy);
     let word = |h: Health| match h {
         Health::Healthy => "healthy",
         Health::Degraded => "degraded",
@@ -61,13 +69,19 @@ async fn show(State(state): State<AppState>, session: Session, AppQuery(q): AppQ
     };
     let f = state.slo.figures().map_err(page_err)?;
     let slo = vec![
-        ("Error budget remaining", format!("{:.2}%", f.budget.remaining_pct)),
+        (
+            "Error budget remaining",
+            format!("{:.2}%", f.budget.remaining_pct),
+        ),
         ("Availability", format!("{:.3}%", f.availability_pct)),
         ("Uptime", format!("{:.3}%", f.uptime_pct)),
         ("P95 latency", format!("{:.0} ms", f.latency_p95_ms)),
         ("Error rate", format!("{:.3}%", f.error_rate_pct)),
         ("Webhook success", format!("{:.2}%", f.webhook_success_pct)),
-        ("Scheduler tick age", format!("{:.0} s", f.scheduler_tick_age_secs)),
+        (
+            "Scheduler tick age",
+            format!("{:.0} s", f.scheduler_tick_age_secs),
+        ),
         ("Requests in window", int(f.requests)),
     ];
     let j = &state.jobs;
@@ -98,7 +112,11 @@ async fn show(State(state): State<AppState>, session: Session, AppQuery(q): AppQ
             .collect(),
         slo,
         counts,
-        stuck: stuck.iter().take(100).map(|x| JobRow::of(x, now_ms)).collect(),
+        stuck: stuck
+            .iter()
+            .take(100)
+            .map(|x| JobRow::of(x, now_ms))
+            .collect(),
         jobs: list.iter().map(|x| JobRow::of(x, now_ms)).collect(),
         older: next.map(|c| format!("/dashboard/v1{}", query(&[("cursor", c.as_str())]))),
         audit: audit.iter().map(AuditRow::from_event).collect(),

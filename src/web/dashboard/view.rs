@@ -115,13 +115,22 @@ pub(super) fn notice(code: Option<&str>) -> Option<Notice> {
     let (ok, text) = match code? {
         "retried" => (true, "Job re-queued. It runs at the next claim."),
         "cancelled" => (true, "Job cancelled."),
-        "bulk_retried" => (true, "Dead jobs re-queued (recorded in the audit log as job.retry_bulk)."),
+        "bulk_retried" => (
+            true,
+            "Dead jobs re-queued (recorded in the audit log as job.retry_bulk).",
+        ),
         "ran" => (true, "Schedule fired: its job is queued."),
         "paused" => (true, "Paused."),
         "resumed" => (true, "Resumed."),
         "restarted" => (true, "Scheduler restarted."),
-        "confirm" => (false, "Tick the confirmation box first: nothing was changed."),
-        "conflict" => (false, "Refused: the job is not in a state that allows this. Nothing was changed."),
+        "confirm" => (
+            false,
+            "Tick the confirmation box first: nothing was changed.",
+        ),
+        "conflict" => (
+            false,
+            "Refused: the job is not in a state that allows this. Nothing was changed.",
+        ),
         "not_found" => (false, "Not found: it may have been pruned."),
         "failed" => (false, "The action failed; see the audit log."),
         _ => return None,
@@ -158,7 +167,13 @@ pub(super) struct Chrome {
 }
 
 impl Chrome {
-    pub(super) fn new(state: &AppState, s: &Session, active: &str, title: &str, notice_code: Option<&str>) -> Chrome {
+    pub(super) fn new(
+        state: &AppState,
+        s: &Session,
+        active: &str,
+        title: &str,
+        notice_code: Option<&str>,
+    ) -> Chrome {
         let firing = state.alerts.firing().len();
         Chrome {
             title: title.to_string(),
@@ -323,7 +338,6 @@ pub(super) fn query(pairs: &[(&str, &str)]) -> String {
         format!("?{}", parts.join("&"))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
