@@ -22,12 +22,18 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let jobs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let events: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let events: usize = args
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(40);
     let tmp = tempfile::tempdir()?;
-    let env = [("DASHBOARD_KEY".to_string(), "bench-admin-key-0123456789abcdef".to_string())]
-        .into_iter()
-        .collect();
+    let env = [(
+        "DASHBOARD_KEY".to_string(),
+        "bench-admin-key-0123456789abcdef".to_string(),
+    )]
+    .into_iter()
+    .collect();
     let sargs = ServeArgs {
         home: HomeArg {
             home: Some(tmp.path().to_path_buf()),
@@ -37,7 +43,12 @@ async fn main() -> anyhow::Result<()> {
     let state = AppState::open(Config::from_sources(&sargs, &env)?)?;
 
     let t = Instant::now();
-    let kinds = ["email.send_receipt", "report.daily_digest", "crm.sync_contacts", "webhook.deliver"];
+    let kinds = [
+        "email.send_receipt",
+        "report.daily_digest",
+        "crm.sync_contacts",
+        "webhook.deliver",
+    ];
     let queues = ["default", "payments", "notifications"];
     for i in 0..jobs {
         state.jobs.enqueue(NewJob {
@@ -77,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
                 let ok = i % 100 != 0;
                 audit
                     .record(NewEvent {
-                        action: if ok { "job.retry".into() } else { "auth.failed".into() },
+                        action: if ok {
+                            "job.retry".into()
+                        } else {
+                            "auth.failed".into()
+                        },
                         target: format!("bench:{w}/{i}"),
                         ok,
                         status: if ok { 200 } else { 401 },
@@ -92,7 +107,10 @@ async fn main() -> anyhow::Result<()> {
     for h in handles {
         h.await?;
     }
-    println!("{events} audit events in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "{events} audit events in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -105,7 +123,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let cookie = format!(
         "ep_session={}",
-        state.session_key.issue(&caller, state.clock.now().timestamp())
+        state
+            .session_key
+            .issue(&caller, state.clock.now().timestamp())
     );
     let some_job = state
         .jobs
@@ -128,7 +148,10 @@ async fn main() -> anyhow::Result<()> {
         "/dashboard/alerts".into(),
         "/dashboard/v1".into(),
     ];
-    println!("{:<36} {:>8} {:>8} {:>8}", "page", "p50 ms", "p95 ms", "max ms");
+    println!(
+        "{:<36} {:>8} {:>8} {:>8}",
+        "page", "p50 ms", "p95 ms", "max ms"
+    );
     for p in &pages {
         let mut times = Vec::with_capacity(rounds);
         for _ in 0..rounds {

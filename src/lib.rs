@@ -18,7 +18,8 @@
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
 //! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
-//! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
+//! - [`web`]         HTTP only: `web::api` (one module per resource), `web::dashboard`
+//!   (the v2 and v1 pages, sessions, CSRF, static assets), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
 
