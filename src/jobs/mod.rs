@@ -9,6 +9,8 @@
 //!   index entry: sled's remove is atomic, so exactly one claimer gets it.
 //! - `jobs_sched`: `run_at id` for scheduled jobs (delayed or backing off).
 //! - `jobs_running`: `id` for running jobs (stuck detection scans only these).
+//! - `jobs_stuck`: `id` for jobs marked stuck (the stuck list and its re-queue read
+//!   these instead of every record).
 //!
 //! Writers here do not sync; the caller calls `store.sync()` (group commit) before it
 //! answers, so one sync covers every write of a request.
@@ -175,6 +177,7 @@ pub struct Jobs {
     ready: Table<Marker>,
     sched: Table<Marker>,
     running: Table<Marker>,
+    stuck: Table<Marker>,
     unique: Table<UniqueHolder>,
     clock: Clock,
     counts: Arc<Mutex<Counts>>,
@@ -258,6 +261,7 @@ impl Jobs {
             ready: store.table("jobs_ready")?,
             sched: store.table("jobs_sched")?,
             running: store.table("jobs_running")?,
+            stuck: store.table("jobs_stuck")?,
             unique: store.table("jobs_unique")?,
             clock,
             counts: Arc::default(),
@@ -275,6 +279,7 @@ impl Jobs {
         self.ready.clear()?;
         self.sched.clear()?;
         self.running.clear()?;
+        self.stuck.clear()?;
         let now = ms(self.clock.now());
         let mut counts = Counts::new();
         let mut pairs = BTreeSet::new();
@@ -299,6 +304,7 @@ impl Jobs {
                 Status::Queued => self.ready.insert(ready_key(&job, &id), &Marker {})?,
                 Status::Scheduled => self.sched.insert(sched_key(job.run_at, &id), &Marker {})?,
                 Status::Running => self.running.insert(id, &Marker {})?,
+                Status::Stuck => self.stuck.insert(id, &Marker {})?,
                 _ => {}
             }
             *counts
@@ -421,12 +427,12 @@ impl Jobs {
                 out.push(j);
             }
         }
-        if self.count(Status::Stuck) > 0 {
-            for entry in self.jobs.iter() {
-                let (_, j) = entry?;
-                if j.status == Status::Stuck {
-                    out.push(j);
-                }
+        for entry in self.stuck.iter() {
+            let (key, _) = entry?;
+            if let Some(j) = self.jobs.get(&key)?
+                && j.status == Status::Stuck
+            {
+                out.push(j);
             }
         }
         Ok(out)
@@ -607,6 +613,12 @@ impl Jobs {
         }
         if old.status == Status::Running && new.status != Status::Running {
             self.running.remove(key)?;
+        }
+        if old.status == Status::Stuck && new.status != Status::Stuck {
+            self.stuck.remove(key)?;
+        }
+        if new.status == Status::Stuck && old.status != Status::Stuck {
+            self.stuck.insert(key, &Marker {})?;
         }
         if new.status == Status::Queued && old.status != Status::Queued {
             self.ready.insert(ready_key(new, key), &Marker {})?;
@@ -990,11 +1002,10 @@ impl Jobs {
         }
         let limit = now - (after_secs as i64) * 1000;
         let ids: Vec<String> = self
-            .jobs
+            .stuck
             .iter()
             .filter_map(|r| match r {
-                Ok((_, j)) if j.status == Status::Stuck => Some(Ok(j.id)),
-                Ok(_) => None,
+                Ok((k, _)) => uuid::Uuid::from_slice(&k).ok().map(|u| Ok(u.to_string())),
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_, _>>()?;
