@@ -465,3 +465,69 @@ async fn static_assets_are_cached_by_hash_and_traversal_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn schedules_run_now_pause_and_resume_from_their_page() {
+    let app = TestApp::spawn().await;
+    let (s, v) = app
+        .create_schedule(
+            json!({"name": "nightly-digest", "cron": "0 3 * * *", "kind": "report.daily_digest"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get("/dashboard/schedules").await;
+    assert!(page.body.contains("nightly-digest") && page.body.contains("Run now"));
+    let csrf = page.csrf();
+    let r = op
+        .post(
+            "/dashboard/schedules/nightly-digest/run",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/schedules?notice=ran");
+    let list = app.schedules().await;
+    assert_eq!(list["schedules"][0]["runs"], 1, "{list}");
+    let r = op
+        .post(
+            "/dashboard/schedules/nightly-digest/pause",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/schedules?notice=paused");
+    assert_eq!(app.schedules().await["schedules"][0]["state"], "paused");
+    let page = op.get("/dashboard/schedules").await;
+    assert!(
+        page.body.contains(">Resume<"),
+        "a paused schedule offers Resume"
+    );
+    op.post(
+        "/dashboard/schedules/nightly-digest/resume",
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(app.schedules().await["schedules"][0]["state"], "active");
+    // An unknown schedule: the API's 404, as a notice.
+    let r = op
+        .post("/dashboard/schedules/nope/run", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.location(), "/dashboard/schedules?notice=not_found");
+    // The scheduler itself.
+    let r = op
+        .post("/dashboard/scheduler/pause", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(app.state.scheduler.is_paused());
+    op.post("/dashboard/scheduler/resume", &[("csrf", &csrf)])
+        .await;
+    assert!(!app.state.scheduler.is_paused());
+    let lines = app.audit_lines().await;
+    for action in [
+        "schedule.run",
+        "schedule.pause",
+        "schedule.resume",
+        "scheduler.pause",
+    ] {
+        assert!(lines.iter().any(|l| l["action"] == action), "{action}");
+    }
+}

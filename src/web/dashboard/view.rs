@@ -357,6 +357,31 @@ mod tests {
         assert_eq!(query(&[("status", "dead"), ("queue", "")]), "?status=dead");
     }
 
+    struct Broken;
+    impl std::fmt::Display for Broken {
+        fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            Err(std::fmt::Error)
+        }
+    }
+
+    #[derive(Template)]
+    #[template(source = "<p>{{ broken }}</p>", ext = "html")]
+    struct BrokenPage {
+        broken: Broken,
+    }
+
+    #[test]
+    fn a_render_error_is_a_500_page() {
+        let resp = Page(BrokenPage { broken: Broken }).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            resp.headers()[axum::http::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+
     #[test]
     fn notices_come_from_a_fixed_list() {
         assert!(notice(Some("retried")).unwrap().ok);
