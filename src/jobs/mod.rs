@@ -9,8 +9,8 @@
 //!   index entry: sled's remove is atomic, so exactly one claimer gets it.
 //! - `jobs_sched`: `run_at id` for scheduled jobs (delayed or backing off).
 //! - `jobs_running`: `id` for running jobs (stuck detection scans only these).
-//! - `jobs_stuck`: `id` for jobs marked stuck (the stuck list and its re-queue read
-//!   these instead of every record).
+//! - `jobs_status`: `status id` for every job, so a list of one status (the dead, the
+//!   stuck) reads only those instead of every record.
 //!
 //! Writers here do not sync; the caller calls `store.sync()` (group commit) before it
 //! answers, so one sync covers every write of a request.
@@ -177,7 +177,7 @@ pub struct Jobs {
     ready: Table<Marker>,
     sched: Table<Marker>,
     running: Table<Marker>,
-    stuck: Table<Marker>,
+    by_status: Table<Marker>,
     unique: Table<UniqueHolder>,
     clock: Clock,
     counts: Arc<Mutex<Counts>>,
@@ -191,6 +191,14 @@ pub struct Jobs {
     pub ready_notify: Arc<Notify>,
     /// Tests fix the random part of the backoff; `u64::MAX` means random.
     jitter: Arc<AtomicU64>,
+}
+
+/// The `jobs_status` key: the status's place in [`Status::ALL`], then the id.
+fn status_key(status: Status, id: &[u8; 16]) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = Status::ALL.iter().position(|s| *s == status).unwrap_or(0) as u8;
+    k[1..].copy_from_slice(id);
+    k
 }
 
 fn id_bytes(id: &str) -> Result<[u8; 16], JobError> {
@@ -261,7 +269,7 @@ impl Jobs {
             ready: store.table("jobs_ready")?,
             sched: store.table("jobs_sched")?,
             running: store.table("jobs_running")?,
-            stuck: store.table("jobs_stuck")?,
+            by_status: store.table("jobs_status")?,
             unique: store.table("jobs_unique")?,
             clock,
             counts: Arc::default(),
@@ -279,7 +287,7 @@ impl Jobs {
         self.ready.clear()?;
         self.sched.clear()?;
         self.running.clear()?;
-        self.stuck.clear()?;
+        self.by_status.clear()?;
         let now = ms(self.clock.now());
         let mut counts = Counts::new();
         let mut pairs = BTreeSet::new();
@@ -304,9 +312,10 @@ impl Jobs {
                 Status::Queued => self.ready.insert(ready_key(&job, &id), &Marker {})?,
                 Status::Scheduled => self.sched.insert(sched_key(job.run_at, &id), &Marker {})?,
                 Status::Running => self.running.insert(id, &Marker {})?,
-                Status::Stuck => self.stuck.insert(id, &Marker {})?,
                 _ => {}
             }
+            self.by_status
+                .insert(status_key(job.status, &id), &Marker {})?;
             *counts
                 .entry((job.queue.clone(), job.kind.clone(), job.status))
                 .or_default() += 1;
@@ -350,6 +359,26 @@ impl Jobs {
 
     // ----- reading -----
 
+    /// The `jobs_status` entries of `status`, oldest id first; with `before`, only ids
+    /// below it (a list's cursor).
+    fn with_status(
+        &self,
+        status: Status,
+        before: Option<[u8; 16]>,
+    ) -> impl DoubleEndedIterator<Item = Result<(Vec<u8>, Marker), crate::store::StoreError>> + use<>
+    {
+        let lo = status_key(status, &[0u8; 16]);
+        let hi = match before {
+            Some(id) => status_key(status, &id).to_vec(),
+            None => {
+                let mut k = status_key(status, &[0xff; 16]).to_vec();
+                k.push(0xff);
+                k
+            }
+        };
+        self.by_status.range(lo.to_vec()..hi)
+    }
+
     pub fn get(&self, id: &str) -> Result<Job, JobError> {
         let key = id_bytes(id)?;
         self.jobs
@@ -373,8 +402,26 @@ impl Jobs {
         };
         let mut out = Vec::new();
         let mut more = false;
-        for entry in self.jobs.range(..upper).rev() {
-            let (_, job) = entry?;
+        let records: Box<dyn Iterator<Item = Result<Job, JobError>>> = match filter.status {
+            // One status: walk its index, newest first, and read only those records.
+            Some(st) if !filter.failed => {
+                let before = <[u8; 16]>::try_from(&upper[..16])
+                    .ok()
+                    .filter(|_| cursor.is_some());
+                Box::new(self.with_status(st, before).rev().filter_map(|r| match r {
+                    Ok((k, _)) => self.jobs.get(&k[1..]).map_err(JobError::from).transpose(),
+                    Err(e) => Some(Err(e.into())),
+                }))
+            }
+            _ => Box::new(
+                self.jobs
+                    .range(..upper)
+                    .rev()
+                    .map(|r| r.map(|(_, j)| j).map_err(JobError::from)),
+            ),
+        };
+        for job in records {
+            let job = job?;
             if !filter.matches(&job) {
                 continue;
             }
@@ -427,9 +474,9 @@ impl Jobs {
                 out.push(j);
             }
         }
-        for entry in self.stuck.iter() {
+        for entry in self.with_status(Status::Stuck, None) {
             let (key, _) = entry?;
-            if let Some(j) = self.jobs.get(&key)?
+            if let Some(j) = self.jobs.get(&key[1..])?
                 && j.status == Status::Stuck
             {
                 out.push(j);
@@ -551,6 +598,7 @@ impl Jobs {
             }
         }
         self.jobs.insert(id, &job)?;
+        self.by_status.insert(status_key(status, &id), &Marker {})?;
         match status {
             Status::Queued => self.ready.insert(ready_key(&job, &id), &Marker {})?,
             _ => self.sched.insert(sched_key(run_at, &id), &Marker {})?,
@@ -614,11 +662,10 @@ impl Jobs {
         if old.status == Status::Running && new.status != Status::Running {
             self.running.remove(key)?;
         }
-        if old.status == Status::Stuck && new.status != Status::Stuck {
-            self.stuck.remove(key)?;
-        }
-        if new.status == Status::Stuck && old.status != Status::Stuck {
-            self.stuck.insert(key, &Marker {})?;
+        if old.status != new.status {
+            self.by_status.remove(status_key(old.status, key))?;
+            self.by_status
+                .insert(status_key(new.status, key), &Marker {})?;
         }
         if new.status == Status::Queued && old.status != Status::Queued {
             self.ready.insert(ready_key(new, key), &Marker {})?;
@@ -1002,10 +1049,11 @@ impl Jobs {
         }
         let limit = now - (after_secs as i64) * 1000;
         let ids: Vec<String> = self
-            .stuck
-            .iter()
+            .with_status(Status::Stuck, None)
             .filter_map(|r| match r {
-                Ok((k, _)) => uuid::Uuid::from_slice(&k).ok().map(|u| Ok(u.to_string())),
+                Ok((k, _)) => uuid::Uuid::from_slice(&k[1..])
+                    .ok()
+                    .map(|u| Ok(u.to_string())),
                 Err(e) => Some(Err(e)),
             })
             .collect::<Result<_, _>>()?;
@@ -1052,6 +1100,9 @@ impl Jobs {
         for (key, job) in old {
             if self.jobs.compare_and_swap(&key, Some(&job), None)? == Cas::Swapped {
                 n += 1;
+                if let Ok(id) = <[u8; 16]>::try_from(key.as_slice()) {
+                    self.by_status.remove(status_key(job.status, &id))?;
+                }
                 self.bump(&job.queue, &job.kind, Some(job.status), None);
                 if let Some(u) = &job.unique_key {
                     let holder = UniqueHolder { id: job.id.clone() };
