@@ -162,9 +162,11 @@ async fn main() -> anyhow::Result<()> {
                 .send()
                 .await?;
             let status = r.status();
+            let landed = r.url().path().to_string();
             let _ = r.bytes().await?;
             times.push(t.elapsed());
             assert!(status.is_success(), "{p}: {status}");
+            assert!(p.starts_with(&landed), "{p} was redirected to {landed}");
         }
         times.sort();
         println!(
