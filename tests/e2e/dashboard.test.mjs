@@ -136,6 +136,7 @@ test("operator: overview, retry a stuck job, same counts on v1, axe on every pag
   await page.goto(base + "/dashboard/jobs?status=stuck");
   await page.click(`a[href="/dashboard/jobs/${stuckId}"]`);
   await axe(page, "job");
+  await page.screenshot({ path: join(ARTIFACTS, "job-1280.png"), fullPage: true });
   assert.match(await page.locator("h1").innerText(), new RegExp(stuckId));
   await Promise.all([page.waitForURL(/notice=retried/), page.click("button:has-text('Retry')")]);
   assert.match(await page.locator(".notice").innerText(), /re-queued/);
