@@ -28,11 +28,13 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(1_000_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(40);
     let tmp = tempfile::tempdir()?;
-    let env = [(
-        "DASHBOARD_KEY".to_string(),
-        "bench-admin-key-0123456789abcdef".to_string(),
-    )]
+    // No rate limit: the rounds would pass the default 600 requests a minute.
+    let env = [
+        ("DASHBOARD_KEY", "bench-admin-key-0123456789abcdef"),
+        ("RATE_LIMIT_PER_MIN", "0"),
+    ]
     .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let sargs = ServeArgs {
         home: HomeArg {
