@@ -162,8 +162,13 @@ pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
             let logs = dir.join("logs");
             let audit = match Store::open(&dir) {
                 Ok(store) => Some(
-                    crate::audit::Audit::open_for_verify(&store, &logs)
-                        .context("while opening the audit trail")?,
+                    crate::audit::Audit::open_for_verify(
+                        std::sync::Arc::new(crate::store::sled_impl::audit::SledAudit::open(
+                            &store,
+                        )?),
+                        &logs,
+                    )
+                    .context("while opening the audit trail")?,
                 ),
                 Err(StoreError::AlreadyRunning { .. }) => {
                     println!(
@@ -186,10 +191,10 @@ pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
             if let Some(n) = report.store_events {
                 println!("ok: store chain intact: {n} events; every file line matches the store");
             }
-            if report.first_seq.is_some_and(|s| s > 1) {
+            if report.pruned_through > 0 {
                 println!(
-                    "note: the files start at seq {} (older archives were removed)",
-                    report.first_seq.unwrap_or(0)
+                    "note: seq 1..{} were pruned by log retention",
+                    report.pruned_through
                 );
             }
         }

@@ -8,7 +8,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::slo::alerts::AlertState;
 use crate::web::extract::AppQuery;
 

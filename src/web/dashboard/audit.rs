@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::audit::{Event, Filter};
 use crate::clock::rfc3339;
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::web::extract::AppQuery;
 
 use super::session::Session;

@@ -5,20 +5,22 @@
 
 use askama::Template;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::error::AppError;
+use crate::web::error::AppError;
 use crate::jobs::model::{ms, time};
 use crate::jobs::{Filter, Job, Status};
 use crate::web::access::Origin;
 use crate::web::api;
 use crate::web::auth::Operator;
-use crate::web::extract::{AppPath, AppQuery};
+use crate::store::Commit;
+use crate::web::audit::audited;
+use crate::web::extract::{AppPath, AppQuery, MaybeJson};
 
 use super::session::{Action, Button, CsrfForm, Session, safe_next, see_other};
 use super::view::{
@@ -458,12 +460,22 @@ async fn retry_dead(
     if !form.kind.trim().is_empty() {
         body["kind"] = form.kind.trim().into();
     }
-    let answer = api::jobs::retry_bulk(
-        State(state),
-        Operator(session.caller),
-        origin,
-        Bytes::from(body.to_string()),
-    )
-    .await;
+    // The form's fields pass the API body's own checks (queue and kind names).
+    let answer = match serde_json::from_value::<api::jobs::RetryBulk>(body) {
+        Ok(body) => {
+            api::jobs::retry_bulk(
+                State(state),
+                Operator(session.caller),
+                origin,
+                MaybeJson(body),
+            )
+            .await
+        }
+        Err(e) => {
+            let target = format!("jobs status=dead queue={} kind={}", form.queue, form.kind);
+            let refused = Err::<(StatusCode, (), Commit), _>(AppError::bad_request(e.to_string()));
+            audited(&state, origin, &session.caller, "job.retry_bulk", target, refused).await
+        }
+    };
     back_to(Some(&to), fallback, &answer, "bulk_retried")
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::audit::NewEvent;
 use crate::auth::{Caller, Need};
-use crate::error::ErrorMessage;
+use crate::web::error::ErrorMessage;
 use crate::web::access::{FailedLogin, Origin};
 
 use super::assets;

@@ -25,10 +25,13 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::app::AppState;
+use crate::ratelimit::Class;
+use crate::web::access::ClassLayer;
 
 pub use session::SessionKey;
 
-/// Every dashboard route, with the security headers.
+/// Every dashboard route, with the security headers, in the general rate-limit class.
+/// Plain axum routes: HTML pages are not part of the OpenAPI document.
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(login::router())
@@ -39,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .merge(alerts::router())
         .merge(v1::router())
         .merge(assets::router())
+        .route_layer(ClassLayer(Class::General))
         .layer(axum::middleware::from_fn(security_headers))
 }
 

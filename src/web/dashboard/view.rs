@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use crate::app::AppState;
 use crate::auth::Need;
 use crate::build_info;
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 use super::assets;
 use super::session::Session;
@@ -66,7 +66,7 @@ impl IntoResponse for ErrorPage {
         });
         let mut resp = (status, Html(body)).into_response();
         resp.extensions_mut()
-            .insert(crate::error::ErrorMessage(self.message));
+            .insert(crate::web::error::ErrorMessage(self.message));
         resp
     }
 }
