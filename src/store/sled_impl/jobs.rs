@@ -407,9 +407,9 @@ impl JobStore for SledJobs {
 
     fn list(&self, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page, JobError> {
         let upper = match cursor {
-            Some(c) => Some(
-                id_bytes(c).map_err(|_| JobError::Invalid("cursor: not a job id".into()))?,
-            ),
+            Some(c) => {
+                Some(id_bytes(c).map_err(|_| JobError::Invalid("cursor: not a job id".into()))?)
+            }
             None => None,
         };
         let mut out = Vec::new();

@@ -8,8 +8,8 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::web::error::AppError;
 use crate::slo::alerts::AlertState;
+use crate::web::error::AppError;
 use crate::web::extract::AppQuery;
 
 use super::session::Session;

@@ -12,14 +12,14 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::web::error::AppError;
 use crate::jobs::model::{ms, time};
 use crate::jobs::{Filter, Job, Status};
+use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api;
-use crate::web::auth::Operator;
-use crate::store::Commit;
 use crate::web::audit::audited;
+use crate::web::auth::Operator;
+use crate::web::error::AppError;
 use crate::web::extract::{AppPath, AppQuery, MaybeJson};
 
 use super::session::{Action, Button, CsrfForm, Session, safe_next, see_other};
@@ -474,7 +474,15 @@ async fn retry_dead(
         Err(e) => {
             let target = format!("jobs status=dead queue={} kind={}", form.queue, form.kind);
             let refused = Err::<(StatusCode, (), Commit), _>(AppError::bad_request(e.to_string()));
-            audited(&state, origin, &session.caller, "job.retry_bulk", target, refused).await
+            audited(
+                &state,
+                origin,
+                &session.caller,
+                "job.retry_bulk",
+                target,
+                refused,
+            )
+            .await
         }
     };
     back_to(Some(&to), fallback, &answer, "bulk_retried")

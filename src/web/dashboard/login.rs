@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::audit::NewEvent;
 use crate::auth::{Caller, Need};
-use crate::web::error::ErrorMessage;
 use crate::web::access::{FailedLogin, Origin};
+use crate::web::error::ErrorMessage;
 
 use super::assets;
 use super::session::{
