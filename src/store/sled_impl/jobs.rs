@@ -598,4 +598,51 @@ mod tests {
             Some(&1)
         );
     }
+
+    #[test]
+    fn a_one_status_list_follows_the_status_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let jobs = SledJobs::open(&store).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let id = uuid::Uuid::now_v7().to_string();
+            let j = NewJob {
+                kind: "k".into(),
+                ..NewJob::default()
+            };
+            let _ = jobs
+                .insert(&transitions::new_job(j, id.clone(), 0).unwrap())
+                .unwrap();
+            ids.push(id);
+        }
+        for id in [&ids[1], &ids[3]] {
+            let _ = jobs
+                .update(id, &mut |j| transitions::cancelled(j, 1))
+                .unwrap();
+        }
+        let cancelled = Filter::status(Status::Cancelled);
+        let (page, next) = jobs.list(&cancelled, None, 1).unwrap();
+        assert_eq!(page.iter().map(|j| &j.id).collect::<Vec<_>>(), [&ids[3]]);
+        let (page, next) = jobs.list(&cancelled, next.as_deref(), 1).unwrap();
+        assert_eq!(page.iter().map(|j| &j.id).collect::<Vec<_>>(), [&ids[1]]);
+        assert_eq!(next, None);
+        let queued = jobs.ids(&Filter::status(Status::Queued), 10).unwrap();
+        assert_eq!(queued, [ids[0].clone(), ids[2].clone(), ids[4].clone()]);
+
+        // A job moved back leaves the old status's list; the index is rebuilt at open.
+        let _ = jobs
+            .update(&ids[3], &mut |j| transitions::retried(j, 2))
+            .unwrap();
+        let reopened = SledJobs::open(&store).unwrap();
+        let (page, _) = reopened.list(&cancelled, None, 10).unwrap();
+        assert_eq!(page.iter().map(|j| &j.id).collect::<Vec<_>>(), [&ids[1]]);
+        assert_eq!(
+            reopened
+                .ids(&Filter::status(Status::Queued), 10)
+                .unwrap()
+                .len(),
+            4
+        );
+    }
 }
