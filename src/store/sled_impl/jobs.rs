@@ -11,7 +11,7 @@
 //! - `jobs_status`: `status id` for every job, so a list of one status (the dead, the
 //!   stuck) reads only those records instead of every one.
 //!
-//! `jobs_unique` maps a unique key to the job holding it. A job changes by
+//! The key encodings are in `job_keys`. `jobs_unique` maps a unique key to the job holding it. A job changes by
 //! compare-and-swap on its record, retried on a concurrent change; the indexes follow.
 //! Counts per (queue, kind, status) are kept in memory (rebuilt at open), so stats,
 //! health and `/metrics` never walk the tree.
@@ -21,6 +21,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::job_keys::{id_bytes, ord_i64, pair_prefix, ready_key, sched_key, status_key};
 use crate::jobs::store::{Change, Counts, Inserted, JobStore, Page};
 use crate::jobs::{Filter, Job, JobError, Status};
 use crate::store::{Cas, Commit, Record, Store, StoreError, Table};
@@ -54,54 +55,6 @@ pub(crate) struct SledJobs {
     counts: Mutex<BTreeMap<(String, String, Status), i64>>,
     /// Every (queue, kind) that ever had a job: the claim's candidates.
     pairs: Mutex<BTreeSet<(String, String)>>,
-}
-
-/// The `jobs_status` key: the status's place in [`Status::ALL`], then the id.
-fn status_key(status: Status, id: &[u8; 16]) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[0] = Status::ALL.iter().position(|s| *s == status).unwrap_or(0) as u8;
-    k[1..].copy_from_slice(id);
-    k
-}
-
-fn id_bytes(id: &str) -> Result<[u8; 16], JobError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| *u.as_bytes())
-        .map_err(|_| JobError::NotFound(id.to_string()))
-}
-
-/// i64 → bytes that sort in numeric order.
-fn ord_i64(v: i64) -> [u8; 8] {
-    ((v as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-/// Higher priority sorts first.
-fn ord_priority(p: i32) -> [u8; 4] {
-    (!((p as u32) ^ 0x8000_0000)).to_be_bytes()
-}
-
-fn pair_prefix(queue: &str, kind: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(queue.len() + kind.len() + 2);
-    k.extend_from_slice(queue.as_bytes());
-    k.push(0);
-    k.extend_from_slice(kind.as_bytes());
-    k.push(0);
-    k
-}
-
-fn ready_key(j: &Job, id: &[u8; 16]) -> Vec<u8> {
-    let mut k = pair_prefix(&j.queue, &j.kind);
-    k.extend_from_slice(&ord_priority(j.priority));
-    k.extend_from_slice(&ord_i64(j.run_at));
-    k.extend_from_slice(id);
-    k
-}
-
-fn sched_key(run_at: i64, id: &[u8; 16]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(24);
-    k.extend_from_slice(&ord_i64(run_at));
-    k.extend_from_slice(id);
-    k
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -547,15 +500,6 @@ impl JobStore for SledJobs {
 mod tests {
     use super::*;
     use crate::jobs::{NewJob, transitions};
-
-    #[test]
-    fn key_orders() {
-        assert!(ord_priority(10) < ord_priority(0));
-        assert!(ord_priority(0) < ord_priority(-5));
-        assert!(ord_priority(i32::MAX) < ord_priority(i32::MIN));
-        assert!(ord_i64(-1) < ord_i64(0));
-        assert!(ord_i64(5) < ord_i64(1_000_000));
-    }
 
     #[test]
     fn indexes_are_rebuilt_from_the_records_at_open() {
