@@ -214,6 +214,7 @@ pub fn logs(home: HomeArg, action: LogsAction) -> anyhow::Result<()> {
             for f in [
                 logs.join("ndjson").join("audit.ndjson"),
                 logs.join("app.log"),
+                logs.join("stripe_webhooks.log"),
             ] {
                 match crate::logfile::archive_file(&f, &archive, now)
                     .with_context(|| format!("while rotating {}", f.display()))?

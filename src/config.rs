@@ -103,6 +103,12 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Rotate a log file past this size (`LOG_MAX_BYTES`).
     pub log_max_bytes: u64,
+    /// Refuse changes (503 "storage full") while the data disk has less free
+    /// (`STORE_MIN_FREE_BYTES`).
+    pub store_min_free_bytes: u64,
+    /// When the `disk` component turns degraded or unhealthy (`DISK_*_FREE_PCT`,
+    /// `DISK_*_FREE_BYTES`).
+    pub disk: crate::health::DiskRules,
     /// Scheduler tick interval (`SCHEDULER_TICK_SECS`).
     pub scheduler_tick_secs: u64,
     /// Slots for built-in executors (`EXECUTOR_CONCURRENCY`).
@@ -126,6 +132,21 @@ pub struct Config {
     pub commands: BTreeMap<String, CommandSpec>,
     /// Cron schedules declared in `echopilot.toml` `[[schedules]]`.
     pub schedules: Vec<ScheduleSpec>,
+    /// Stripe intake and reconciliation.
+    pub payments: PaymentSettings,
+}
+
+/// Stripe intake and reconciliation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentSettings {
+    /// How far a `Stripe-Signature` timestamp may be from now, either way
+    /// (`STRIPE_TOLERANCE_SECS`).
+    pub tolerance_secs: u64,
+    /// How long a completed checkout may wait for its payment confirmation before
+    /// reconciliation reports it (`RECONCILE_GRACE_SECS`).
+    pub reconcile_grace_secs: u64,
+    /// When the built-in reconciliation runs (`RECONCILE_CRON`).
+    pub reconcile_cron: String,
 }
 
 /// The environment variables we read, each with its default: the one place a default
@@ -143,6 +164,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("AUTH_FAIL_LIMIT_PER_MIN", "10"),
     ("TRUST_PROXY", "false"),
     ("LOG_MAX_BYTES", "52428800"),
+    ("STORE_MIN_FREE_BYTES", "67108864"),
+    ("DISK_DEGRADED_FREE_PCT", "10"),
+    ("DISK_DEGRADED_FREE_BYTES", "1073741824"),
+    ("DISK_UNHEALTHY_FREE_PCT", "2"),
+    ("DISK_UNHEALTHY_FREE_BYTES", "268435456"),
     ("SCHEDULER_TICK_SECS", "60"),
     ("EXECUTOR_CONCURRENCY", "4"),
     ("STUCK_REQUEUE_AFTER_SECS", "900"),
@@ -156,6 +182,9 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("METRICS_KEY_REQUIRED", "false"),
     ("COOKIE_SECURE", "false"),
     ("ALLOW_DIRTY", "false"),
+    ("STRIPE_TOLERANCE_SECS", "300"),
+    ("RECONCILE_GRACE_SECS", "3600"),
+    ("RECONCILE_CRON", "0 3 * * 1"),
 ];
 
 const SECRETS: &[&str] = &[
@@ -212,6 +241,15 @@ impl Lookup<'_> {
                 format!("expected true or false, got {other:?}"),
             )),
         }
+    }
+
+    /// A percentage where 0 (never) is allowed.
+    fn share(&self, name: &str) -> Result<f64, ConfigError> {
+        let v: f64 = self.parse(name)?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(ConfigError::new(name, "must be a percentage in [0, 100]"));
+        }
+        Ok(v)
     }
 
     fn pct(&self, name: &str) -> Result<f64, ConfigError> {
@@ -323,6 +361,13 @@ impl Config {
             auth_fail_limit_per_min: lookup.parse("AUTH_FAIL_LIMIT_PER_MIN")?,
             trust_proxy: lookup.bool("TRUST_PROXY")?,
             log_max_bytes: lookup.positive("LOG_MAX_BYTES")?,
+            store_min_free_bytes: lookup.parse("STORE_MIN_FREE_BYTES")?,
+            disk: crate::health::DiskRules {
+                degraded_pct: lookup.share("DISK_DEGRADED_FREE_PCT")?,
+                degraded_bytes: lookup.parse("DISK_DEGRADED_FREE_BYTES")?,
+                unhealthy_pct: lookup.share("DISK_UNHEALTHY_FREE_PCT")?,
+                unhealthy_bytes: lookup.parse("DISK_UNHEALTHY_FREE_BYTES")?,
+            },
             scheduler_tick_secs: lookup.positive("SCHEDULER_TICK_SECS")?,
             executor_concurrency: lookup.parse("EXECUTOR_CONCURRENCY")?,
             stuck_requeue_after_secs: lookup.parse("STUCK_REQUEUE_AFTER_SECS")?,
@@ -340,6 +385,11 @@ impl Config {
             cookie_secure: lookup.bool("COOKIE_SECURE")?,
             commands: file.commands,
             schedules: file.schedules,
+            payments: PaymentSettings {
+                tolerance_secs: lookup.parse("STRIPE_TOLERANCE_SECS")?,
+                reconcile_grace_secs: lookup.parse("RECONCILE_GRACE_SECS")?,
+                reconcile_cron: lookup.value("RECONCILE_CRON"),
+            },
         };
         Ok(config)
     }

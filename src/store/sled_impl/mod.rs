@@ -3,5 +3,6 @@
 pub(crate) mod audit;
 mod job_keys;
 pub(crate) mod jobs;
+pub(crate) mod payments;
 pub(crate) mod schedules;
 pub(crate) mod slo;
