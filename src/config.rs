@@ -128,6 +128,8 @@ pub struct Config {
     pub metrics_key_required: bool,
     /// A critical alert opens a P1 incident (`AUTO_INCIDENTS`, false).
     pub auto_incidents: bool,
+    /// Mark the dashboard's session cookie `Secure` (`COOKIE_SECURE`; behind HTTPS).
+    pub cookie_secure: bool,
     /// Commands the `command` executor may run (`echopilot.toml` `[commands]`).
     pub commands: BTreeMap<String, CommandSpec>,
     /// Cron schedules declared in `echopilot.toml` `[[schedules]]`.
@@ -181,6 +183,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLO_WEBHOOK_SUCCESS_PCT", "99.0"),
     ("METRICS_KEY_REQUIRED", "false"),
     ("AUTO_INCIDENTS", "false"),
+    ("COOKIE_SECURE", "false"),
     ("ALLOW_DIRTY", "false"),
     ("STRIPE_TOLERANCE_SECS", "300"),
     ("RECONCILE_GRACE_SECS", "3600"),
@@ -383,6 +386,7 @@ impl Config {
             alert_webhook_url,
             metrics_key_required: lookup.bool("METRICS_KEY_REQUIRED")?,
             auto_incidents: lookup.bool("AUTO_INCIDENTS")?,
+            cookie_secure: lookup.bool("COOKIE_SECURE")?,
             commands: file.commands,
             schedules: file.schedules,
             payments: PaymentSettings {

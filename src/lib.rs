@@ -7,6 +7,7 @@
 //! - [`app`]         the composition root: `AppState` (mod), background tasks and
 //!   cross-domain hooks (`wiring`), the router and the server's life (`server`)
 //! - [`web`]         HTTP only: `web::api` (one module per resource), the OpenAPI document,
+//!   `web::dashboard` (the v2 and v1 pages, sessions, CSRF, static assets),
 //!   extractors, errors, the audit helper, the guard and route-class layers
 //! - [`error`]       `Classify`: how a domain error is answered (`web::error::AppError`
 //!   turns it into `{"ok": false, "error": ...}` with its status)

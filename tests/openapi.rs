@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use helpers::TestApp;
 use serde_json::Value;
 
-/// Pages and their assets: HTML, not the JSON API, so not in the document.
-const HTML_PREFIXES: &[&str] = &["/dashboard", "/static"];
+/// Pages, their assets and the dashboard's sign-in: HTML forms, not the JSON API, so
+/// not in the document.
+const HTML_PREFIXES: &[&str] = &["/dashboard", "/static", "/login", "/logout"];
 
 /// `(METHOD, path)` of every API route the real router serves, read from its `Debug` form
 /// (axum has no route listing): `RouteId(n): MethodRouter(MethodRouter { get: Route, … })`

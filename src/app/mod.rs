@@ -93,6 +93,8 @@ pub struct Shared {
     pub maintenance: Maintenance,
     /// Stripe intake, the ledger, fulfilment, reconciliation.
     pub payments: Payments,
+    /// Signs the dashboard's session cookies and CSRF tokens (`data/session.key`).
+    pub session_key: Arc<crate::web::dashboard::SessionKey>,
 }
 
 impl AppState {
@@ -205,7 +207,10 @@ impl AppState {
         store
             .checkpoint()
             .context("while syncing the recovered job queue")?;
+        let session_key = crate::web::dashboard::SessionKey::load_or_create(&config.data_dir())
+            .context("while loading the dashboard's session key")?;
         let state = AppState(Arc::new(Shared {
+            session_key: Arc::new(session_key),
             flags,
             incidents,
             maintenance,

@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
     let app = Router::new()
         .merge(web::api::router())
+        .merge(web::dashboard::router())
         .fallback(axum::handler::Handler::layer(
             web::fallback,
             ClassLayer(Class::General),

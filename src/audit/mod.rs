@@ -395,6 +395,10 @@ impl Audit {
         let mut out = Vec::new();
         for r in self.store.newest_first(f.before) {
             let e = r?;
+            // Newest first and seq follows time: past `since`, nothing older can match.
+            if f.since.as_ref().is_some_and(|s| e.ts.as_str() < s.as_str()) {
+                break;
+            }
             if !f.matches(&e) {
                 continue;
             }

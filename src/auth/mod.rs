@@ -71,6 +71,17 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// The role of the live key with this id (a dashboard session names its key by id):
+    /// `None` once the key has left the configuration.
+    pub fn role_of(&self, key_id: &str) -> Option<Role> {
+        self.keys
+            .iter()
+            .find(|(d, _)| hex8(d) == key_id)
+            .map(|(_, role)| *role)
+    }
+}
+
 /// A fresh key: 32 random bytes as URL-safe base64 without padding (43 characters),
 /// like Python's `secrets.token_urlsafe(32)`.
 pub fn generate_key() -> String {

@@ -187,6 +187,18 @@ impl Job {
         v
     }
 
+    /// May an operator retry it now (`now` in ms)? Stuck (also a running job whose lease
+    /// already ran out), dead, cancelled, or failed and waiting for its next attempt.
+    pub fn can_retry(&self, now: i64) -> bool {
+        let lease_expired =
+            self.status == Status::Running && self.lease_expires_at.is_some_and(|l| l <= now);
+        matches!(
+            self.status,
+            Status::Stuck | Status::Dead | Status::Cancelled
+        ) || lease_expired
+            || (self.status == Status::Scheduled && self.last_error.is_some())
+    }
+
     /// When its lease ran out (ms). A job stuck by a restart counts from when it was
     /// marked, since its lease may still lie in the future.
     pub fn stuck_since(&self) -> i64 {

@@ -58,9 +58,12 @@ pub trait JobStore: Send + Sync {
     ) -> Result<(Vec<Job>, Commit), JobError>;
 
     /// Jobs matching `filter`, newest first, after the job `cursor`, at most `limit`.
+    /// With a status in the filter it reads only jobs of that status (the dashboard
+    /// lists the dead and the stuck on every view; an index on (status, id) in SQL).
     fn list(&self, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page, JobError>;
 
-    /// Ids of jobs matching `filter`, oldest first, at most `limit`.
+    /// Ids of jobs matching `filter`, oldest first, at most `limit`; like [`Self::list`],
+    /// reads only jobs of the filter's status when it names one.
     fn ids(&self, filter: &Filter, limit: usize) -> Result<Vec<String>, JobError>;
 
     /// Jobs per (queue, kind, status).

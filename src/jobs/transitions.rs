@@ -191,10 +191,7 @@ pub fn retried(j: &Job, now: i64) -> Result<Job, JobError> {
     // Stuck as `/api/jobs/stuck` shows it: the lease ran out, even if no tick has
     // marked it yet (the runbook retries straight from that list).
     let lease_expired = j.status == Status::Running && j.lease_expires_at.is_some_and(|l| l <= now);
-    let allowed = matches!(j.status, Status::Stuck | Status::Dead | Status::Cancelled)
-        || lease_expired
-        || (j.status == Status::Scheduled && j.last_error.is_some());
-    if !allowed {
+    if !j.can_retry(now) {
         return Err(JobError::Conflict(format!(
             "job {} is {}; only stuck, dead, cancelled or failed jobs can be retried",
             j.id, j.status

@@ -19,6 +19,7 @@ pub mod hist;
 mod live;
 pub mod metrics;
 mod minutes;
+pub mod series;
 pub mod store;
 
 mod service;

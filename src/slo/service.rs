@@ -15,10 +15,10 @@ use super::{
 use crate::config::{Config, SloTargets};
 use crate::store::{Commit, StoreError};
 
-struct Inner {
-    live: live::Live,
+pub(super) struct Inner {
+    pub(super) live: live::Live,
     minutes: Arc<dyn MinuteStore>,
-    clock: crate::clock::Clock,
+    pub(super) clock: crate::clock::Clock,
     targets: SloTargets,
     window_days: u64,
     tick_secs: u64,
@@ -26,7 +26,7 @@ struct Inner {
     started_at: DateTime<Utc>,
     /// What has been added to the store so far; held while flushing and while reading a
     /// window so the unflushed difference is counted exactly once.
-    flushed: Mutex<Snapshot>,
+    pub(super) flushed: Mutex<Snapshot>,
     /// Sums of whole hours that are over (keyed by hour since the epoch): a 30-day window
     /// reads ~720 of these plus at most 120 minute records, instead of 43,200 records.
     closed_hours: Mutex<HashMap<u64, Totals>>,
@@ -40,7 +40,7 @@ struct Inner {
 
 /// The SLO handle; cheap to clone.
 #[derive(Clone)]
-pub struct Slo(Arc<Inner>);
+pub struct Slo(pub(super) Arc<Inner>);
 
 /// See [`Slo::downgrade`].
 #[derive(Clone)]
@@ -290,7 +290,7 @@ impl Slo {
     }
 
     /// Sums of the stored minutes `from..=to` (not the unflushed ones).
-    fn stored(&self, from: u64, to: u64, now_min: u64) -> Result<Totals, StoreError> {
+    pub(super) fn stored(&self, from: u64, to: u64, now_min: u64) -> Result<Totals, StoreError> {
         let mut t = Totals::default();
         let mut m = from;
         while m <= to {

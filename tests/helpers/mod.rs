@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 pub mod access;
+pub mod dashboard;
 mod jobs;
 pub mod ops;
 pub mod stripe;

@@ -1,6 +1,6 @@
 //! The job queue on sled.
 //!
-//! The `jobs` tree (16-byte UUIDv7 id → [`Job`]) is the truth. Three index trees make
+//! The `jobs` tree (16-byte UUIDv7 id → [`Job`]) is the truth. Four index trees make
 //! the hot paths cheap and are rebuilt from it at every open, so a crash between a
 //! record write and an index write can never lose or duplicate a job:
 //! - `jobs_ready`: `queue \0 kind \0 priority↓ run_at id` for queued jobs. A claim peeks
@@ -8,8 +8,10 @@
 //!   index entry: sled's remove is atomic, so exactly one claimer gets it.
 //! - `jobs_sched`: `run_at id` for scheduled jobs (delayed or backing off).
 //! - `jobs_running`: `id` for running jobs (stuck detection scans only these).
+//! - `jobs_status`: `status id` for every job, so a list of one status (the dead, the
+//!   stuck) reads only those records instead of every one.
 //!
-//! `jobs_unique` maps a unique key to the job holding it. A job changes by
+//! The key encodings are in `job_keys`. `jobs_unique` maps a unique key to the job holding it. A job changes by
 //! compare-and-swap on its record, retried on a concurrent change; the indexes follow.
 //! Counts per (queue, kind, status) are kept in memory (rebuilt at open), so stats,
 //! health and `/metrics` never walk the tree.
@@ -19,6 +21,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::job_keys::{id_bytes, ord_i64, pair_prefix, ready_key, sched_key, status_key};
 use crate::jobs::store::{Change, Counts, Inserted, JobStore, Page};
 use crate::jobs::{Filter, Job, JobError, Status};
 use crate::store::{Cas, Commit, Record, Store, StoreError, Table};
@@ -47,50 +50,11 @@ pub(crate) struct SledJobs {
     ready: Table<Marker>,
     sched: Table<Marker>,
     running: Table<Marker>,
+    by_status: Table<Marker>,
     unique: Table<UniqueHolder>,
     counts: Mutex<BTreeMap<(String, String, Status), i64>>,
     /// Every (queue, kind) that ever had a job: the claim's candidates.
     pairs: Mutex<BTreeSet<(String, String)>>,
-}
-
-fn id_bytes(id: &str) -> Result<[u8; 16], JobError> {
-    uuid::Uuid::parse_str(id)
-        .map(|u| *u.as_bytes())
-        .map_err(|_| JobError::NotFound(id.to_string()))
-}
-
-/// i64 → bytes that sort in numeric order.
-fn ord_i64(v: i64) -> [u8; 8] {
-    ((v as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-/// Higher priority sorts first.
-fn ord_priority(p: i32) -> [u8; 4] {
-    (!((p as u32) ^ 0x8000_0000)).to_be_bytes()
-}
-
-fn pair_prefix(queue: &str, kind: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(queue.len() + kind.len() + 2);
-    k.extend_from_slice(queue.as_bytes());
-    k.push(0);
-    k.extend_from_slice(kind.as_bytes());
-    k.push(0);
-    k
-}
-
-fn ready_key(j: &Job, id: &[u8; 16]) -> Vec<u8> {
-    let mut k = pair_prefix(&j.queue, &j.kind);
-    k.extend_from_slice(&ord_priority(j.priority));
-    k.extend_from_slice(&ord_i64(j.run_at));
-    k.extend_from_slice(id);
-    k
-}
-
-fn sched_key(run_at: i64, id: &[u8; 16]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(24);
-    k.extend_from_slice(&ord_i64(run_at));
-    k.extend_from_slice(id);
-    k
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -107,6 +71,7 @@ impl SledJobs {
             ready: store.table("jobs_ready")?,
             sched: store.table("jobs_sched")?,
             running: store.table("jobs_running")?,
+            by_status: store.table("jobs_status")?,
             unique: store.table("jobs_unique")?,
             counts: Mutex::default(),
             pairs: Mutex::default(),
@@ -119,6 +84,7 @@ impl SledJobs {
         self.ready.clear()?;
         self.sched.clear()?;
         self.running.clear()?;
+        self.by_status.clear()?;
         let mut counts = BTreeMap::new();
         let mut pairs = BTreeSet::new();
         for entry in self.jobs.iter() {
@@ -132,6 +98,8 @@ impl SledJobs {
                 Status::Running => self.running.insert(id, &Marker {})?,
                 _ => {}
             }
+            self.by_status
+                .insert(status_key(job.status, &id), &Marker {})?;
             *counts
                 .entry((job.queue.clone(), job.kind.clone(), job.status))
                 .or_default() += 1;
@@ -206,6 +174,9 @@ impl SledJobs {
             self.running.insert(key, &Marker {})?;
         }
         if old.status != new.status {
+            self.by_status.remove(status_key(old.status, key))?;
+            self.by_status
+                .insert(status_key(new.status, key), &Marker {})?;
             self.bump(&new.queue, &new.kind, Some(old.status), Some(new.status));
         }
         Ok(())
@@ -237,11 +208,46 @@ impl SledJobs {
         }
     }
 
+    /// The records below id `upper` (all: `None`), oldest first: with a status in the
+    /// filter through its `jobs_status` entries, so only jobs of that status are read.
+    fn records(
+        &self,
+        filter: &Filter,
+        upper: Option<[u8; 16]>,
+    ) -> Box<dyn DoubleEndedIterator<Item = Result<Job, JobError>> + '_> {
+        match filter.status {
+            Some(st) => {
+                let lo = status_key(st, &[0u8; 16]).to_vec();
+                let hi = match upper {
+                    Some(id) => status_key(st, &id).to_vec(),
+                    None => {
+                        let mut k = status_key(st, &[0xff; 16]).to_vec();
+                        k.push(0xff);
+                        k
+                    }
+                };
+                // An entry whose record is gone or moved on (a crash between the two
+                // writes) is skipped: the record decides.
+                Box::new(self.by_status.range(lo..hi).filter_map(|r| match r {
+                    Ok((k, _)) => self.jobs.get(&k[1..]).map_err(JobError::from).transpose(),
+                    Err(e) => Some(Err(e.into())),
+                }))
+            }
+            None => {
+                let hi = upper.map_or_else(|| vec![0xff; 17], |id| id.to_vec());
+                Box::new(
+                    self.jobs
+                        .range(..hi)
+                        .map(|r| r.map(|(_, j)| j).map_err(JobError::from)),
+                )
+            }
+        }
+    }
+
     fn scan<'a>(&'a self, filter: &'a Filter) -> impl Iterator<Item = Result<Job, JobError>> + 'a {
-        self.jobs.iter().filter_map(move |r| match r {
-            Ok((_, j)) if filter.matches(&j) => Some(Ok(j)),
-            Ok(_) => None,
-            Err(e) => Some(Err(e.into())),
+        self.records(filter, None).filter(move |r| match r {
+            Ok(j) => filter.matches(j),
+            Err(_) => true,
         })
     }
 }
@@ -267,6 +273,8 @@ impl JobStore for SledJobs {
             Status::Queued => self.ready.insert(ready_key(job, &id), &Marker {})?,
             _ => self.sched.insert(sched_key(job.run_at, &id), &Marker {})?,
         }
+        self.by_status
+            .insert(status_key(job.status, &id), &Marker {})?;
         {
             let mut pairs = lock(&self.pairs);
             if !pairs.contains(&(job.queue.clone(), job.kind.clone())) {
@@ -357,16 +365,16 @@ impl JobStore for SledJobs {
     }
 
     fn list(&self, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page, JobError> {
-        let upper: Vec<u8> = match cursor {
-            Some(c) => id_bytes(c)
-                .map_err(|_| JobError::Invalid("cursor: not a job id".into()))?
-                .to_vec(),
-            None => vec![0xff; 17],
+        let upper = match cursor {
+            Some(c) => {
+                Some(id_bytes(c).map_err(|_| JobError::Invalid("cursor: not a job id".into()))?)
+            }
+            None => None,
         };
         let mut out = Vec::new();
         let mut more = false;
-        for entry in self.jobs.range(..upper).rev() {
-            let (_, job) = entry?;
+        for job in self.records(filter, upper).rev() {
+            let job = job?;
             if !filter.matches(&job) {
                 continue;
             }
@@ -475,6 +483,9 @@ impl JobStore for SledJobs {
         for (key, job) in old {
             if self.jobs.compare_and_swap(&key, Some(&job), None)? == Cas::Swapped {
                 n += 1;
+                if let Ok(id) = <[u8; 16]>::try_from(key.as_slice()) {
+                    self.by_status.remove(status_key(job.status, &id))?;
+                }
                 self.bump(&job.queue, &job.kind, Some(job.status), None);
                 if let Some(u) = &job.unique_key {
                     let holder = UniqueHolder { id: job.id.clone() };
@@ -495,15 +506,6 @@ impl JobStore for SledJobs {
 mod tests {
     use super::*;
     use crate::jobs::{NewJob, transitions};
-
-    #[test]
-    fn key_orders() {
-        assert!(ord_priority(10) < ord_priority(0));
-        assert!(ord_priority(0) < ord_priority(-5));
-        assert!(ord_priority(i32::MAX) < ord_priority(i32::MIN));
-        assert!(ord_i64(-1) < ord_i64(0));
-        assert!(ord_i64(5) < ord_i64(1_000_000));
-    }
 
     #[test]
     fn indexes_are_rebuilt_from_the_records_at_open() {
@@ -544,6 +546,53 @@ mod tests {
                 .counts()
                 .get(&("default".into(), "k".into(), Status::Running)),
             Some(&1)
+        );
+    }
+
+    #[test]
+    fn a_one_status_list_follows_the_status_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let jobs = SledJobs::open(&store).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let id = uuid::Uuid::now_v7().to_string();
+            let j = NewJob {
+                kind: "k".into(),
+                ..NewJob::default()
+            };
+            let _ = jobs
+                .insert(&transitions::new_job(j, id.clone(), 0).unwrap())
+                .unwrap();
+            ids.push(id);
+        }
+        for id in [&ids[1], &ids[3]] {
+            let _ = jobs
+                .update(id, &mut |j| transitions::cancelled(j, 1))
+                .unwrap();
+        }
+        let cancelled = Filter::status(Status::Cancelled);
+        let (page, next) = jobs.list(&cancelled, None, 1).unwrap();
+        assert_eq!(page.iter().map(|j| &j.id).collect::<Vec<_>>(), [&ids[3]]);
+        let (page, next) = jobs.list(&cancelled, next.as_deref(), 1).unwrap();
+        assert_eq!(page.iter().map(|j| &j.id).collect::<Vec<_>>(), [&ids[1]]);
+        assert_eq!(next, None);
+        let queued = jobs.ids(&Filter::status(Status::Queued), 10).unwrap();
+        assert_eq!(queued, [ids[0].clone(), ids[2].clone(), ids[4].clone()]);
+
+        // A job moved back leaves the old status's list; the index is rebuilt at open.
+        let _ = jobs
+            .update(&ids[3], &mut |j| transitions::retried(j, 2))
+            .unwrap();
+        let reopened = SledJobs::open(&store).unwrap();
+        let (page, _) = reopened.list(&cancelled, None, 10).unwrap();
+        assert_eq!(page.iter().map(|j| &j.id).collect::<Vec<_>>(), [&ids[1]]);
+        assert_eq!(
+            reopened
+                .ids(&Filter::status(Status::Queued), 10)
+                .unwrap()
+                .len(),
+            4
         );
     }
 }

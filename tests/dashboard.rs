@@ -1,0 +1,533 @@
+//! The dashboards over HTTP: login and its cookie, CSRF, security headers, every page's
+//! status, escaping, what a viewer sees and may do, the static assets.
+
+mod helpers;
+
+use helpers::dashboard::Browser;
+use helpers::{ADMIN_KEY, OPERATOR_KEY, TestApp, VIEWER_KEY, WORKER_KEY};
+use serde_json::json;
+
+const PAGES: &[&str] = &[
+    "/dashboard",
+    "/dashboard/v2",
+    "/dashboard/jobs",
+    "/dashboard/jobs?status=stuck",
+    "/dashboard/jobs?status=dead",
+    "/dashboard/jobs?status=failed",
+    "/dashboard/schedules",
+    "/dashboard/audit",
+    "/dashboard/audit?ok=false",
+    "/dashboard/alerts",
+    "/dashboard/alerts?state=firing",
+    "/dashboard/v1",
+];
+
+/// A dead job (one attempt, failed) and its id.
+async fn dead_job(app: &TestApp) -> String {
+    let id = app
+        .enqueue_id(json!({"kind": "stripe.refund_sync", "max_attempts": 1}))
+        .await;
+    let (s, v) = app
+        .claim(json!({"kinds": ["stripe.refund_sync"], "worker": "w1"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .fail(&id, json!({"worker": "w1", "error": "no such charge"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(app.job_full(&id).await["status"], "dead");
+    id
+}
+
+#[tokio::test]
+async fn login_sets_a_signed_http_only_strict_cookie_without_the_key() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::new(&app);
+    let r = b.login(OPERATOR_KEY).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.location(), "/dashboard");
+    let cookie = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("ep_session="))
+        .expect("a session cookie");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(cookie.contains(flag), "{flag} missing in {cookie}");
+    }
+    assert!(
+        !cookie.contains("Secure"),
+        "no Secure without COOKIE_SECURE"
+    );
+    assert!(
+        !cookie.contains(OPERATOR_KEY),
+        "the cookie never carries the key"
+    );
+    assert!(cookie.contains(".operator."), "it names the role: {cookie}");
+    // The session opens the pages; logging out ends it.
+    let home = b.get("/dashboard").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    let csrf = home.csrf();
+    let out = b.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, 303);
+    assert_eq!(b.get("/dashboard").await.status, 303);
+    // The login and logout are audited.
+    let lines = app.audit_lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "dashboard.login" && l["ok"] == true)
+    );
+    assert!(lines.iter().any(|l| l["action"] == "dashboard.logout"));
+
+    let secure = TestApp::spawn_with(&[("COOKIE_SECURE", "true")]).await;
+    let r = Browser::new(&secure).login(VIEWER_KEY).await;
+    assert!(
+        r.set_cookies()
+            .iter()
+            .any(|c| c.starts_with("ep_session=") && c.contains("; Secure")),
+        "{:?}",
+        r.set_cookies()
+    );
+}
+
+#[tokio::test]
+async fn the_signing_key_is_kept_0600_and_a_session_ends_when_its_key_leaves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_in(tmp.path(), &[]).await;
+    let mut b = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let cookies = b.cookies.clone();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tmp.path().join("data/session.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(b.get("/dashboard/jobs").await.status, 200);
+    app.stop().await;
+
+    // Same home, same signing key: the session survives a restart...
+    let again = TestApp::spawn_in(tmp.path(), &[]).await;
+    let mut b = Browser::new(&again);
+    b.cookies = cookies.clone();
+    assert_eq!(b.get("/dashboard/jobs").await.status, 200);
+    again.stop().await;
+
+    // ...but not the removal of its key from the configuration.
+    let roles = json!({VIEWER_KEY: "viewer"}).to_string();
+    let without = TestApp::spawn_in(tmp.path(), &[("ROLES_JSON", &roles)]).await;
+    let mut b = Browser::new(&without);
+    b.cookies = cookies;
+    let r = b.get("/dashboard/jobs").await;
+    assert_eq!(r.status, 303);
+    assert!(
+        r.location().starts_with("/login?next=/dashboard/jobs"),
+        "{}",
+        r.location()
+    );
+    without.stop().await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_audited_and_rate_limited() {
+    let app = TestApp::spawn_with(&[("AUTH_FAIL_LIMIT_PER_MIN", "3")]).await;
+    let mut b = Browser::new(&app);
+    let mut statuses = Vec::new();
+    let mut form = b.get("/login").await;
+    for _ in 0..5 {
+        let r = b
+            .post(
+                "/login",
+                &[
+                    ("key", "not-a-key-at-all-0123456789"),
+                    ("csrf", &form.csrf()),
+                ],
+            )
+            .await;
+        assert!(
+            r.set_cookies()
+                .iter()
+                .all(|c| !c.starts_with("ep_session="))
+        );
+        statuses.push(r.status);
+        if r.status != 401 {
+            break;
+        }
+        // The answer is the form again, with a fresh token.
+        form = r;
+    }
+    assert_eq!(&statuses[..3], &[401, 401, 401], "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // Past the limit the address is blocked (the form itself answers 429 then).
+    let blocked = Browser::new(&app).get("/login").await;
+    assert_eq!(blocked.status, 429);
+    let lines = app.audit_lines().await;
+    let failed = lines
+        .iter()
+        .filter(|l| l["action"] == "auth.failed" && l["target"] == "POST /login")
+        .count();
+    assert!(failed >= 3, "{lines:?}");
+    assert!(lines.iter().any(|l| l["action"] == "rate_limit_exceeded"));
+    assert!(
+        !app.audit_text().await.contains("not-a-key-at-all"),
+        "a wrong key is never logged"
+    );
+    // A worker key may not sign in.
+    let app = TestApp::spawn().await;
+    assert_eq!(Browser::new(&app).login(WORKER_KEY).await.status, 403);
+}
+
+#[tokio::test]
+async fn csrf_is_checked_on_every_form() {
+    let app = TestApp::spawn().await;
+    // Login without the form's token: refused, no session.
+    let mut b = Browser::new(&app);
+    let r = b
+        .post("/login", &[("key", OPERATOR_KEY), ("csrf", "forged")])
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        r.set_cookies()
+            .iter()
+            .all(|c| !c.starts_with("ep_session="))
+    );
+
+    let id = dead_job(&app).await;
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let path = format!("/dashboard/jobs/{id}/retry");
+    for bad in [vec![], vec![("csrf", "forged")]] {
+        let r = op.post(&path, &bad).await;
+        assert!(
+            r.status == 403 || r.status == 400,
+            "{} {}",
+            r.status,
+            r.body
+        );
+        assert_eq!(app.job_full(&id).await["status"], "dead", "nothing changed");
+    }
+    // Another session's token does not fit this one.
+    let other = Browser::signed_in(&app, ADMIN_KEY)
+        .await
+        .get("/dashboard")
+        .await
+        .csrf();
+    assert_eq!(op.post(&path, &[("csrf", &other)]).await.status, 403);
+    assert_eq!(app.job_full(&id).await["status"], "dead");
+}
+
+#[tokio::test]
+async fn every_page_renders_with_strict_headers_and_needs_a_session() {
+    let app = TestApp::spawn().await;
+    let id = dead_job(&app).await;
+    let mut b = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let job_page = format!("/dashboard/jobs/{id}");
+    let mut pages: Vec<&str> = PAGES.to_vec();
+    pages.push(&job_page);
+    for p in &pages {
+        let r = b.get(p).await;
+        assert_eq!(r.status, 200, "{p}: {}", r.body);
+        assert!(r.header("content-type").starts_with("text/html"), "{p}");
+        let csp = r.header("content-security-policy");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+            "{p}: {csp}"
+        );
+        assert!(!csp.contains("unsafe-inline"), "{p}");
+        assert_eq!(r.header("x-frame-options"), "DENY", "{p}");
+        assert_eq!(r.header("referrer-policy"), "same-origin", "{p}");
+        assert_eq!(r.header("cache-control"), "no-store", "{p}");
+        assert!(!r.body.contains("<script>"), "{p}: no inline script");
+        assert!(
+            !r.body.contains("style=\""),
+            "{p}: no inline style (the CSP forbids it)"
+        );
+        assert!(
+            !r.body.contains("http://") && !r.body.contains("https://"),
+            "{p}: no external URL"
+        );
+    }
+    // The overview draws its charts.
+    let home = b.get("/dashboard").await;
+    assert!(home.body.matches("<svg class=\"chart\"").count() >= 4);
+    assert!(home.body.contains("Target 400"));
+    // v1 has no JavaScript at all.
+    assert!(!b.get("/dashboard/v1").await.body.contains("<script"));
+    // Without a session: pages send you to the login, keeping where you were going.
+    let mut anon = Browser::new(&app);
+    for p in PAGES {
+        let r = anon.get(p).await;
+        assert_eq!(r.status, 303, "{p}");
+        assert!(r.location().starts_with("/login?next="), "{p}");
+    }
+    // Bad input is a clear 400 page.
+    assert_eq!(b.get("/dashboard/jobs?status=nope").await.status, 400);
+    assert_eq!(b.get("/dashboard/audit?ok=maybe").await.status, 400);
+    assert_eq!(b.get("/dashboard/jobs/not-a-job").await.status, 404);
+}
+
+#[tokio::test]
+async fn a_script_in_a_payload_shows_as_text() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .enqueue_id(
+            json!({"kind": "webhook.deliver", "payload": {"html": "<script>alert(1)</script>"}}),
+        )
+        .await
+        .to_string();
+    let mut b = Browser::signed_in(&app, VIEWER_KEY).await;
+    for p in [
+        format!("/dashboard/jobs/{id}"),
+        "/dashboard/jobs".into(),
+        "/dashboard/v1".into(),
+    ] {
+        let r = b.get(&p).await;
+        assert_eq!(r.status, 200, "{p}");
+        assert!(!r.body.contains("<script>alert"), "{p}: {}", r.body);
+    }
+    let r = b.get(&format!("/dashboard/jobs/{id}")).await;
+    assert!(
+        r.body.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+            || r.body.contains("&lt;script&gt;"),
+        "{}",
+        r.body
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_action_and_a_forged_post_gets_403() {
+    let app = TestApp::spawn().await;
+    let id = dead_job(&app).await;
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    let job_page = format!("/dashboard/jobs/{id}");
+    let mut pages: Vec<&str> = PAGES.to_vec();
+    pages.push(&job_page);
+    for p in &pages {
+        let r = v.get(p).await;
+        assert_eq!(r.status, 200, "{p}");
+        let posts = r.body.matches("method=\"post\"").count();
+        let logout = r.body.matches("action=\"/logout\"").count();
+        assert_eq!(posts, logout, "{p}: a viewer page has no action form");
+        assert!(!r.body.contains(">Retry<"), "{p}");
+    }
+    let csrf = v.get("/dashboard").await.csrf();
+    for path in [
+        format!("/dashboard/jobs/{id}/retry"),
+        format!("/dashboard/jobs/{id}/cancel"),
+        "/dashboard/scheduler/pause".to_string(),
+    ] {
+        let r = v.post(&path, &[("csrf", &csrf)]).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+    }
+    let r = v
+        .post(
+            "/dashboard/jobs/retry-dead",
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(app.job_full(&id).await["status"], "dead", "nothing changed");
+    assert!(!app.state.scheduler.is_paused());
+    let lines = app.audit_lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "auth.forbidden" && l["ok"] == false)
+    );
+}
+
+#[tokio::test]
+async fn an_operator_retries_cancels_and_bulk_retries_through_the_api_handlers() {
+    let app = TestApp::spawn().await;
+    let id = dead_job(&app).await;
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get(&format!("/dashboard/jobs/{id}")).await;
+    assert!(
+        page.body.contains(">Retry</button>"),
+        "an operator sees the button"
+    );
+    let csrf = page.csrf();
+    let r = op
+        .post(&format!("/dashboard/jobs/{id}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.location(), format!("/dashboard/jobs/{id}?notice=retried"));
+    assert_eq!(app.job_full(&id).await["status"], "queued");
+    let shown = op.get(&r.location()).await;
+    assert!(shown.body.contains("Job re-queued"), "{}", shown.body);
+    // Retrying a queued job is the API's 409: the notice says so, nothing changes.
+    let r = op
+        .post(
+            &format!("/dashboard/jobs/{id}/retry"),
+            &[("csrf", &csrf), ("next", "/dashboard/jobs")],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/jobs?notice=conflict");
+    // Cancel.
+    let r = op
+        .post(&format!("/dashboard/jobs/{id}/cancel"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(app.job_full(&id).await["status"], "cancelled");
+    // The same audit events as the API, by this key.
+    let lines = app.audit_lines().await;
+    let by_key = |action: &str, ok: bool| {
+        lines
+            .iter()
+            .any(|l| l["action"] == action && l["ok"] == ok && l["target"] == format!("job:{id}"))
+    };
+    assert!(by_key("job.retry", true) && by_key("job.retry", false) && by_key("job.cancel", true));
+
+    // Bulk retry of dead jobs needs the confirmation box.
+    let d1 = dead_job(&app).await;
+    let r = op
+        .post("/dashboard/jobs/retry-dead", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.location(), "/dashboard/jobs?status=dead&notice=confirm");
+    assert_eq!(app.job_full(&d1).await["status"], "dead");
+    let r = op
+        .post(
+            "/dashboard/jobs/retry-dead",
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(
+        r.location(),
+        "/dashboard/jobs?status=dead&notice=bulk_retried"
+    );
+    assert_eq!(app.job_full(&d1).await["status"], "queued");
+    assert!(
+        app.audit_lines()
+            .await
+            .iter()
+            .any(|l| l["action"] == "job.retry_bulk" && l["ok"] == true)
+    );
+    // A `next` off the dashboard is ignored.
+    let r = op
+        .post(
+            &format!("/dashboard/jobs/{d1}/cancel"),
+            &[("csrf", &csrf), ("next", "https://evil.example/")],
+        )
+        .await;
+    assert!(
+        r.location().starts_with("/dashboard?notice="),
+        "{}",
+        r.location()
+    );
+}
+
+#[tokio::test]
+async fn static_assets_are_cached_by_hash_and_traversal_is_refused() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app, VIEWER_KEY).await;
+    let home = b.get("/dashboard").await;
+    let at = home.body.find("/static/app.css?v=").unwrap();
+    let url = &home.body[at..at + "/static/app.css?v=".len() + 16];
+    let css = b.get(url).await;
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").starts_with("text/css"));
+    assert_eq!(
+        css.header("cache-control"),
+        "public, max-age=31536000, immutable"
+    );
+    let etag = css.header("etag");
+    assert!(etag.starts_with('"'), "{etag}");
+    let js = b.get("/static/app.js").await;
+    assert!(js.header("content-type").contains("javascript"));
+    assert_eq!(
+        js.header("cache-control"),
+        "no-cache",
+        "no hash, no long cache"
+    );
+    // A conditional request gets a 304.
+    let client = reqwest::Client::new();
+    let r = client
+        .get(app.url(url))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    // Traversal, raw or encoded, never leaves the embedded files.
+    for p in [
+        "/static/..%2fCargo.toml",
+        "/static/%2e%2e/%2e%2e/Cargo.toml",
+        "/static/..%5c..%5cCargo.toml",
+        "/static/%2e%2e%2f%2e%2e%2fsrc%2fmain.rs",
+        "/static/nope.css",
+    ] {
+        let r = b.get(p).await;
+        assert!(r.status == 400 || r.status == 404, "{p}: {}", r.status);
+        assert!(
+            !r.body.contains("[package]") && !r.body.contains("fn main"),
+            "{p}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn schedules_run_now_pause_and_resume_from_their_page() {
+    let app = TestApp::spawn().await;
+    let (s, v) = app
+        .create_schedule(
+            json!({"name": "nightly-digest", "cron": "0 3 * * *", "kind": "report.daily_digest"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get("/dashboard/schedules").await;
+    assert!(page.body.contains("nightly-digest") && page.body.contains("Run now"));
+    let csrf = page.csrf();
+    let r = op
+        .post(
+            "/dashboard/schedules/nightly-digest/run",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/schedules?notice=ran");
+    let list = app.schedules().await;
+    assert_eq!(list["schedules"][0]["runs"], 1, "{list}");
+    let r = op
+        .post(
+            "/dashboard/schedules/nightly-digest/pause",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/schedules?notice=paused");
+    assert_eq!(app.schedules().await["schedules"][0]["state"], "paused");
+    let page = op.get("/dashboard/schedules").await;
+    assert!(
+        page.body.contains(">Resume<"),
+        "a paused schedule offers Resume"
+    );
+    op.post(
+        "/dashboard/schedules/nightly-digest/resume",
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(app.schedules().await["schedules"][0]["state"], "active");
+    // An unknown schedule: the API's 404, as a notice.
+    let r = op
+        .post("/dashboard/schedules/nope/run", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.location(), "/dashboard/schedules?notice=not_found");
+    // The scheduler itself.
+    let r = op
+        .post("/dashboard/scheduler/pause", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(app.state.scheduler.is_paused());
+    op.post("/dashboard/scheduler/resume", &[("csrf", &csrf)])
+        .await;
+    assert!(!app.state.scheduler.is_paused());
+    let lines = app.audit_lines().await;
+    for action in [
+        "schedule.run",
+        "schedule.pause",
+        "schedule.resume",
+        "scheduler.pause",
+    ] {
+        assert!(lines.iter().any(|l| l["action"] == action), "{action}");
+    }
+}
