@@ -25,6 +25,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let bind = config.bind;
         let home = config.home.clone();
         let state = AppState::open(config)?;
+        state.keys.log_loaded();
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("while binding {bind}"))?;

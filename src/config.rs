@@ -485,10 +485,12 @@ impl Config {
             }
         }
 
+        let dashboard_key = lookup.secret("DASHBOARD_KEY");
+        check_keys(dashboard_key.as_ref(), &roles)?;
         let config = Config {
             home,
             bind,
-            dashboard_key: lookup.secret("DASHBOARD_KEY"),
+            dashboard_key,
             roles,
             stripe_webhook_secrets,
             allow_dirty: lookup.bool("ALLOW_DIRTY")?,
@@ -557,10 +559,13 @@ fn resolve_bind(
     Ok(SocketAddr::from(([127, 0, 0, 1], 8080)))
 }
 
+/// Keys shorter than this are refused (`DASHBOARD_KEY` and every `ROLES_JSON` key).
+pub const MIN_KEY_LEN: usize = 16;
+
 /// `ROLES_JSON`: `{"<key>": "viewer"|"operator"|"admin"|"worker"}`. The error never
 /// repeats a key.
 pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
-    let map: BTreeMap<String, String> = serde_json::from_str(json).map_err(|e| {
+    let Entries(entries) = serde_json::from_str(json).map_err(|e| {
         ConfigError::new(
             "ROLES_JSON",
             format!(
@@ -570,21 +575,73 @@ pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
             ),
         )
     })?;
-    map.into_iter()
-        .enumerate()
-        .map(|(i, (key, role))| {
-            if key.trim().len() < 16 {
-                return Err(ConfigError::new(
-                    "ROLES_JSON",
-                    format!("entry {} has a key shorter than 16 characters", i + 1),
-                ));
+    let mut out: Vec<(Secret, Role)> = Vec::with_capacity(entries.len());
+    for (i, (key, role)) in entries.into_iter().enumerate() {
+        let key = key.trim();
+        if key.chars().count() < MIN_KEY_LEN {
+            return Err(ConfigError::new(
+                "ROLES_JSON",
+                format!("entry {} has a key shorter than {MIN_KEY_LEN} characters", i + 1),
+            ));
+        }
+        let role = role
+            .parse::<Role>()
+            .map_err(|e| ConfigError::new("ROLES_JSON", format!("entry {}: {e}", i + 1)))?;
+        // A JSON object that names a key twice would silently keep the last role.
+        if let Some(first) = out.iter().position(|(k, _)| k.expose() == key) {
+            return Err(ConfigError::new(
+                "ROLES_JSON",
+                format!("entries {} and {} have the same key", first + 1, i + 1),
+            ));
+        }
+        out.push((Secret::new(key), role));
+    }
+    Ok(out)
+}
+
+/// A JSON object's entries in order, duplicates kept (a map would drop them).
+struct Entries(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of key to role")
             }
-            let role = role
-                .parse::<Role>()
-                .map_err(|e| ConfigError::new("ROLES_JSON", format!("entry {}: {e}", i + 1)))?;
-            Ok((Secret::new(key.trim()), role))
-        })
-        .collect()
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
+                let mut v = Vec::new();
+                while let Some(entry) = m.next_entry()? {
+                    v.push(entry);
+                }
+                Ok(Entries(v))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// Refuse keys that are weak or ambiguous, naming the problem but never the key.
+fn check_keys(dashboard: Option<&Secret>, roles: &[(Secret, Role)]) -> Result<(), ConfigError> {
+    let Some(admin) = dashboard else {
+        return Ok(());
+    };
+    if admin.expose().chars().count() < MIN_KEY_LEN {
+        return Err(ConfigError::new(
+            "DASHBOARD_KEY",
+            format!(
+                "shorter than {MIN_KEY_LEN} characters (`echopilot keygen` prints a strong one)"
+            ),
+        ));
+    }
+    if let Some(i) = roles.iter().position(|(k, _)| k == admin) {
+        return Err(ConfigError::new(
+            "ROLES_JSON",
+            format!("entry {} is the same key as DASHBOARD_KEY", i + 1),
+        ));
+    }
+    Ok(())
 }
 
 fn read_file_config(home: &Path) -> Result<FileConfig, ConfigError> {
@@ -701,5 +758,27 @@ mod tests {
         std::fs::write(dir.path().join("echopilot.toml"), "dashboard_key = \"x\"\n").unwrap();
         let e = Config::from_sources(&args, &HashMap::new()).unwrap_err();
         assert!(e.to_string().contains("environment"), "{e}");
+    }
+
+    #[test]
+    fn weak_or_ambiguous_keys_are_refused_without_naming_them() {
+        let admin = "admin-key-0123456789abcdef";
+        let e = cfg(&[("DASHBOARD_KEY", "abc")]).unwrap_err();
+        assert_eq!(e.setting, "DASHBOARD_KEY");
+        assert!(e.reason.contains("shorter than 16"), "{e}");
+        assert!(!e.to_string().contains("abc"), "key leaked: {e}");
+        assert!(cfg(&[("DASHBOARD_KEY", "0123456789abcdef")]).is_ok());
+
+        let dup = r#"{"viewer-key-0123456789": "viewer", "viewer-key-0123456789": "admin"}"#;
+        let e = cfg(&[("ROLES_JSON", dup)]).unwrap_err();
+        assert_eq!(e.setting, "ROLES_JSON");
+        assert!(e.reason.contains("entries 1 and 2 have the same key"), "{e}");
+        assert!(!e.to_string().contains("viewer-key"), "key leaked: {e}");
+
+        let same = format!(r#"{{"op-key-0123456789abcdef": "operator", "{admin}": "viewer"}}"#);
+        let e = cfg(&[("DASHBOARD_KEY", admin), ("ROLES_JSON", &same)]).unwrap_err();
+        assert_eq!(e.setting, "ROLES_JSON");
+        assert!(e.reason.contains("entry 2 is the same key as DASHBOARD_KEY"), "{e}");
+        assert!(!e.to_string().contains(admin), "key leaked: {e}");
     }
 }
