@@ -155,7 +155,7 @@ impl AppState {
                 &config.home,
                 config.alert_webhook_url.clone(),
             ),
-            SchedLog::new(&config.logs_dir(), clock.clone()),
+            SchedLog::new(&config.logs_dir(), clock.clone()).with_max_bytes(config.log_max_bytes),
         );
         store
             .sync_blocking()
@@ -210,12 +210,16 @@ impl AppState {
         self.access.request_log.flush().await
     }
 
-    /// Move `audit.ndjson` and `app.log` into `logs/archive/YYYYMMDD/`; returns the
-    /// archived files.
+    /// Move `audit.ndjson`, `app.log` and the other logs (`logfile::REOPENED_LOGS`) into
+    /// `logs/archive/YYYYMMDD/`; returns the archived files.
     pub async fn rotate_logs(&self) -> std::io::Result<Vec<std::path::PathBuf>> {
         let mut out = Vec::new();
         out.extend(self.audit.rotate().await?);
         out.extend(self.access.request_log.rotate().await?);
+        out.extend(crate::logfile::archive_reopened(
+            &self.config.logs_dir(),
+            self.clock.now(),
+        )?);
         Ok(out)
     }
 
@@ -275,7 +279,10 @@ fn stack(app: Router, config: &Config, state: Option<AppState>) -> Router {
                 web::access::request_log,
             ))
             .layer(CompressionLayer::new())
-            .layer(axum::middleware::from_fn(web::json_errors))
+            .layer(axum::middleware::from_fn_with_state(
+                config.max_body_bytes,
+                web::json_errors,
+            ))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(config.request_timeout_secs),
@@ -339,8 +346,8 @@ pub async fn serve(
     result
 }
 
-/// Resolve when SIGINT or SIGTERM arrives.
-pub async fn shutdown_signal() {
+/// Resolve when SIGINT or SIGTERM arrives, with the signal's name.
+pub async fn shutdown_signal() -> &'static str {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -356,7 +363,7 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = ctrl_c => "SIGINT",
+        _ = term => "SIGTERM",
     }
 }

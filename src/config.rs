@@ -14,9 +14,20 @@ use std::str::FromStr;
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 
+/// What `--help` says about the environment (the README has every setting).
+const ENV_HELP: &str = "\
+Environment (every setting is in the README):
+  DASHBOARD_KEY   the admin key, at least 16 characters (`echopilot keygen` prints one);
+                  without any key every protected route answers 401
+  ROLES_JSON      more keys: {\"<key>\": \"viewer\"|\"operator\"|\"admin\"|\"worker\"}
+  PORT            listen on 127.0.0.1:PORT (--bind wins)
+  ECHOPILOT_HOME  the home folder (--home wins)
+  ALLOW_DIRTY     serve a build of an uncommitted tree
+  RUST_LOG        the log filter (default info)";
+
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "echopilot", version = crate::build_info::VERSION_LINE, about)]
+#[command(name = "echopilot", version = crate::build_info::VERSION_LINE, about, after_help = ENV_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -36,7 +47,12 @@ pub enum Command {
         action: DbAction,
     },
     /// Print a fresh key: 32 random bytes, URL-safe base64 without padding (43 characters).
-    Keygen,
+    Keygen {
+        /// Keys have nothing to do with a home: this takes the global `--home` out of
+        /// `keygen --help` (accepted and ignored, so old scripts keep working).
+        #[arg(long, hide = true)]
+        home: Option<PathBuf>,
+    },
     /// The audit trail: `audit verify` checks the hash chain.
     Audit {
         #[command(flatten)]
@@ -581,7 +597,10 @@ pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
         if key.chars().count() < MIN_KEY_LEN {
             return Err(ConfigError::new(
                 "ROLES_JSON",
-                format!("entry {} has a key shorter than {MIN_KEY_LEN} characters", i + 1),
+                format!(
+                    "entry {} has a key shorter than {MIN_KEY_LEN} characters",
+                    i + 1
+                ),
             ));
         }
         let role = role
@@ -610,7 +629,10 @@ impl<'de> Deserialize<'de> for Entries {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an object of key to role")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Entries, A::Error> {
                 let mut v = Vec::new();
                 while let Some(entry) = m.next_entry()? {
                     v.push(entry);
@@ -772,13 +794,20 @@ mod tests {
         let dup = r#"{"viewer-key-0123456789": "viewer", "viewer-key-0123456789": "admin"}"#;
         let e = cfg(&[("ROLES_JSON", dup)]).unwrap_err();
         assert_eq!(e.setting, "ROLES_JSON");
-        assert!(e.reason.contains("entries 1 and 2 have the same key"), "{e}");
+        assert!(
+            e.reason.contains("entries 1 and 2 have the same key"),
+            "{e}"
+        );
         assert!(!e.to_string().contains("viewer-key"), "key leaked: {e}");
 
         let same = format!(r#"{{"op-key-0123456789abcdef": "operator", "{admin}": "viewer"}}"#);
         let e = cfg(&[("DASHBOARD_KEY", admin), ("ROLES_JSON", &same)]).unwrap_err();
         assert_eq!(e.setting, "ROLES_JSON");
-        assert!(e.reason.contains("entry 2 is the same key as DASHBOARD_KEY"), "{e}");
+        assert!(
+            e.reason
+                .contains("entry 2 is the same key as DASHBOARD_KEY"),
+            "{e}"
+        );
         assert!(!e.to_string().contains(admin), "key leaked: {e}");
     }
 }

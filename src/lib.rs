@@ -20,7 +20,10 @@
 //! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
-//! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
+//! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate;
+//!   `logfile::escape`, the one escaping of every text log line
+//! - [`console`]     the server's own log: stderr (colour only at a terminal) and `logs/echopilot.log`
+//! - [`server_addr`] `data/echopilot.addr`: where the running server listens, for the CLI
 
 pub mod access;
 pub mod app;
@@ -31,12 +34,14 @@ pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod glue;
 pub mod health;
 pub mod jobs;
 pub mod logfile;
 pub mod scheduler;
+pub mod server_addr;
 pub mod slo;
 pub mod store;
 pub mod supervisor;
