@@ -1,6 +1,5 @@
 //! `AppState`, the router and the server's life: start, serve, drain, stop.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -307,12 +306,8 @@ pub async fn serve(
     state.start_background();
     let app = router(state.clone());
     let token = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { token.cancelled().await });
-    let mut server = tokio::spawn(server.into_future());
+    let limits = web::listener::ConnLimits::from_config(&state.config);
+    let mut server = tokio::spawn(web::listener::serve(listener, app, limits, token));
 
     let served = tokio::select! {
         r = &mut server => Some(r),

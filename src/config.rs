@@ -304,6 +304,12 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Rotate a log file past this size (`LOG_MAX_BYTES`, 50 MiB).
     pub log_max_bytes: u64,
+    /// Most client connections open at once (`MAX_CONNECTIONS`; default: the open-file
+    /// limit less a reserve for the store and logs, see `web::listener`).
+    pub max_connections: usize,
+    /// Time a client gets to send a request head, and to stay idle between requests
+    /// (`HEADER_READ_TIMEOUT_SECS`, 10).
+    pub header_read_timeout_secs: u64,
     /// Scheduler tick interval (`SCHEDULER_TICK_SECS`, 60).
     pub scheduler_tick_secs: u64,
     /// Slots for built-in executors (`EXECUTOR_CONCURRENCY`, 4).
@@ -341,6 +347,8 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("AUTH_FAIL_LIMIT_PER_MIN", "10"),
     ("TRUST_PROXY", "false"),
     ("LOG_MAX_BYTES", "52428800"),
+    ("MAX_CONNECTIONS", "open-file limit - 256"),
+    ("HEADER_READ_TIMEOUT_SECS", "10"),
     ("SCHEDULER_TICK_SECS", "60"),
     ("EXECUTOR_CONCURRENCY", "4"),
     ("STUCK_REQUEUE_AFTER_SECS", "900"),
@@ -520,6 +528,11 @@ impl Config {
             auth_fail_limit_per_min: lookup.parse("AUTH_FAIL_LIMIT_PER_MIN", 10)?,
             trust_proxy: lookup.bool("TRUST_PROXY")?,
             log_max_bytes: lookup.positive("LOG_MAX_BYTES", 50 * 1024 * 1024)?,
+            max_connections: lookup.positive(
+                "MAX_CONNECTIONS",
+                crate::web::listener::default_max_connections(),
+            )?,
+            header_read_timeout_secs: lookup.positive("HEADER_READ_TIMEOUT_SECS", 10)?,
             scheduler_tick_secs: lookup.positive("SCHEDULER_TICK_SECS", 60)?,
             executor_concurrency: lookup.parse("EXECUTOR_CONCURRENCY", 4)?,
             stuck_requeue_after_secs: lookup.parse("STUCK_REQUEUE_AFTER_SECS", 900)?,

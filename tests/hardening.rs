@@ -299,3 +299,69 @@ async fn control_characters_never_reach_the_scheduler_log() {
     assert!(mine[0].contains(r"boom\r\n2026"), "{log}");
     app.stop().await;
 }
+
+/// Read until the server closes the connection (or `limit` passes: then `None`).
+async fn read_to_close(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut buf)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&buf).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn connections_are_capped_refused_quickly_and_timed_out() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let app =
+        TestApp::spawn_with(&[("MAX_CONNECTIONS", "4"), ("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    // Four clients that never finish their headers hold every slot.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /api/status/summary HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The fifth is answered at once, with the reason, and closed (a bound, not a speed).
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    extra
+        .write_all(b"GET /api/status/summary HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut extra, Duration::from_secs(5))
+        .await
+        .expect("a connection past the cap hung");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("MAX_CONNECTIONS") && answer.contains("\"ok\":false"),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    // The header-read timeout closes the slow ones, which frees their slots.
+    for s in &mut slow {
+        assert!(
+            read_to_close(s, Duration::from_secs(10)).await.is_some(),
+            "a client that never sent its headers was kept open"
+        );
+    }
+    let (status, v) = app.get("/api/status/summary", None).await;
+    assert_eq!(status, 200, "{v}");
+    // An idle keep-alive connection is closed by the same timer.
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /api/status/summary HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut idle, Duration::from_secs(10))
+        .await
+        .expect("an idle keep-alive connection was kept open");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    app.stop().await;
+}

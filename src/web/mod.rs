@@ -5,6 +5,7 @@ pub mod access;
 pub mod api;
 pub mod auth;
 pub mod extract;
+pub mod listener;
 pub mod measure;
 
 use axum::body::Body;
