@@ -96,6 +96,32 @@ fn server_key() -> Option<String> {
         .find(|k| !k.is_empty())
 }
 
+/// Send `req` to the running server with the command's key ([`server_key`]): the
+/// answer's JSON, or an error naming the URL, the status and the key the route needs.
+pub(crate) async fn ask_server(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    needs: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let req = match server_key() {
+        Some(k) => req.header(crate::auth::KEY_HEADER, k),
+        None => req,
+    };
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("the server holds the store, but {url} does not answer"))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{url} answered {status}: {} (set ECHOPILOT_KEY or DASHBOARD_KEY to {needs} key)",
+            v["error"]
+        );
+    }
+    Ok(v)
+}
+
 /// The running server's base URL, or an error saying why there is none.
 fn server_base(home: &std::path::Path) -> anyhow::Result<String> {
     match running_server(home) {
@@ -141,7 +167,6 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
 
 fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
     let base = server_base(&home_dir(&home))?;
-    let key = server_key();
     small_runtime()?.block_on(async move {
         let client = reqwest::Client::new();
         match action {
@@ -151,7 +176,9 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
                     .get(&url)
                     .send()
                     .await
-                    .with_context(|| format!("the server holds the store, but {url} does not answer"))?
+                    .with_context(|| {
+                        format!("the server holds the store, but {url} does not answer")
+                    })?
                     .json()
                     .await?;
                 let store = &v["components"]["store"];
@@ -165,22 +192,7 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
             }
             DbAction::Stats => {
                 let url = format!("{base}/api/db/stats");
-                let mut req = client.get(&url);
-                if let Some(k) = &key {
-                    req = req.header(crate::auth::KEY_HEADER, k);
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .with_context(|| format!("the server holds the store, but {url} does not answer"))?;
-                let status = resp.status();
-                let v: serde_json::Value = resp.json().await?;
-                if !status.is_success() {
-                    anyhow::bail!(
-                        "{url} answered {status}: {} (set DASHBOARD_KEY or ECHOPILOT_KEY to a viewer key)",
-                        v["error"]
-                    );
-                }
+                let v = ask_server(client.get(&url), &url, "a viewer").await?;
                 println!("store: {}", v["path"].as_str().unwrap_or_default());
                 println!("size_on_disk_bytes: {}", v["size_on_disk_bytes"]);
                 println!("schema_version: {}", v["schema_version"]);
@@ -326,27 +338,8 @@ fn rotate_offline(home: &std::path::Path, store: Store) -> anyhow::Result<Vec<St
 
 fn rotate_via_server(home: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let url = format!("{}/api/logs/rotate", server_base(home)?);
-    let key = server_key();
     small_runtime()?.block_on(async move {
-        let mut req = reqwest::Client::new()
-            .post(&url)
-            .header("content-type", "application/json")
-            .body("{}");
-        if let Some(k) = &key {
-            req = req.header(crate::auth::KEY_HEADER, k);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("the server holds the store, but {url} does not answer"))?;
-        let status = resp.status();
-        let v: serde_json::Value = resp.json().await?;
-        if !status.is_success() {
-            anyhow::bail!(
-                "{url} answered {status}: {} (set ECHOPILOT_KEY or DASHBOARD_KEY to an admin key)",
-                v["error"]
-            );
-        }
+        let v = ask_server(reqwest::Client::new().post(&url), &url, "an admin").await?;
         Ok(v["archived"]
             .as_array()
             .map(|a| {

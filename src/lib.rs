@@ -16,9 +16,11 @@
 //!   the built-in `http` / `command` executors
 //! - [`scheduler`]   the tick, the due loop, cron schedules, `logs/scheduler.log`
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
-//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
+//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`);
+//!   `cli::running_server` finds the home's running server
 //! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
-//! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
+//! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers; `web::listener`
+//!   accepts connections (cap, header-read timeout)
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate;
 //!   `logfile::escape`, the one escaping of every text log line

@@ -158,9 +158,32 @@ fn weak_or_ambiguous_keys_stop_start_up_without_showing_the_key() {
         for (k, v) in &env {
             cmd.env(k, v);
         }
-        let out = cmd.output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "started with {env:?}");
+        // A server that accepts the keys would run on: stop it and fail, not hang.
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("started with {env:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!status.success(), "started with {env:?}");
         assert!(err.contains(want), "{err}");
         for (_, v) in &env {
             assert!(
