@@ -70,10 +70,11 @@ fn serve_and_stop(home: &Path, env: &[(&str, &str)], clear_keys: bool) -> (Strin
     let addr_file = home.join("data/echopilot.addr");
     let start = std::time::Instant::now();
     while !addr_file.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "server did not start"
-        );
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server recorded no address in {}", addr_file.display());
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     let ok = std::process::Command::new("kill")
