@@ -52,7 +52,7 @@ fn the_cli_asks_the_server_of_its_own_home() {
     assert!(out.contains("schema_version"), "{out}");
 }
 
-/// `echopilot serve` with stdout and stderr read to the end (after SIGTERM).
+/// `echopilot serve`, stopped with SIGTERM once it is up: its stdout and stderr.
 fn serve_and_stop(home: &Path, env: &[(&str, &str)], clear_keys: bool) -> (String, String) {
     let mut cmd = bin(home);
     if clear_keys {
@@ -67,28 +67,18 @@ fn serve_and_stop(home: &Path, env: &[(&str, &str)], clear_keys: bool) -> (Strin
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
-    let addr_file = home.join("data/echopilot.addr");
-    let start = std::time::Instant::now();
-    while !addr_file.exists() {
-        if start.elapsed() > Duration::from_secs(30) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server recorded no address in {}", addr_file.display());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The banner is the first stdout line: the server is up once it is printed.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut out = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut out).unwrap();
+    assert!(!out.is_empty(), "the server printed nothing");
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let mut err = String::new();
+    stdout.read_to_string(&mut out).unwrap();
     child
         .stderr
         .take()

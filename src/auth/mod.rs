@@ -2,6 +2,8 @@
 //! compare digests in constant time. A caller is named by its key id (the first 8 hex
 //! characters of the digest), never by its key.
 
+pub mod key_rules;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
