@@ -341,24 +341,27 @@ pub async fn serve(
     result
 }
 
-/// Resolve when SIGINT or SIGTERM arrives, with the signal's name.
-pub async fn shutdown_signal() -> &'static str {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listen for SIGINT and SIGTERM from this call on (not from the first poll, so a
+/// signal sent right after the banner is not lost to the default action); the future
+/// resolves with the signal's name.
+pub fn shutdown_signal() -> impl std::future::Future<Output = &'static str> + Send {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let listening = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => "SIGINT",
-        _ = term => "SIGTERM",
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut term), Ok(mut int)) = listening {
+            return tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }

@@ -53,6 +53,8 @@ fn serve_with(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("while binding {bind}"))?;
         let addr = listener.local_addr()?;
+        // Listening before the banner: a script may signal as soon as it sees it.
+        let signalled = app::shutdown_signal();
         // Removed again when serving ends (the guard drops at the end of this block).
         let _recorded = crate::server_addr::record(&home, addr).with_context(|| {
             format!(
@@ -72,7 +74,7 @@ fn serve_with(config: Config) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            let name = app::shutdown_signal().await;
+            let name = signalled.await;
             tracing::info!("{name} received: shutting down");
             signal.cancel();
         });
