@@ -236,8 +236,13 @@ pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
             let logs = dir.join("logs");
             let audit = match Store::open(&dir) {
                 Ok(store) => Some(
-                    crate::audit::Audit::open_for_verify(&store, &logs)
-                        .context("while opening the audit trail")?,
+                    crate::audit::Audit::open_for_verify(
+                        std::sync::Arc::new(crate::store::sled_impl::audit::SledAudit::open(
+                            &store,
+                        )?),
+                        &logs,
+                    )
+                    .context("while opening the audit trail")?,
                 ),
                 Err(StoreError::AlreadyRunning { .. }) => {
                     println!(
@@ -297,8 +302,9 @@ fn rotate_offline(home: &std::path::Path, store: Store) -> anyhow::Result<Vec<St
     let logs = home.join("logs");
     let clock = crate::clock::Clock::system();
     let now = clock.now();
-    let audit =
-        crate::audit::Audit::open(&store, &logs, clock).context("while opening the audit trail")?;
+    let audit_store = crate::store::sled_impl::audit::SledAudit::open(&store)?;
+    let audit = crate::audit::Audit::open(std::sync::Arc::new(audit_store), &logs, clock)
+        .context("while opening the audit trail")?;
     small_runtime()?.block_on(async move {
         let mut files = Vec::new();
         let rotated: std::io::Result<()> = async {

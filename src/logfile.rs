@@ -28,7 +28,7 @@ use crate::clock::Clock;
 /// (`\n`, `\r`, `\t`, `\u{1b}`), so a value can neither start a forged line nor drive
 /// the terminal of whoever runs `tail`. Every text log (`app.log`, `scheduler.log`,
 /// `echopilot.log`) goes through this one function; the NDJSON audit is JSON-escaped.
-pub fn escape(s: &str) -> Cow<'_, str> {
+pub(crate) fn escape(s: &str) -> Cow<'_, str> {
     fn special(c: char) -> bool {
         c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
     }
@@ -51,7 +51,7 @@ pub fn escape(s: &str) -> Cow<'_, str> {
 /// Where rotated files go: `<logs>/archive/YYYYMMDD/<stem>-<HHMMSS.mmm>[-n].<ext>`.
 /// Link-then-unlink never overwrites an existing archive, and when two rotations race
 /// on the same file only one of them keeps its copy.
-pub fn archive_file(
+pub(crate) fn archive_file(
     path: &Path,
     archive_root: &Path,
     now: DateTime<Utc>,
@@ -105,10 +105,10 @@ pub fn archive_file(
 /// Logs whose writers reopen the path on their next line, so rotating them is a move
 /// into the archive: the scheduler's, the server's own and the Stripe webhook log
 /// (when the home has one). `audit.ndjson` and `app.log` rotate through their writer.
-pub const REOPENED_LOGS: &[&str] = &["scheduler.log", "echopilot.log", "stripe_webhooks.log"];
+pub(crate) const REOPENED_LOGS: &[&str] = &["scheduler.log", "echopilot.log", "stripe_webhooks.log"];
 
 /// Move every [`REOPENED_LOGS`] file of `logs_dir` that has lines into the archive.
-pub fn archive_reopened(logs_dir: &Path, now: DateTime<Utc>) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn archive_reopened(logs_dir: &Path, now: DateTime<Utc>) -> io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for name in REOPENED_LOGS {
         out.extend(archive_file(

@@ -5,11 +5,18 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Role, Secret};
+use super::Role;
 
-fn config_error(setting: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting: setting.to_string(),
+/// A refused key setting: which setting, and why (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRuleError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn config_error(setting: &'static str, reason: impl Into<String>) -> KeyRuleError {
+    KeyRuleError {
+        setting,
         reason: reason.into(),
     }
 }
@@ -19,7 +26,7 @@ pub const MIN_KEY_LEN: usize = 16;
 
 /// `ROLES_JSON`: `{"<key>": "viewer"|"operator"|"admin"|"worker"}`. The error never
 /// repeats a key.
-pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
+pub fn parse_roles(json: &str) -> Result<Vec<(String, Role)>, KeyRuleError> {
     let Entries(entries) = serde_json::from_str(json).map_err(|e| {
         config_error(
             "ROLES_JSON",
@@ -30,7 +37,7 @@ pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
             ),
         )
     })?;
-    let mut out: Vec<(Secret, Role)> = Vec::with_capacity(entries.len());
+    let mut out: Vec<(String, Role)> = Vec::with_capacity(entries.len());
     for (i, (key, role)) in entries.into_iter().enumerate() {
         let key = key.trim();
         if key.chars().count() < MIN_KEY_LEN {
@@ -46,13 +53,13 @@ pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
             .parse::<Role>()
             .map_err(|e| config_error("ROLES_JSON", format!("entry {}: {e}", i + 1)))?;
         // A JSON object that names a key twice would silently keep the last role.
-        if let Some(first) = out.iter().position(|(k, _)| k.expose() == key) {
+        if let Some(first) = out.iter().position(|(k, _)| k == key) {
             return Err(config_error(
                 "ROLES_JSON",
                 format!("entries {} and {} have the same key", first + 1, i + 1),
             ));
         }
-        out.push((Secret::new(key), role));
+        out.push((key.to_string(), role));
     }
     Ok(out)
 }
@@ -84,14 +91,14 @@ impl<'de> Deserialize<'de> for Entries {
 }
 
 /// Refuse keys that are weak or ambiguous, naming the problem but never the key.
-pub(crate) fn check_keys(
-    dashboard: Option<&Secret>,
-    roles: &[(Secret, Role)],
-) -> Result<(), ConfigError> {
+pub fn check_keys<'a>(
+    dashboard: Option<&str>,
+    mut role_keys: impl Iterator<Item = &'a str>,
+) -> Result<(), KeyRuleError> {
     let Some(admin) = dashboard else {
         return Ok(());
     };
-    if admin.expose().chars().count() < MIN_KEY_LEN {
+    if admin.chars().count() < MIN_KEY_LEN {
         return Err(config_error(
             "DASHBOARD_KEY",
             format!(
@@ -99,7 +106,9 @@ pub(crate) fn check_keys(
             ),
         ));
     }
-    if let Some(i) = roles.iter().position(|(k, _)| k == admin) {
+    // Comparing with `==` is fine here: both sides come from our own configuration
+    // and the answer only stops start-up.
+    if let Some(i) = role_keys.position(|k| k == admin) {
         return Err(config_error(
             "ROLES_JSON",
             format!("entry {} is the same key as DASHBOARD_KEY", i + 1),
