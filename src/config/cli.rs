@@ -70,8 +70,8 @@ pub enum AuditAction {
 
 #[derive(Debug, Subcommand)]
 pub enum LogsAction {
-    /// Move `logs/ndjson/audit.ndjson` and `logs/app.log` into `logs/archive/YYYYMMDD/`
-    /// (safe while the server runs: it opens fresh files on the next line).
+    /// Move `logs/ndjson/audit.ndjson`, `logs/app.log` and the other logs into
+    /// `logs/archive/YYYYMMDD/` (while a server runs, it is asked to do it), audited.
     Rotate,
 }
 
