@@ -265,10 +265,10 @@ pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
             if let Some(n) = report.store_events {
                 println!("ok: store chain intact: {n} events; every file line matches the store");
             }
-            if report.first_seq.is_some_and(|s| s > 1) {
+            if report.pruned_through > 0 {
                 println!(
-                    "note: the files start at seq {} (older archives were removed)",
-                    report.first_seq.unwrap_or(0)
+                    "note: seq 1..{} were pruned by log retention",
+                    report.pruned_through
                 );
             }
         }

@@ -146,7 +146,7 @@ pub fn audit_files(logs_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// The seq of the first event in a file; `None` for an empty file.
-fn first_seq(path: &Path) -> std::io::Result<Option<u64>> {
+pub fn first_seq(path: &Path) -> std::io::Result<Option<u64>> {
     let f = std::fs::File::open(path)?;
     for line in BufReader::new(f).lines() {
         let line = line?;
@@ -159,6 +159,57 @@ fn first_seq(path: &Path) -> std::io::Result<Option<u64>> {
         };
     }
     Ok(None)
+}
+
+/// Where log retention records the audit prefix it removed on purpose.
+fn pruned_path(logs_dir: &Path) -> PathBuf {
+    logs_dir.join("archive").join("audit-pruned.json")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pruned {
+    /// Every event up to this seq was removed with its archive files.
+    through_seq: u64,
+    pruned_at: String,
+}
+
+/// The last seq removed on purpose by log retention (0: none). `audit verify` accepts
+/// exactly that missing prefix and no other gap.
+pub fn pruned_through(logs_dir: &Path) -> std::io::Result<u64> {
+    match std::fs::read(pruned_path(logs_dir)) {
+        Ok(b) => serde_json::from_slice::<Pruned>(&b)
+            .map(|p| p.through_seq)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Record that every event up to `through_seq` was removed on purpose (written to a
+/// temp file, synced and renamed, so a crash leaves the old record or the new one).
+pub fn record_pruned(logs_dir: &Path, through_seq: u64, now: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let through_seq = through_seq.max(pruned_through(logs_dir)?);
+    let path = pruned_path(logs_dir);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    let body = Pruned {
+        through_seq,
+        pruned_at: now.to_string(),
+    };
+    f.write_all(&serde_json::to_vec(&body).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// `audit.<first-seq>-<last-seq>.ndjson`: the unique name of a file holding that range.
+pub fn range_name(path: &Path) -> Option<String> {
+    let first = first_seq(path).ok().flatten()?;
+    let last = last_event(path).ok().flatten()?.seq;
+    Some(format!("audit.{first}-{last}.ndjson"))
 }
 
 /// The last event of a file, reading only its tail.

@@ -17,6 +17,7 @@ mod verify;
 
 pub use verify::{Report, verify};
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -208,9 +209,16 @@ pub struct Audit {
     clock: Clock,
     file: Appender,
     logs_dir: PathBuf,
-    /// Taken around the store's append and the file's, so lines reach the file in seq
-    /// order.
-    order: Arc<Mutex<()>>,
+    /// Lines of events not yet known to be durable, by seq; taken around the store's
+    /// append, so seqs and lines stay in order. A line reaches the file only once its
+    /// event is on stable storage, so the file never shows an event that a crash could
+    /// take back (and a restart could number again).
+    order: Arc<Mutex<BTreeMap<u64, String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it leaves a consistent map behind: keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Default size past which `audit.ndjson` is rotated (as `LOG_MAX_BYTES`).
@@ -263,7 +271,8 @@ impl Audit {
                 logs_dir.join("archive"),
                 max_bytes,
                 clock.clone(),
-            ),
+            )
+            .rename_when_moved(chain::range_name),
         )
         .map_err(|e| StoreError::io(&path, e))?;
         Ok(Self {
@@ -328,7 +337,7 @@ impl Audit {
             e.error.or(Some(String::new()))
         };
         let (event, commit) = {
-            let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = lock(&self.order);
             let (event, commit) = self.store.append(&mut |seq, prev_hash| {
                 let mut event = Event {
                     ts: rfc3339(self.clock.now()),
@@ -348,11 +357,25 @@ impl Audit {
                 event.hash = chain::hash_event(&event);
                 event
             })?;
-            self.file.append(event.to_json_line());
+            pending.insert(event.seq, event.to_json_line());
             (event, commit)
         };
         commit.durable().await?;
+        self.release(event.seq);
         Ok(event)
+    }
+
+    /// Queue for the file every pending line up to `durable` (all of them were written
+    /// before the sync that covered `durable` started). Under the lock, so lines reach
+    /// the file in seq order.
+    fn release(&self, durable: u64) {
+        let mut pending = lock(&self.order);
+        while let Some(entry) = pending.first_entry() {
+            if *entry.key() > durable {
+                break;
+            }
+            self.file.append(entry.remove());
+        }
     }
 
     /// Newest first, at most `limit`.

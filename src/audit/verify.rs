@@ -18,6 +18,8 @@ pub struct Report {
     /// Store events after the files' last line (removed, or written just before a crash
     /// and not yet re-appended by a start of the server).
     pub missing_from_files: u64,
+    /// Events up to this seq were removed on purpose by log retention.
+    pub pruned_through: u64,
 }
 
 /// Check the chain over the files (archives in order, then the current file) and, when
@@ -82,6 +84,26 @@ pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::B
     report.file_events = v.count;
     report.first_seq = v.first_seq;
     report.last_seq = v.last_seq();
+    report.pruned_through = chain::pruned_through(logs_dir).map_err(|e| chain::Break {
+        seq: 1,
+        reason: format!("cannot read the log retention record: {e}"),
+        location: Some(logs_dir.join("archive").display().to_string()),
+    })?;
+    // Only a prefix that log retention removed (and recorded) may be missing.
+    if let Some(first) = report.first_seq
+        && first > report.pruned_through + 1
+    {
+        let from = report.pruned_through + 1;
+        return Err(chain::Break {
+            seq: from,
+            reason: format!(
+                "events {from}..{} are missing from the files: an archive file was removed \
+                 (only a prefix pruned by log retention may be missing)",
+                first - 1
+            ),
+            location: files.first().map(|f| f.display().to_string()),
+        });
+    }
     if let Some(n) = report.store_events {
         report.missing_from_files = n.saturating_sub(report.last_seq.unwrap_or(0));
         if report.missing_from_files > 0 {
