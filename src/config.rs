@@ -103,9 +103,9 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Rotate a log file past this size (`LOG_MAX_BYTES`).
     pub log_max_bytes: u64,
-    /// Most client connections open at once (`MAX_CONNECTIONS`; default: the open-file
-    /// limit less a reserve for the store and logs, see `web::listener`).
-    pub max_connections: usize,
+    /// Most client connections open at once (`MAX_CONNECTIONS`); `None`: the open-file
+    /// limit less a reserve for the store and logs, worked out by `web::listener`.
+    pub max_connections: Option<usize>,
     /// Time a client gets to send a request head, and to stay idle between requests
     /// (`HEADER_READ_TIMEOUT_SECS`).
     pub header_read_timeout_secs: u64,
@@ -335,8 +335,8 @@ impl Config {
             trust_proxy: lookup.bool("TRUST_PROXY")?,
             log_max_bytes: lookup.positive("LOG_MAX_BYTES")?,
             max_connections: match lookup.value("MAX_CONNECTIONS").as_str() {
-                "" => crate::web::listener::default_max_connections(),
-                _ => lookup.positive("MAX_CONNECTIONS")?,
+                "" => None,
+                _ => Some(lookup.positive("MAX_CONNECTIONS")?),
             },
             header_read_timeout_secs: lookup.positive("HEADER_READ_TIMEOUT_SECS")?,
             scheduler_tick_secs: lookup.positive("SCHEDULER_TICK_SECS")?,

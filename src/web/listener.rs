@@ -53,7 +53,9 @@ pub struct ConnLimits {
 impl ConnLimits {
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
-            max_connections: config.max_connections,
+            max_connections: config
+                .max_connections
+                .unwrap_or_else(default_max_connections),
             header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
         }
     }
