@@ -109,6 +109,12 @@ pub struct Config {
     /// Time a client gets to send a request head, and to stay idle between requests
     /// (`HEADER_READ_TIMEOUT_SECS`).
     pub header_read_timeout_secs: u64,
+    /// Refuse changes (503 "storage full") while the data disk has less free
+    /// (`STORE_MIN_FREE_BYTES`).
+    pub store_min_free_bytes: u64,
+    /// When the `disk` component turns degraded or unhealthy (`DISK_*_FREE_PCT`,
+    /// `DISK_*_FREE_BYTES`).
+    pub disk: crate::health::DiskRules,
     /// Scheduler tick interval (`SCHEDULER_TICK_SECS`).
     pub scheduler_tick_secs: u64,
     /// Slots for built-in executors (`EXECUTOR_CONCURRENCY`).
@@ -150,6 +156,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     // Empty: the open-file limit less a reserve for the store and logs (`web::listener`).
     ("MAX_CONNECTIONS", ""),
     ("HEADER_READ_TIMEOUT_SECS", "10"),
+    ("STORE_MIN_FREE_BYTES", "67108864"),
+    ("DISK_DEGRADED_FREE_PCT", "10"),
+    ("DISK_DEGRADED_FREE_BYTES", "1073741824"),
+    ("DISK_UNHEALTHY_FREE_PCT", "2"),
+    ("DISK_UNHEALTHY_FREE_BYTES", "268435456"),
     ("SCHEDULER_TICK_SECS", "60"),
     ("EXECUTOR_CONCURRENCY", "4"),
     ("STUCK_REQUEUE_AFTER_SECS", "900"),
@@ -218,6 +229,15 @@ impl Lookup<'_> {
                 format!("expected true or false, got {other:?}"),
             )),
         }
+    }
+
+    /// A percentage where 0 (never) is allowed.
+    fn share(&self, name: &str) -> Result<f64, ConfigError> {
+        let v: f64 = self.parse(name)?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(ConfigError::new(name, "must be a percentage in [0, 100]"));
+        }
+        Ok(v)
     }
 
     fn pct(&self, name: &str) -> Result<f64, ConfigError> {
@@ -339,6 +359,13 @@ impl Config {
                 _ => Some(lookup.positive("MAX_CONNECTIONS")?),
             },
             header_read_timeout_secs: lookup.positive("HEADER_READ_TIMEOUT_SECS")?,
+            store_min_free_bytes: lookup.parse("STORE_MIN_FREE_BYTES")?,
+            disk: crate::health::DiskRules {
+                degraded_pct: lookup.share("DISK_DEGRADED_FREE_PCT")?,
+                degraded_bytes: lookup.parse("DISK_DEGRADED_FREE_BYTES")?,
+                unhealthy_pct: lookup.share("DISK_UNHEALTHY_FREE_PCT")?,
+                unhealthy_bytes: lookup.parse("DISK_UNHEALTHY_FREE_BYTES")?,
+            },
             scheduler_tick_secs: lookup.positive("SCHEDULER_TICK_SECS")?,
             executor_concurrency: lookup.parse("EXECUTOR_CONCURRENCY")?,
             stuck_requeue_after_secs: lookup.parse("STUCK_REQUEUE_AFTER_SECS")?,

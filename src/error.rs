@@ -35,9 +35,22 @@ pub trait Classify: std::error::Error + Send + Sync + 'static {
 
 impl Classify for StoreError {
     fn kind(&self) -> ErrorKind {
-        ErrorKind::Internal
+        if self.is_full() {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Internal
+        }
     }
     fn public_message(&self) -> String {
-        "store error".to_string()
+        if self.is_full() {
+            FULL_MESSAGE.to_string()
+        } else {
+            "store error".to_string()
+        }
     }
 }
+
+/// What a client is told when a change cannot be made durable for lack of space: plain,
+/// without paths or the system's words.
+pub const FULL_MESSAGE: &str =
+    "storage full: the server's data disk is out of space; changes resume once space is freed";

@@ -55,9 +55,19 @@ impl Component {
     }
 }
 
-/// Free space on the home's disk (the runbook's weekly `df -h`): degraded below 10 %
-/// or 1 GiB free, unhealthy below 2 % or 256 MiB.
-pub fn disk(path: &std::path::Path) -> Component {
+/// When free space on the home's disk turns the `disk` component degraded or
+/// unhealthy: below a share of the disk or below a number of bytes, whichever comes
+/// first (the runbook's weekly `df -h`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskRules {
+    pub degraded_pct: f64,
+    pub degraded_bytes: u64,
+    pub unhealthy_pct: f64,
+    pub unhealthy_bytes: u64,
+}
+
+/// Free space on the home's disk, judged by `rules`.
+pub fn disk(path: &std::path::Path, rules: &DiskRules) -> Component {
     match fs4::statvfs(path) {
         Ok(s) => {
             let total = s.total_space();
@@ -67,9 +77,9 @@ pub fn disk(path: &std::path::Path) -> Component {
             } else {
                 free as f64 * 100.0 / total as f64
             };
-            let status = if pct < 2.0 || free < 256 << 20 {
+            let status = if pct < rules.unhealthy_pct || free < rules.unhealthy_bytes {
                 Health::Unhealthy
-            } else if pct < 10.0 || free < 1 << 30 {
+            } else if pct < rules.degraded_pct || free < rules.degraded_bytes {
                 Health::Degraded
             } else {
                 Health::Healthy
@@ -134,6 +144,12 @@ pub fn alerts(alerts: &Alerts) -> Component {
 
 /// Unhealthy when the store does not answer a probe.
 pub fn store(store: &Store) -> Component {
+    // Full: changes are refused (503) until space is freed; reads still work.
+    if let Some(full) = store.full() {
+        return Component::new(Health::Unhealthy)
+            .with("backend", "sled")
+            .with("error", full.to_string());
+    }
     match store.probe() {
         Ok(()) => {
             let first = meta::instance(store)
@@ -148,9 +164,14 @@ pub fn store(store: &Store) -> Component {
         }
         Err(e) => {
             tracing::error!(error = %e, "store probe failed");
+            let reason = if e.is_full() {
+                crate::error::FULL_MESSAGE.to_string()
+            } else {
+                "the store does not answer: see the server's log".to_string()
+            };
             Component::new(Health::Unhealthy)
                 .with("backend", "sled")
-                .with("error", e.to_string())
+                .with("error", reason)
         }
     }
 }

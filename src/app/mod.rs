@@ -95,6 +95,7 @@ impl AppState {
                 .with_context(|| format!("while creating {}", dir.display()))?;
         }
         let store = Store::open(&config.home)?;
+        store.set_min_free_bytes(config.store_min_free_bytes);
         // The runbook's `tail`/`grep` lines work on a fresh home too: the files exist
         // (empty) from the first start.
         for file in [

@@ -139,8 +139,13 @@ impl GroupCommit {
 fn sync_now(db: &sled::Db, files: &[File]) -> Result<(), StoreError> {
     db.flush()?;
     for f in files {
-        f.sync_data()
-            .map_err(|e| StoreError::Sync(format!("fdatasync: {e}")))?;
+        f.sync_data().map_err(|e| match e.raw_os_error() {
+            Some(28) => StoreError::Full {
+                free: 0,
+                reserve: 0,
+            },
+            _ => StoreError::Sync(format!("fdatasync: {e}")),
+        })?;
     }
     Ok(())
 }

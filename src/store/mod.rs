@@ -43,6 +43,7 @@ pub mod codec;
 mod durable;
 pub mod meta;
 pub(crate) mod sled_impl;
+mod space;
 mod table;
 
 use std::fs::File;
@@ -83,6 +84,11 @@ pub enum StoreError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("store probe failed: {0}")]
     Probe(String),
+    #[error(
+        "storage full: {free} bytes free on the data disk, below the {reserve}-byte reserve \
+         (STORE_MIN_FREE_BYTES); changes resume by themselves once space is freed"
+    )]
+    Full { free: u64, reserve: u64 },
 }
 
 impl StoreError {
@@ -90,6 +96,19 @@ impl StoreError {
         StoreError::Io {
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    /// The disk is out of space (our reserve, or the system's `ENOSPC`).
+    pub fn is_full(&self) -> bool {
+        let enospc = |e: &std::io::Error| {
+            e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+        };
+        match self {
+            StoreError::Full { .. } => true,
+            StoreError::Io { source, .. } => enospc(source),
+            StoreError::Sled(sled::Error::Io(e)) => enospc(e),
+            _ => false,
         }
     }
 }
@@ -148,6 +167,8 @@ impl std::fmt::Debug for Commit {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The free-space reserve every change is checked against.
+    space: Arc<space::Space>,
     path: PathBuf,
     commit: GroupCommit,
     /// Held for the life of the process: a second server on the same home fails to take it.
@@ -202,6 +223,7 @@ impl Store {
         let commit = GroupCommit::new(db.clone(), &path)?;
         let store = Store {
             db,
+            space: Arc::new(space::Space::new(data.clone())),
             path,
             commit,
             _lock: Arc::new(lock),
@@ -210,9 +232,21 @@ impl Store {
         Ok(store)
     }
 
+    /// Refuse changes while the data disk has less than `bytes` free
+    /// (`STORE_MIN_FREE_BYTES`).
+    pub fn set_min_free_bytes(&self, bytes: u64) {
+        self.space.set_min_free(bytes);
+    }
+
+    /// Is the data disk below the free-space reserve (changes refused)? The error says
+    /// how much is free, for an operator.
+    pub fn full(&self) -> Option<StoreError> {
+        self.space.is_full().then(|| self.space.full_error())
+    }
+
     /// A typed view of the tree `name`.
     pub fn table<T: Record>(&self, name: &str) -> Result<Table<T>, StoreError> {
-        Ok(Table::new(self.db.open_tree(name)?))
+        Ok(Table::new(self.db.open_tree(name)?, self.space.clone()))
     }
 
     /// A [`Commit`] covering every write made before this call (no sync starts until

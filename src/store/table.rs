@@ -2,13 +2,16 @@
 
 use std::marker::PhantomData;
 use std::ops::RangeBounds;
+use std::sync::Arc;
 
 use super::StoreError;
 use super::codec::{self, Record};
+use super::space::Space;
 
 /// One tree holding records of type `T`. Cloning is cheap.
 pub struct Table<T> {
     tree: sled::Tree,
+    space: Arc<Space>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -16,6 +19,7 @@ impl<T> Clone for Table<T> {
     fn clone(&self) -> Self {
         Self {
             tree: self.tree.clone(),
+            space: self.space.clone(),
             _t: PhantomData,
         }
     }
@@ -33,9 +37,10 @@ pub enum Cas<T> {
 type Entry<T> = Result<(Vec<u8>, T), StoreError>;
 
 impl<T: Record> Table<T> {
-    pub(super) fn new(tree: sled::Tree) -> Self {
+    pub(super) fn new(tree: sled::Tree, space: Arc<Space>) -> Self {
         Self {
             tree,
+            space,
             _t: PhantomData,
         }
     }
@@ -48,6 +53,7 @@ impl<T: Record> Table<T> {
     }
 
     pub fn insert(&self, key: impl AsRef<[u8]>, value: &T) -> Result<(), StoreError> {
+        self.space.check()?;
         self.tree.insert(key.as_ref(), codec::encode(value)?)?;
         Ok(())
     }
@@ -55,6 +61,7 @@ impl<T: Record> Table<T> {
     /// Insert only if the key is absent; `false` when it was already there.
     pub fn insert_new(&self, key: impl AsRef<[u8]>, value: &T) -> Result<bool, StoreError> {
         let bytes = codec::encode(value)?;
+        self.space.check()?;
         Ok(self
             .tree
             .compare_and_swap(key.as_ref(), None as Option<&[u8]>, Some(bytes))?
@@ -62,6 +69,7 @@ impl<T: Record> Table<T> {
     }
 
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
+        self.space.check()?;
         match self.tree.remove(key)? {
             Some(v) => Ok(Some(codec::decode(&v)?)),
             None => Ok(None),
@@ -78,6 +86,7 @@ impl<T: Record> Table<T> {
     ) -> Result<Cas<T>, StoreError> {
         let old = old.map(codec::encode).transpose()?;
         let new = new.map(codec::encode).transpose()?;
+        self.space.check()?;
         match self.tree.compare_and_swap(key.as_ref(), old, new)? {
             Ok(()) => Ok(Cas::Swapped),
             Err(e) => Ok(Cas::Conflict(
@@ -93,6 +102,7 @@ impl<T: Record> Table<T> {
         F: FnMut(Option<T>) -> Option<T>,
     {
         let key = key.as_ref();
+        self.space.check()?;
         loop {
             let current_raw = self.tree.get(key)?;
             let current = current_raw
@@ -172,12 +182,14 @@ impl<T: Record> Table<T> {
         for k in removes {
             batch.remove(k.as_slice());
         }
+        self.space.check()?;
         self.tree.apply_batch(batch)?;
         Ok(())
     }
 
     /// Remove every record.
     pub fn clear(&self) -> Result<(), StoreError> {
+        self.space.check()?;
         self.tree.clear()?;
         Ok(())
     }

@@ -46,7 +46,7 @@ pub async fn summary(State(state): State<AppState>) -> Result<AppJson<Value>> {
 pub fn components(state: &AppState) -> Vec<(&'static str, Component)> {
     vec![
         ("store", health::store(&state.store)),
-        ("disk", health::disk(&state.config.home)),
+        ("disk", health::disk(&state.config.home, &state.config.disk)),
         ("supervisor", health::supervisor(&state.supervisor)),
         (
             "audit",
