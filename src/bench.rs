@@ -21,6 +21,8 @@ use crate::config::{Config, HomeArg, ServeArgs};
 use crate::jobs::{ClaimRequest, NewJob};
 use crate::store::Commit;
 
+mod payments;
+
 /// Options of `echopilot bench`.
 #[derive(Debug, Clone)]
 pub(crate) struct BenchOptions {
@@ -72,6 +74,11 @@ fn open_state(parent: &Path) -> anyhow::Result<(AppState, TempHome)> {
         ("RATE_LIMIT_PER_MIN".to_string(), "0".to_string()),
         ("WORKER_RATE_LIMIT_PER_MIN".to_string(), "0".to_string()),
         ("SLOW_REQUEST_MS".to_string(), "100000".to_string()),
+        ("WEBHOOK_RATE_LIMIT_PER_MIN".to_string(), "0".to_string()),
+        (
+            "STRIPE_WEBHOOK_SECRET".to_string(),
+            payments::SECRET.to_string(),
+        ),
     ]);
     let args = ServeArgs {
         home: HomeArg {
@@ -534,6 +541,13 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 report(&mut all, disk);
             }
         }
+    }
+    if want("webhooks") {
+        all.push(payments::webhooks(&parent, 16, n, max).await?);
+        report(&mut all, disk);
+    }
+    if want("reconcile") {
+        payments::reconcile(&parent, 100_000).await?;
     }
     let disk_after = tokio::task::spawn_blocking({
         let p = parent.clone();

@@ -309,11 +309,14 @@ fn rotate_offline(home: &std::path::Path, store: Store) -> anyhow::Result<Vec<St
         let mut files = Vec::new();
         let rotated: std::io::Result<()> = async {
             files.extend(audit.rotate().await?);
-            files.extend(crate::logfile::archive_file(
-                &logs.join("app.log"),
-                &logs.join("archive"),
-                now,
-            )?);
+            // No server holds these writers: moving the files is their rotation.
+            for name in ["app.log", "stripe_webhooks.log"] {
+                files.extend(crate::logfile::archive_file(
+                    &logs.join(name),
+                    &logs.join("archive"),
+                    now,
+                )?);
+            }
             files.extend(crate::logfile::archive_reopened(&logs, now)?);
             Ok(())
         }

@@ -136,6 +136,21 @@ pub struct Config {
     pub commands: BTreeMap<String, CommandSpec>,
     /// Cron schedules declared in `echopilot.toml` `[[schedules]]`.
     pub schedules: Vec<ScheduleSpec>,
+    /// Stripe intake and reconciliation.
+    pub payments: PaymentSettings,
+}
+
+/// Stripe intake and reconciliation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentSettings {
+    /// How far a `Stripe-Signature` timestamp may be from now, either way
+    /// (`STRIPE_TOLERANCE_SECS`).
+    pub tolerance_secs: u64,
+    /// How long a completed checkout may wait for its payment confirmation before
+    /// reconciliation reports it (`RECONCILE_GRACE_SECS`).
+    pub reconcile_grace_secs: u64,
+    /// When the built-in reconciliation runs (`RECONCILE_CRON`).
+    pub reconcile_cron: String,
 }
 
 /// The environment variables we read, each with its default: the one place a default
@@ -173,6 +188,9 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLO_WEBHOOK_SUCCESS_PCT", "99.0"),
     ("METRICS_KEY_REQUIRED", "false"),
     ("ALLOW_DIRTY", "false"),
+    ("STRIPE_TOLERANCE_SECS", "300"),
+    ("RECONCILE_GRACE_SECS", "3600"),
+    ("RECONCILE_CRON", "0 3 * * 1"),
 ];
 
 const SECRETS: &[&str] = &[
@@ -382,6 +400,11 @@ impl Config {
             metrics_key_required: lookup.bool("METRICS_KEY_REQUIRED")?,
             commands: file.commands,
             schedules: file.schedules,
+            payments: PaymentSettings {
+                tolerance_secs: lookup.parse("STRIPE_TOLERANCE_SECS")?,
+                reconcile_grace_secs: lookup.parse("RECONCILE_GRACE_SECS")?,
+                reconcile_cron: lookup.value("RECONCILE_CRON"),
+            },
         };
         Ok(config)
     }

@@ -19,6 +19,8 @@
 //! - [`jobs`]        the durable job queue: types, pure transitions `Job → Job`, the
 //!   `JobStore` it needs, the `Jobs` service, the built-in `http` / `command` executors
 //! - [`scheduler`]   the tick, the due loop, cron schedules (`ScheduleStore`), `logs/scheduler.log`
+//! - [`payments`]    Stripe webhooks (signature, event log), the ledger, fulfilment,
+//!   reconciliation (`PaymentStore`)
 //! - [`audit`]       the audit trail: `AuditStore` + `logs/ndjson/audit.ndjson`, hash chain, `verify`
 //! - [`slo`]         per-minute SLO counters (`MinuteStore`), budget and burn rates, alerts
 //!   (`AlertStore`), `/metrics` text
@@ -53,6 +55,7 @@ pub mod error;
 pub mod health;
 pub mod jobs;
 mod logfile;
+pub mod payments;
 pub mod ratelimit;
 pub mod scheduler;
 pub mod server_addr;

@@ -103,10 +103,9 @@ pub(crate) fn archive_file(
 }
 
 /// Logs whose writers reopen the path on their next line, so rotating them is a move
-/// into the archive: the scheduler's, the server's own and the Stripe webhook log
-/// (when the home has one). `audit.ndjson` and `app.log` rotate through their writer.
-pub(crate) const REOPENED_LOGS: &[&str] =
-    &["scheduler.log", "echopilot.log", "stripe_webhooks.log"];
+/// into the archive: the scheduler's and the server's own. `audit.ndjson`, `app.log`
+/// and `stripe_webhooks.log` rotate through their writer.
+pub(crate) const REOPENED_LOGS: &[&str] = &["scheduler.log", "echopilot.log"];
 
 /// Move every [`REOPENED_LOGS`] file of `logs_dir` that has lines into the archive.
 pub(crate) fn archive_reopened(logs_dir: &Path, now: DateTime<Utc>) -> io::Result<Vec<PathBuf>> {

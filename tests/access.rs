@@ -72,8 +72,13 @@ fn operations(doc: &Value) -> Vec<Operation> {
 
 #[tokio::test]
 async fn role_matrix_over_every_route() {
-    // Brute-force protection off: this test sends many wrong keys on purpose.
-    let app = TestApp::spawn_with(&[("AUTH_FAIL_LIMIT_PER_MIN", "0")]).await;
+    // Brute-force protection off: this test sends many wrong keys on purpose. A webhook
+    // secret, so the signed route answers its 400 (no signature), not "not configured".
+    let app = TestApp::spawn_with(&[
+        ("AUTH_FAIL_LIMIT_PER_MIN", "0"),
+        ("STRIPE_WEBHOOK_SECRET", "whsec_role_matrix"),
+    ])
+    .await;
     let (_, doc) = app.get("/api/openapi.json", None).await;
     let ops = operations(&doc);
     assert!(ops.len() >= 30, "{} operations", ops.len());

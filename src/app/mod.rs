@@ -2,6 +2,7 @@
 //! background tasks (`wiring`), and the HTTP server (`server`). Only this module
 //! and `web` know every domain; domains know none of it.
 
+mod payments;
 mod server;
 mod wiring;
 
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::jobs::Jobs;
 use crate::jobs::executors::Executors;
 use crate::logfile::{Appender, RotatingFile};
+use crate::payments::Payments;
 use crate::ratelimit::Limits;
 use crate::scheduler::{Policy, Scheduler, log::SchedLog, schedules::Schedules};
 use crate::slo::Slo;
@@ -74,6 +76,8 @@ pub struct Shared {
     pub jobs: Jobs,
     /// Scheduler state, cron schedules, built-in executors, `logs/scheduler.log`.
     pub scheduler: Scheduler,
+    /// Stripe intake, the ledger, fulfilment, reconciliation.
+    pub payments: Payments,
 }
 
 impl AppState {
@@ -102,6 +106,7 @@ impl AppState {
             logs.join("ndjson").join("audit.ndjson"),
             logs.join("app.log"),
             logs.join("scheduler.log"),
+            logs.join("stripe_webhooks.log"),
         ] {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -159,6 +164,7 @@ impl AppState {
         let _loaded = schedules
             .load_config(&config.schedules, now)
             .context("while loading the schedules of echopilot.toml")?;
+        let payments = payments::open(&config, &store, &jobs, &schedules, &clock)?;
         let scheduler = Scheduler::new(
             jobs.clone(),
             schedules,
@@ -186,6 +192,7 @@ impl AppState {
             access,
             jobs,
             scheduler,
+            payments,
             keys: Arc::new(Keys::new(config.keys())),
             config: Arc::new(config),
             store,
@@ -205,6 +212,7 @@ impl AppState {
     /// Write out the queued audit and request-log lines (shutdown, tests).
     pub async fn flush_logs(&self) -> std::io::Result<()> {
         self.audit.flush().await?;
+        self.payments.log().flush().await?;
         self.access.request_log.flush().await
     }
 
@@ -214,6 +222,7 @@ impl AppState {
         let mut out = Vec::new();
         out.extend(self.audit.rotate().await?);
         out.extend(self.access.request_log.rotate().await?);
+        out.extend(self.payments.log().rotate().await?);
         out.extend(crate::logfile::archive_reopened(
             &self.config.logs_dir(),
             self.clock.now(),

@@ -11,7 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use crate::jobs::executors::ALERT_KIND;
-use crate::jobs::{Jobs, NewJob, Status};
+use crate::jobs::{Jobs, NewJob, Outcome, Status};
 use crate::scheduler;
 use crate::slo::alerts::{self, AlertSink};
 use crate::slo::{self, GaugeSource};
@@ -37,6 +37,7 @@ pub(super) fn start_background(state: &AppState) {
     });
     start_slo(state);
     start_jobs(state);
+    super::payments::start(state);
     start(state);
 }
 
@@ -103,9 +104,18 @@ fn start(state: &AppState) {
     // thread, so none is lost to a lagging receiver.
     // Weak: the SLO holds the jobs (its gauges), the jobs must not hold the SLO.
     let slo = state.slo.downgrade();
+    let payments = state.payments.downgrade();
     state.jobs.on_outcome(move |ev| {
         if let Some(slo) = slo.upgrade() {
             slo.record_job_outcome(&ev.kind, ev.outcome.as_str());
+        }
+        if matches!(
+            ev.outcome,
+            Outcome::Succeeded | Outcome::Dead | Outcome::Cancelled
+        ) && let Some(p) = payments.upgrade()
+            && let Err(e) = p.job_finished(&ev.id, ev.outcome.as_str(), ev.error.as_deref())
+        {
+            tracing::error!(job = %ev.id, error = %e, "cannot copy a job outcome onto its payment");
         }
     });
     state.slo.expect_ticks();

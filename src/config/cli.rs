@@ -88,7 +88,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     pub max_secs: u64,
     /// Run only the workloads whose name contains this: enqueue-http, enqueue-local,
-    /// drain-http, drain-local.
+    /// drain-http, drain-local, webhooks, reconcile.
     #[arg(long)]
     pub only: Option<String>,
 }

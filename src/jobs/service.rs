@@ -213,7 +213,14 @@ impl Jobs {
 
     /// Put a new job in.
     pub fn enqueue(&self, new: NewJob) -> Result<(Enqueued, Commit), JobError> {
-        let job = transitions::new_job(new, uuid::Uuid::now_v7().to_string(), self.now())?;
+        let id = match &new.id {
+            Some(s) => uuid::Uuid::parse_str(s)
+                .map_err(|_| JobError::Invalid("id: must be a UUID".into()))?
+                .hyphenated()
+                .to_string(),
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let job = transitions::new_job(new, id, self.now())?;
         let (inserted, commit) = self.store.insert(&job)?;
         Ok(match inserted {
             Inserted::New(job) => {

@@ -25,7 +25,8 @@ pub type Change<'a> = &'a mut dyn FnMut(&Job) -> Result<Job, JobError>;
 pub enum Inserted {
     /// The job is stored.
     New(Job),
-    /// Its unique key is held by this unfinished job; nothing was stored.
+    /// Its id is taken (whatever became of that job), or its unique key is held by
+    /// this unfinished job; nothing was stored.
     Duplicate(Job),
 }
 
@@ -33,8 +34,9 @@ pub enum Inserted {
 pub type Page = (Vec<Job>, Option<String>);
 
 pub trait JobStore: Send + Sync {
-    /// Store a new job. With a `unique_key` that an unfinished job holds, store nothing
-    /// and return that job; a finished holder gives the key up.
+    /// Store a new job. With an id that is already stored, or a `unique_key` that an
+    /// unfinished job holds, store nothing and return that job; a finished holder gives
+    /// the key up. (SQL: `INSERT … ON CONFLICT (id) DO NOTHING`.)
     fn insert(&self, job: &Job) -> Result<(Inserted, Commit), JobError>;
 
     /// One job by id.

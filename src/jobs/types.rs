@@ -62,6 +62,10 @@ pub struct NewJob {
     pub timeout_secs: Option<u64>,
     pub unique_key: Option<String>,
     pub schedule: Option<String>,
+    /// A job id chosen by the caller (a UUID): enqueuing the same id again is a
+    /// duplicate, whatever became of the job, so a caller that recorded the id first can
+    /// retry the enqueue after a crash without running the job twice.
+    pub id: Option<String>,
 }
 
 /// The result of an enqueue: the job, and whether it was already there (unique key).

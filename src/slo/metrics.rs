@@ -9,6 +9,7 @@
 //! (escaping, HELP/TYPE once per family, cumulative histogram buckets) renders the state
 //! directly; `tests/slo.rs` runs `promtool check metrics` on a real scrape.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::Slo;
@@ -115,12 +116,16 @@ impl Text {
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// What `/metrics` reads: the SLO counters (and, through them, the queue's gauges), the
-/// alerts, the audit trail's length and the process uptime.
+/// alerts, the audit trail's length, the process uptime and Stripe's webhook counters.
 pub struct Sources<'a> {
     pub slo: &'a Slo,
     pub alerts: &'a Alerts,
     pub audit: &'a Audit,
     pub uptime: std::time::Duration,
+    /// Verified Stripe deliveries by (event type, outcome).
+    pub webhook_events: &'a BTreeMap<(String, String), u64>,
+    /// Stripe deliveries refused by the signature check, by cause.
+    pub signature_failures: &'a BTreeMap<&'static str, u64>,
 }
 
 /// Render every metric of this server.
@@ -240,6 +245,30 @@ pub fn render(sources: &Sources<'_>) -> anyhow::Result<String> {
         &[("outcome", "failed")],
         snap.webhooks_failed as f64,
     );
+    t.family(
+        "echopilot_stripe_webhook_events_total",
+        "counter",
+        "Verified Stripe webhook deliveries since start, by event type and outcome (applied, ignored, duplicate, failed; bad_json for a signed body that is no event).",
+    );
+    for ((kind, outcome), n) in sources.webhook_events {
+        t.sample(
+            "echopilot_stripe_webhook_events_total",
+            &[("type", kind), ("outcome", outcome)],
+            *n as f64,
+        );
+    }
+    t.family(
+        "echopilot_stripe_signature_failures_total",
+        "counter",
+        "Stripe webhook deliveries refused by the signature check since start, by cause.",
+    );
+    for (cause, n) in sources.signature_failures {
+        t.sample(
+            "echopilot_stripe_signature_failures_total",
+            &[("cause", cause)],
+            *n as f64,
+        );
+    }
     t.family(
         "echopilot_job_outcomes_total",
         "counter",

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod access;
 mod jobs;
+pub mod stripe;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 pub const OPERATOR_KEY: &str = "test-operator-key-0123456789abc";

@@ -256,7 +256,13 @@ impl JobStore for SledJobs {
             // answer waits for it too.
             return Ok((Inserted::Duplicate(existing), self.store.pending()));
         }
-        self.jobs.insert(id, job)?;
+        if !self.jobs.insert_new(id, job)? {
+            // A caller-chosen id that is already stored (a retried fulfilment).
+            let existing = self
+                .get(&job.id)?
+                .ok_or_else(|| JobError::NotFound(job.id.clone()))?;
+            return Ok((Inserted::Duplicate(existing), self.store.pending()));
+        }
         match job.status {
             Status::Queued => self.ready.insert(ready_key(job, &id), &Marker {})?,
             _ => self.sched.insert(sched_key(job.run_at, &id), &Marker {})?,

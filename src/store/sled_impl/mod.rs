@@ -2,5 +2,6 @@
 //! loops and index trees live here, one file per domain, and nowhere else.
 pub(crate) mod audit;
 pub(crate) mod jobs;
+pub(crate) mod payments;
 pub(crate) mod schedules;
 pub(crate) mod slo;

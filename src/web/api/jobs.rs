@@ -119,6 +119,7 @@ impl CreateJob {
             timeout_secs: self.timeout_secs,
             unique_key: self.unique_key,
             schedule: None,
+            id: None,
         })
     }
 }

@@ -31,11 +31,14 @@ pub async fn show(State(state): State<AppState>, parts: Parts) -> Result<impl In
     if state.config.metrics_key_required {
         require(&parts, &state, Need::Viewer)?;
     }
+    let stripe = state.payments.counters();
     let text = metrics::render(&metrics::Sources {
         slo: &state.slo,
         alerts: &state.alerts,
         audit: &state.audit,
         uptime: state.uptime(),
+        webhook_events: &stripe.events,
+        signature_failures: &stripe.signature_failures,
     })?;
     Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
 }

@@ -8,6 +8,7 @@ pub mod db;
 pub mod jobs;
 pub mod logs;
 pub mod metrics;
+pub mod payments;
 pub mod scheduler;
 pub mod schedules;
 pub mod schemas;
@@ -41,6 +42,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(jobs::router())
         .merge(scheduler::router())
         .merge(schedules::router())
+        .merge(payments::router())
         .routes(routes!(openapi::show));
     // Monitoring must get through: never limited.
     let exempt = OpenApiRouter::new()
@@ -49,6 +51,7 @@ fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(limited(Class::General, general))
         .merge(limited(Class::Worker, workers::router()))
+        .merge(limited(Class::Webhook, payments::webhook_router()))
         .merge(exempt)
 }
 
