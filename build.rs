@@ -1,7 +1,28 @@
 //! Records the git commit, whether the tree was dirty, and the build time, so a
 //! running binary can say exactly what it is (`--version`, `/api/status/summary`)
 //! and refuse to serve an uncommitted build unless `ALLOW_DIRTY=true`.
+//!
+//! What makes cargo re-run this script (and so recompile the crate) is chosen so that
+//! reading the repository never does: `git status` rewrites `.git/index`, so the index
+//! is not watched. The commit is named by `HEAD`, the branch ref it points to and
+//! `packed-refs`; a commit, checkout or reset moves one of them. Dirtiness is computed
+//! over the compiled inputs only (`INPUTS`), which are watched themselves, so an edit
+//! there re-runs the check. The trade-off: a change outside `INPUTS` (README, tests)
+//! does not mark the binary dirty, which is right, since it is not in the binary; and
+//! an input folder created after the last run (say `templates/`) is only noticed at the
+//! next commit or the next edit of an existing input.
+use std::path::Path;
 use std::process::Command;
+
+/// What goes into the binary: edits here make it dirty and re-run this script.
+const INPUTS: &[&str] = &[
+    "src",
+    "templates",
+    "static",
+    "Cargo.toml",
+    "Cargo.lock",
+    "build.rs",
+];
 
 fn git(args: &[&str]) -> Option<String> {
     let out = Command::new("git").args(args).output().ok()?;
@@ -13,11 +34,20 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     // A source tarball has no git: it counts as clean, commit "unknown".
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // Only inputs that exist: cargo re-runs a script on every build while a watched
+    // path is missing.
+    let inputs: Vec<&str> = INPUTS
+        .iter()
+        .copied()
+        .filter(|p| Path::new(p).exists())
+        .collect();
     let dirty = if commit == "unknown" {
         false
     } else {
-        // Untracked files count too: they change what gets compiled.
-        git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty())
+        // Untracked files inside the inputs count too: they change what gets compiled.
+        let mut args = vec!["status", "--porcelain", "--"];
+        args.extend(&inputs);
+        git(&args).is_some_and(|s| !s.is_empty())
     };
     let built_at = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
@@ -31,23 +61,21 @@ fn main() {
     println!("cargo:rustc-env=ECHOPILOT_GIT_COMMIT={commit}");
     println!("cargo:rustc-env=ECHOPILOT_GIT_DIRTY={dirty}");
     println!("cargo:rustc-env=ECHOPILOT_BUILT_AT={built_at}");
-    // Re-run when HEAD moves or the index changes (a commit, a checkout, an add).
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/index");
+    if commit != "unknown" {
+        // `--git-path` resolves each file where git keeps it: in a linked worktree HEAD
+        // is per worktree while refs and packed-refs live in the common folder.
+        let mut watch = vec![git(&["rev-parse", "--git-path", "HEAD"])];
         if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{r}");
+            watch.push(git(&["rev-parse", "--git-path", &r]));
+        }
+        watch.push(git(&["rev-parse", "--git-path", "packed-refs"]));
+        for path in watch.into_iter().flatten() {
+            if Path::new(&path).exists() {
+                println!("cargo:rerun-if-changed={path}");
+            }
         }
     }
-    // An edit to any source makes the tree dirty, so it must re-run the check.
-    for path in [
-        "src",
-        "templates",
-        "static",
-        "tests",
-        "Cargo.toml",
-        "build.rs",
-    ] {
+    for path in inputs {
         println!("cargo:rerun-if-changed={path}");
     }
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");

@@ -13,6 +13,29 @@ use crate::store::{Store, StoreError, meta};
 /// until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args)?;
+    crate::console::attach_file(
+        &config.logs_dir(),
+        config.log_max_bytes,
+        crate::clock::Clock::system(),
+    )
+    .with_context(|| {
+        format!(
+            "while opening {}",
+            config.logs_dir().join("echopilot.log").display()
+        )
+    })?;
+    let result = serve_with(config);
+    if let Err(e) = &result {
+        // Also in `logs/echopilot.log`, where an operator looks after a failed start.
+        tracing::error!(target: crate::console::FILE_ONLY, "{e:#}");
+    }
+    if let Some(file) = crate::console::file() {
+        let _ = file.flush_blocking();
+    }
+    result
+}
+
+fn serve_with(config: Config) -> anyhow::Result<()> {
     build_info::check_dirty(build_info::DIRTY, config.allow_dirty).map_err(anyhow::Error::msg)?;
     if std::env::var_os("DATABASE_URL").is_some() {
         tracing::warn!("DATABASE_URL is set but ignored: this build stores everything in sled");
@@ -25,31 +48,98 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let bind = config.bind;
         let home = config.home.clone();
         let state = AppState::open(config)?;
+        state.keys.log_loaded();
         let listener = tokio::net::TcpListener::bind(bind)
             .await
             .with_context(|| format!("while binding {bind}"))?;
         let addr = listener.local_addr()?;
-        // Printed on stdout so scripts (and our tests) can find a port chosen by the OS.
-        println!(
+        // Listening before the banner: a script may signal as soon as it sees it.
+        let signalled = app::shutdown_signal();
+        // Removed again when serving ends (the guard drops at the end of this block).
+        let _recorded = crate::server_addr::record(&home, addr).with_context(|| {
+            format!(
+                "while writing {}",
+                crate::server_addr::path(&home).display()
+            )
+        })?;
+        // The banner, once: on stdout, so scripts (and our tests) can find a port chosen
+        // by the OS; the same line goes to `logs/echopilot.log` only.
+        let banner = format!(
             "echopilot {} listening on http://{addr} (home {})",
             build_info::VERSION_LINE,
             home.display()
         );
-        tracing::info!(%addr, home = %home.display(), commit = %build_info::commit_label(), "serving");
+        println!("{banner}");
+        tracing::info!(target: crate::console::FILE_ONLY, "{banner}");
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            app::shutdown_signal().await;
-            tracing::info!("signal received");
+            let name = signalled.await;
+            tracing::info!("{name} received: shutting down");
             signal.cancel();
         });
         app::serve(listener, state, shutdown).await
     })
 }
 
+/// Where the server running on `home` listens (`data/echopilot.addr`, counted only
+/// while the home's lock is held). Every command that talks to a running server finds
+/// it this way.
+pub fn running_server(home: &std::path::Path) -> Option<std::net::SocketAddr> {
+    crate::server_addr::running(home)
+}
+
+/// The key a command sends to the running server: `ECHOPILOT_KEY`, else `DASHBOARD_KEY`.
+fn server_key() -> Option<String> {
+    ["ECHOPILOT_KEY", "DASHBOARD_KEY"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .map(|k| k.trim().to_string())
+        .find(|k| !k.is_empty())
+}
+
+/// Send `req` to the running server with the command's key ([`server_key`]): the
+/// answer's JSON, or an error naming the URL, the status and the key the route needs.
+pub(crate) async fn ask_server(
+    req: reqwest::RequestBuilder,
+    url: &str,
+    needs: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let req = match server_key() {
+        Some(k) => req.header(crate::auth::KEY_HEADER, k),
+        None => req,
+    };
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("the server holds the store, but {url} does not answer"))?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{url} answered {status}: {} (set ECHOPILOT_KEY or DASHBOARD_KEY to {needs} key)",
+            v["error"]
+        );
+    }
+    Ok(v)
+}
+
+/// The running server's base URL, or an error saying why there is none.
+fn server_base(home: &std::path::Path) -> anyhow::Result<String> {
+    match running_server(home) {
+        Some(addr) => Ok(format!("http://{addr}")),
+        None => anyhow::bail!(
+            "a server holds the store under {} but has not recorded its address in {} \
+             (still starting, or an older version): try again, or stop it",
+            home.display(),
+            crate::server_addr::path(home).display()
+        ),
+    }
+}
+
 /// `echopilot db check|stats`. While the server holds the store, ask it over HTTP
-/// instead (the address from `PORT` / `echopilot.toml`; stats need a viewer key in
-/// `DASHBOARD_KEY` or `ECHOPILOT_KEY`).
+/// instead (found by [`running_server`]; stats need a viewer key in `ECHOPILOT_KEY` or
+/// `DASHBOARD_KEY`).
 pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
     let store = match Store::open(&home_dir(&home)) {
         Ok(s) => s,
@@ -78,19 +168,8 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
 }
 
 fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
-    let config = Config::load(&ServeArgs { home, bind: None })?;
-    let base = format!("http://{}", config.bind);
-    let key = std::env::var("ECHOPILOT_KEY").ok().or_else(|| {
-        config
-            .dashboard_key
-            .as_ref()
-            .map(|k| k.expose().to_string())
-    });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("while starting the async runtime")?;
-    runtime.block_on(async move {
+    let base = server_base(&home_dir(&home))?;
+    small_runtime()?.block_on(async move {
         let client = reqwest::Client::new();
         match action {
             DbAction::Check => {
@@ -99,7 +178,9 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
                     .get(&url)
                     .send()
                     .await
-                    .with_context(|| format!("the server holds the store, but {url} does not answer"))?
+                    .with_context(|| {
+                        format!("the server holds the store, but {url} does not answer")
+                    })?
                     .json()
                     .await?;
                 let store = &v["components"]["store"];
@@ -113,22 +194,7 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
             }
             DbAction::Stats => {
                 let url = format!("{base}/api/db/stats");
-                let mut req = client.get(&url);
-                if let Some(k) = &key {
-                    req = req.header(crate::auth::KEY_HEADER, k);
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .with_context(|| format!("the server holds the store, but {url} does not answer"))?;
-                let status = resp.status();
-                let v: serde_json::Value = resp.json().await?;
-                if !status.is_success() {
-                    anyhow::bail!(
-                        "{url} answered {status}: {} (set DASHBOARD_KEY or ECHOPILOT_KEY to a viewer key)",
-                        v["error"]
-                    );
-                }
+                let v = ask_server(client.get(&url), &url, "a viewer").await?;
                 println!("store: {}", v["path"].as_str().unwrap_or_default());
                 println!("size_on_disk_bytes: {}", v["size_on_disk_bytes"]);
                 println!("schema_version: {}", v["schema_version"]);
@@ -151,6 +217,14 @@ pub fn keygen() -> anyhow::Result<()> {
 
 fn home_dir(home: &HomeArg) -> std::path::PathBuf {
     home.home.clone().unwrap_or_else(|| ".".into())
+}
+
+/// A runtime for a command's few requests or store calls.
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("while starting the async runtime")
 }
 
 /// `echopilot audit verify`: the chain over the files, and over the store when this
@@ -202,34 +276,90 @@ pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `echopilot logs rotate`: rename the files into the archive. Safe beside a running
-/// server: it sees the path name another file and opens a fresh one.
+/// `echopilot logs rotate`: move the logs into the archive and write a `logs.rotate`
+/// audit event, as `POST /api/logs/rotate` does. While a server runs, that is what this
+/// asks it to do (an admin key in `ECHOPILOT_KEY` or `DASHBOARD_KEY`), so the server's
+/// writers and its audit chain stay in order; otherwise it opens the home itself.
 pub fn logs(home: HomeArg, action: LogsAction) -> anyhow::Result<()> {
     match action {
         LogsAction::Rotate => {
-            let logs = home_dir(&home).join("logs");
-            let archive = logs.join("archive");
-            let now = chrono::Utc::now();
-            let mut n = 0;
-            for f in [
-                logs.join("ndjson").join("audit.ndjson"),
-                logs.join("app.log"),
-                logs.join("stripe_webhooks.log"),
-            ] {
-                match crate::logfile::archive_file(&f, &archive, now)
-                    .with_context(|| format!("while rotating {}", f.display()))?
-                {
-                    Some(to) => {
-                        println!("rotated {} -> {}", f.display(), to.display());
-                        n += 1;
-                    }
-                    None => println!("skipped {} (empty or absent)", f.display()),
-                }
+            let dir = home_dir(&home);
+            let archived = match Store::open(&dir) {
+                Ok(store) => rotate_offline(&dir, store)?,
+                Err(StoreError::AlreadyRunning { .. }) => rotate_via_server(&dir)?,
+                Err(e) => return Err(e.into()),
+            };
+            for f in &archived {
+                println!("rotated {f}");
             }
-            println!("ok: {n} files rotated");
+            println!("ok: {} files rotated", archived.len());
         }
     }
     Ok(())
+}
+
+fn rotate_offline(home: &std::path::Path, store: Store) -> anyhow::Result<Vec<String>> {
+    let logs = home.join("logs");
+    let clock = crate::clock::Clock::system();
+    let now = clock.now();
+    let audit_store = crate::store::sled_impl::audit::SledAudit::open(&store)?;
+    let audit = crate::audit::Audit::open(std::sync::Arc::new(audit_store), &logs, clock)
+        .context("while opening the audit trail")?;
+    small_runtime()?.block_on(async move {
+        let mut files = Vec::new();
+        let rotated: std::io::Result<()> = async {
+            files.extend(audit.rotate().await?);
+            // No server holds these writers: moving the files is their rotation.
+            for name in ["app.log", "stripe_webhooks.log"] {
+                files.extend(crate::logfile::archive_file(
+                    &logs.join(name),
+                    &logs.join("archive"),
+                    now,
+                )?);
+            }
+            files.extend(crate::logfile::archive_reopened(&logs, now)?);
+            Ok(())
+        }
+        .await;
+        let shown: Vec<String> = files
+            .iter()
+            .map(|p| p.strip_prefix(home).unwrap_or(p).display().to_string())
+            .collect();
+        let error = rotated.as_ref().err().map(|e| e.to_string());
+        audit
+            .record(crate::audit::NewEvent {
+                actor_id: Some("cli".into()),
+                action: "logs.rotate".into(),
+                target: shown.join(","),
+                ok: error.is_none(),
+                status: if error.is_none() { 200 } else { 500 },
+                error,
+                ..Default::default()
+            })
+            .await
+            .context("while writing the audit event")?;
+        audit
+            .flush()
+            .await
+            .context("while writing the audit file")?;
+        rotated.context("while rotating the logs")?;
+        Ok(shown)
+    })
+}
+
+fn rotate_via_server(home: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let url = format!("{}/api/logs/rotate", server_base(home)?);
+    small_runtime()?.block_on(async move {
+        let v = ask_server(reqwest::Client::new().post(&url), &url, "an admin").await?;
+        Ok(v["archived"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    })
 }
 
 /// `echopilot bench`: the job queue's figures (see `bench`).

@@ -103,6 +103,12 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Rotate a log file past this size (`LOG_MAX_BYTES`).
     pub log_max_bytes: u64,
+    /// Most client connections open at once (`MAX_CONNECTIONS`); `None`: the open-file
+    /// limit less a reserve for the store and logs, worked out by `web::listener`.
+    pub max_connections: Option<usize>,
+    /// Time a client gets to send a request head, and to stay idle between requests
+    /// (`HEADER_READ_TIMEOUT_SECS`).
+    pub header_read_timeout_secs: u64,
     /// Refuse changes (503 "storage full") while the data disk has less free
     /// (`STORE_MIN_FREE_BYTES`).
     pub store_min_free_bytes: u64,
@@ -166,6 +172,9 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("AUTH_FAIL_LIMIT_PER_MIN", "10"),
     ("TRUST_PROXY", "false"),
     ("LOG_MAX_BYTES", "52428800"),
+    // Empty: the open-file limit less a reserve for the store and logs (`web::listener`).
+    ("MAX_CONNECTIONS", ""),
+    ("HEADER_READ_TIMEOUT_SECS", "10"),
     ("STORE_MIN_FREE_BYTES", "67108864"),
     ("DISK_DEGRADED_FREE_PCT", "10"),
     ("DISK_DEGRADED_FREE_BYTES", "1073741824"),
@@ -347,10 +356,15 @@ impl Config {
             }
         }
 
+        let dashboard_key = lookup.secret("DASHBOARD_KEY");
+        crate::auth::key_rules::check_keys(
+            dashboard_key.as_ref().map(Secret::expose),
+            roles.iter().map(|(k, _)| k.expose()),
+        )?;
         let config = Config {
             home,
             bind,
-            dashboard_key: lookup.secret("DASHBOARD_KEY"),
+            dashboard_key,
             roles,
             stripe_webhook_secrets,
             allow_dirty: lookup.bool("ALLOW_DIRTY")?,
@@ -364,6 +378,11 @@ impl Config {
             auth_fail_limit_per_min: lookup.parse("AUTH_FAIL_LIMIT_PER_MIN")?,
             trust_proxy: lookup.bool("TRUST_PROXY")?,
             log_max_bytes: lookup.positive("LOG_MAX_BYTES")?,
+            max_connections: match lookup.value("MAX_CONNECTIONS").as_str() {
+                "" => None,
+                _ => Some(lookup.positive("MAX_CONNECTIONS")?),
+            },
+            header_read_timeout_secs: lookup.positive("HEADER_READ_TIMEOUT_SECS")?,
             store_min_free_bytes: lookup.parse("STORE_MIN_FREE_BYTES")?,
             disk: crate::health::DiskRules {
                 degraded_pct: lookup.share("DISK_DEGRADED_FREE_PCT")?,
@@ -443,34 +462,20 @@ impl Config {
     }
 }
 
-/// `ROLES_JSON`: `{"<key>": "viewer"|"operator"|"admin"|"worker"}`. The error never
-/// repeats a key.
+/// `ROLES_JSON`: `{"<key>": "viewer"|"operator"|"admin"|"worker"}`, by the rules in
+/// [`crate::auth::key_rules`]. The error never repeats a key.
 pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
-    let map: BTreeMap<String, String> = serde_json::from_str(json).map_err(|e| {
-        ConfigError::new(
-            "ROLES_JSON",
-            format!(
-                "expected a JSON object of key to role (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    map.into_iter()
-        .enumerate()
-        .map(|(i, (key, role))| {
-            if key.trim().len() < 16 {
-                return Err(ConfigError::new(
-                    "ROLES_JSON",
-                    format!("entry {} has a key shorter than 16 characters", i + 1),
-                ));
-            }
-            let role = role
-                .parse::<Role>()
-                .map_err(|e| ConfigError::new("ROLES_JSON", format!("entry {}: {e}", i + 1)))?;
-            Ok((Secret::new(key.trim()), role))
-        })
-        .collect()
+    let entries = crate::auth::key_rules::parse_roles(json)?;
+    Ok(entries
+        .into_iter()
+        .map(|(key, role)| (Secret::new(key), role))
+        .collect())
+}
+
+impl From<crate::auth::key_rules::KeyRuleError> for ConfigError {
+    fn from(e: crate::auth::key_rules::KeyRuleError) -> Self {
+        ConfigError::new(e.setting, e.reason)
+    }
 }
 
 #[cfg(test)]
@@ -560,5 +565,34 @@ mod tests {
         std::fs::write(dir.path().join("echopilot.toml"), "dashboard_key = \"x\"\n").unwrap();
         let e = Config::from_sources(&args, &HashMap::new()).unwrap_err();
         assert!(e.to_string().contains("environment"), "{e}");
+    }
+
+    #[test]
+    fn weak_or_ambiguous_keys_are_refused_without_naming_them() {
+        let admin = "admin-key-0123456789abcdef";
+        let e = cfg(&[("DASHBOARD_KEY", "abc")]).unwrap_err();
+        assert_eq!(e.setting, "DASHBOARD_KEY");
+        assert!(e.reason.contains("shorter than 16"), "{e}");
+        assert!(!e.to_string().contains("abc"), "key leaked: {e}");
+        assert!(cfg(&[("DASHBOARD_KEY", "0123456789abcdef")]).is_ok());
+
+        let dup = r#"{"viewer-key-0123456789": "viewer", "viewer-key-0123456789": "admin"}"#;
+        let e = cfg(&[("ROLES_JSON", dup)]).unwrap_err();
+        assert_eq!(e.setting, "ROLES_JSON");
+        assert!(
+            e.reason.contains("entries 1 and 2 have the same key"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("viewer-key"), "key leaked: {e}");
+
+        let same = format!(r#"{{"op-key-0123456789abcdef": "operator", "{admin}": "viewer"}}"#);
+        let e = cfg(&[("DASHBOARD_KEY", admin), ("ROLES_JSON", &same)]).unwrap_err();
+        assert_eq!(e.setting, "ROLES_JSON");
+        assert!(
+            e.reason
+                .contains("entry 2 is the same key as DASHBOARD_KEY"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(admin), "key leaked: {e}");
     }
 }

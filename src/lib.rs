@@ -8,10 +8,12 @@
 //!   cross-domain hooks (`wiring`), the router and the server's life (`server`)
 //! - [`web`]         HTTP only: `web::api` (one module per resource), the OpenAPI document,
 //!   `web::dashboard` (the v2 and v1 pages, sessions, CSRF, static assets),
-//!   extractors, errors, the audit helper, the guard and route-class layers
+//!   extractors, errors, the audit helper, the guard and route-class layers; `web::listener`
+//!   accepts connections (cap, header-read timeout)
 //! - [`error`]       `Classify`: how a domain error is answered (`web::error::AppError`
 //!   turns it into `{"ok": false, "error": ...}` with its status)
-//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
+//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`);
+//!   `cli::running_server` finds the home's running server
 //! - [`config`]      the CLI, environment variables and `echopilot.toml`; each default once
 //!
 //! Domains (plain types; each declares its storage as a trait in its own `store` module):
@@ -36,7 +38,10 @@
 //!   `sled_impl/<domain>.rs`, each domain's storage trait on sled (see its module doc
 //!   for the mapping onto SQL)
 //! - `supervisor`    background tasks: restarted with backoff when they panic or fail
-//! - `logfile`       append-only log files: batched writer thread, survive `mv`, rotate
+//! - `logfile`       append-only log files: batched writer thread, survive `mv`, rotate;
+//!   `logfile::escape`, the one escaping of every text log line
+//! - [`console`]     the server's own log: stderr (colour only at a terminal) and `logs/echopilot.log`
+//! - [`server_addr`] `data/echopilot.addr`: where the running server listens, for the CLI
 //! - [`clock`]       wall-clock time that tests can freeze and advance
 //! - [`build_info`]  version, git commit, dirty flag, build time (from `build.rs`)
 //! - `bench`         `echopilot bench`: durable enqueue and drain figures
@@ -49,6 +54,7 @@ pub mod build_info;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod flags;
 pub mod health;
@@ -59,6 +65,7 @@ pub mod maintenance;
 pub mod payments;
 pub mod ratelimit;
 pub mod scheduler;
+pub mod server_addr;
 pub mod slo;
 pub mod store;
 mod supervisor;

@@ -11,6 +11,7 @@
 //! A thread rather than a supervised task: it must also run where no runtime exists
 //! (the CLI) and it must never be restarted with its queue of lines dropped.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,31 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
+
+/// Make one value safe for a text log line: every control character (C0, DEL, C1: `\r`,
+/// `\n`, ESC...) and the Unicode line and paragraph separators become visible escapes
+/// (`\n`, `\r`, `\t`, `\u{1b}`), so a value can neither start a forged line nor drive
+/// the terminal of whoever runs `tail`. Every text log (`app.log`, `scheduler.log`,
+/// `echopilot.log`) goes through this one function; the NDJSON audit is JSON-escaped.
+pub(crate) fn escape(s: &str) -> Cow<'_, str> {
+    fn special(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
+    }
+    if !s.chars().any(special) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if special(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// Where rotated files go: `<logs>/archive/YYYYMMDD/<stem>-<HHMMSS.mmm>[-n].<ext>`.
 /// Link-then-unlink never overwrites an existing archive, and when two rotations race
@@ -74,6 +100,24 @@ pub(crate) fn archive_file(
         path.display(),
         dir.display()
     )))
+}
+
+/// Logs whose writers reopen the path on their next line, so rotating them is a move
+/// into the archive: the scheduler's and the server's own. `audit.ndjson`, `app.log`
+/// and `stripe_webhooks.log` rotate through their writer.
+pub(crate) const REOPENED_LOGS: &[&str] = &["scheduler.log", "echopilot.log"];
+
+/// Move every [`REOPENED_LOGS`] file of `logs_dir` that has lines into the archive.
+pub(crate) fn archive_reopened(logs_dir: &Path, now: DateTime<Utc>) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for name in REOPENED_LOGS {
+        out.extend(archive_file(
+            &logs_dir.join(name),
+            &logs_dir.join("archive"),
+            now,
+        )?);
+    }
+    Ok(out)
 }
 
 /// An open append handle and the identity of the file it writes.
@@ -410,6 +454,22 @@ fn writer(mut file: RotatingFile, rx: mpsc::Receiver<Msg>, failing: Arc<AtomicBo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escape_leaves_no_control_character() {
+        assert!(matches!(escape("plain text é"), Cow::Borrowed(_)));
+        let forged =
+            "boom\r\n2026-01-01T00:00:00Z ERROR x\u{1b}[2K\u{2028}y\u{2029}\t\u{85}\u{7f}\0";
+        let e = escape(forged);
+        assert_eq!(
+            e,
+            "boom\\r\\n2026-01-01T00:00:00Z ERROR x\\u{1b}[2K\\u{2028}y\\u{2029}\\t\\u{85}\\u{7f}\\u{0}"
+        );
+        assert!(
+            !e.chars()
+                .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+        );
+    }
 
     fn lines_in(dir: &Path) -> Vec<String> {
         let mut out = Vec::new();

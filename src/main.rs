@@ -8,12 +8,12 @@ use echopilot::config::{Cli, Command};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    init_tracing();
+    echopilot::console::init();
     let result = match args.command {
         None => cli::serve(args.serve),
         Some(Command::Serve(serve)) => cli::serve(serve),
         Some(Command::Db { home, action }) => cli::db(home, action),
-        Some(Command::Keygen) => cli::keygen(),
+        Some(Command::Keygen { .. }) => cli::keygen(),
         Some(Command::Audit { home, action }) => cli::audit(home, action),
         Some(Command::Logs { home, action }) => cli::logs(home, action),
         Some(Command::Bench(args)) => cli::bench(args),
@@ -25,15 +25,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .init();
 }

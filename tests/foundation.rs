@@ -96,7 +96,11 @@ async fn oversized_bodies_get_413_in_our_shape() {
     assert_eq!(resp.status(), 413);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["ok"], false);
-    assert_eq!(v["error"], "request body too large");
+    // It names the limit, so a client knows what to send (issue 10, item 16).
+    assert_eq!(
+        v["error"],
+        "request body too large: the limit is 1024 bytes (MAX_BODY_BYTES)"
+    );
     app.stop().await;
 }
 

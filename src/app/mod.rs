@@ -195,7 +195,7 @@ impl AppState {
                 config.alert_webhook_url.clone(),
             )
             .with_gate(ops::executor_gate(&flags)),
-            SchedLog::new(&config.logs_dir(), clock.clone()),
+            SchedLog::new(&config.logs_dir(), clock.clone()).with_max_bytes(config.log_max_bytes),
             Policy {
                 tick_secs: config.scheduler_tick_secs,
                 concurrency: config.executor_concurrency,
@@ -246,13 +246,17 @@ impl AppState {
         self.access.request_log.flush().await
     }
 
-    /// Move `audit.ndjson` and `app.log` into `logs/archive/YYYYMMDD/`; returns the
-    /// archived files.
+    /// Move `audit.ndjson`, `app.log` and the other logs (`logfile::REOPENED_LOGS`) into
+    /// `logs/archive/YYYYMMDD/`; returns the archived files.
     pub async fn rotate_logs(&self) -> std::io::Result<Vec<std::path::PathBuf>> {
         let mut out = Vec::new();
         out.extend(self.audit.rotate().await?);
         out.extend(self.access.request_log.rotate().await?);
         out.extend(self.payments.log().rotate().await?);
+        out.extend(crate::logfile::archive_reopened(
+            &self.config.logs_dir(),
+            self.clock.now(),
+        )?);
         Ok(out)
     }
 }

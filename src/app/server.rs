@@ -1,7 +1,6 @@
 //! The HTTP server: the router with its layers, and the server's life (serve, drain,
 //! stop).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -78,7 +77,10 @@ fn stack(app: Router, config: &Config, state: Option<AppState>) -> Router {
                 web::access::request_log,
             ))
             .layer(CompressionLayer::new())
-            .layer(axum::middleware::from_fn(web::json_errors))
+            .layer(axum::middleware::from_fn_with_state(
+                config.max_body_bytes,
+                web::json_errors,
+            ))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(config.request_timeout_secs),
@@ -103,12 +105,8 @@ pub async fn serve(
     super::wiring::start_background(&state);
     let app = router(state.clone());
     let token = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { token.cancelled().await });
-    let mut server = tokio::spawn(server.into_future());
+    let limits = web::listener::ConnLimits::from_config(&state.config);
+    let mut server = tokio::spawn(web::listener::serve(listener, app, limits, token));
 
     let served = tokio::select! {
         r = &mut server => Some(r),
@@ -142,24 +140,27 @@ pub async fn serve(
     result
 }
 
-/// Resolve when SIGINT or SIGTERM arrives.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listen for SIGINT and SIGTERM from this call on (not from the first poll, so a
+/// signal sent right after the banner is not lost to the default action); the future
+/// resolves with the signal's name.
+pub fn shutdown_signal() -> impl std::future::Future<Output = &'static str> + Send {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let listening = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        if let (Ok(mut term), Ok(mut int)) = listening {
+            return tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
     }
 }

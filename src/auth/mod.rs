@@ -2,6 +2,8 @@
 //! compare digests in constant time. A caller is named by its key id (the first 8 hex
 //! characters of the digest), never by its key.
 
+pub mod key_rules;
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -52,6 +54,30 @@ impl Keys {
     /// Is any key configured at all?
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+
+    /// How many live keys hold `role`.
+    pub fn count(&self, role: Role) -> usize {
+        self.keys.iter().filter(|(_, r)| *r == role).count()
+    }
+
+    /// The start-up line: keys per role, or a clear warning when there are none (every
+    /// protected route would answer 401 with nothing said).
+    pub fn log_loaded(&self) {
+        if self.is_empty() {
+            tracing::warn!(
+                "no keys loaded: every protected route answers 401. Set DASHBOARD_KEY (admin) \
+                 or ROLES_JSON; `echopilot keygen` prints a fresh key"
+            );
+        } else {
+            tracing::info!(
+                admin = self.count(Role::Admin),
+                operator = self.count(Role::Operator),
+                viewer = self.count(Role::Viewer),
+                worker = self.count(Role::Worker),
+                "keys loaded"
+            );
+        }
     }
 
     /// The caller holding `key`, if it is live. Every digest is compared, in constant

@@ -4,9 +4,20 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// What `--help` says about the environment (the README has every setting).
+const ENV_HELP: &str = "\
+Environment (every setting is in the README):
+  DASHBOARD_KEY   the admin key, at least 16 characters (`echopilot keygen` prints one);
+                  without any key every protected route answers 401
+  ROLES_JSON      more keys: {\"<key>\": \"viewer\"|\"operator\"|\"admin\"|\"worker\"}
+  PORT            listen on 127.0.0.1:PORT (--bind wins)
+  ECHOPILOT_HOME  the home folder (--home wins)
+  ALLOW_DIRTY     serve a build of an uncommitted tree
+  RUST_LOG        the log filter (default info)";
+
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "echopilot", version = crate::build_info::VERSION_LINE, about)]
+#[command(name = "echopilot", version = crate::build_info::VERSION_LINE, about, after_help = ENV_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -26,7 +37,12 @@ pub enum Command {
         action: DbAction,
     },
     /// Print a fresh key: 32 random bytes, URL-safe base64 without padding (43 characters).
-    Keygen,
+    Keygen {
+        /// Keys have nothing to do with a home: this takes the global `--home` out of
+        /// `keygen --help` (accepted and ignored, so old scripts keep working).
+        #[arg(long, hide = true)]
+        home: Option<PathBuf>,
+    },
     /// The audit trail: `audit verify` checks the hash chain.
     Audit {
         #[command(flatten)]
@@ -54,8 +70,8 @@ pub enum AuditAction {
 
 #[derive(Debug, Subcommand)]
 pub enum LogsAction {
-    /// Move `logs/ndjson/audit.ndjson` and `logs/app.log` into `logs/archive/YYYYMMDD/`
-    /// (safe while the server runs: it opens fresh files on the next line).
+    /// Move `logs/ndjson/audit.ndjson`, `logs/app.log` and the other logs into
+    /// `logs/archive/YYYYMMDD/` (while a server runs, it is asked to do it), audited.
     Rotate,
 }
 

@@ -181,12 +181,27 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The lock a running server holds on its home: `<home>/data/echopilot.lock`.
+pub fn lock_path(home: &Path) -> PathBuf {
+    home.join("data").join("echopilot.lock")
+}
+
+/// Is the home's lock held by a process (a running server, or a CLI command holding
+/// the store)? A missing lock file means no.
+pub fn lock_held(home: &Path) -> bool {
+    let Ok(f) = File::options().write(true).open(lock_path(home)) else {
+        return false;
+    };
+    // Taking it for a moment says it was free; dropping `f` releases it again.
+    matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 impl Store {
     /// Open (or create) the store under `<home>/data`, taking the home's lock first.
     pub fn open(home: &Path) -> Result<Store, StoreError> {
         let data = home.join("data");
         std::fs::create_dir_all(&data).map_err(|e| StoreError::io(&data, e))?;
-        let lock_path = data.join("echopilot.lock");
+        let lock_path = lock_path(home);
         let lock = File::options()
             .create(true)
             .truncate(false)

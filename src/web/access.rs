@@ -53,7 +53,7 @@ pub struct RequestLine<'a> {
 
 impl RequestLine<'_> {
     fn fields(&self) -> String {
-        format!(
+        let line = format!(
             "request_id={} method={} route={} status={} duration_ms={} client={} key={}",
             self.request_id,
             self.method,
@@ -62,7 +62,8 @@ impl RequestLine<'_> {
             self.duration_ms,
             self.client,
             self.key_id
-        )
+        );
+        crate::logfile::escape(&line).into_owned()
     }
 
     /// The line for every request.

@@ -8,11 +8,12 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod extract;
+pub mod listener;
 pub mod measure;
 pub mod openapi;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -35,8 +36,12 @@ fn is_api(path: &str) -> bool {
 
 /// Errors produced by layers rather than handlers (413 from the body limit, 408 from the
 /// timeout, 405 from the router) come with empty or plain bodies; under `/api` they are
-/// rewritten into our JSON shape.
-pub async fn json_errors(req: Request, next: Next) -> Response {
+/// rewritten into our JSON shape. The state is `MAX_BODY_BYTES`, which a 413 names.
+pub async fn json_errors(
+    State(max_body_bytes): State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
     let api = is_api(req.uri().path());
     let resp = next.run(req).await;
     let status = resp.status();
@@ -52,7 +57,9 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         return resp;
     }
     let message = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "request body too large".to_string(),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("request body too large: the limit is {max_body_bytes} bytes (MAX_BODY_BYTES)")
+        }
         StatusCode::REQUEST_TIMEOUT => "request timed out".to_string(),
         StatusCode::METHOD_NOT_ALLOWED => "method not allowed on this route".to_string(),
         s => s

@@ -1,5 +1,6 @@
-//! `POST /api/logs/rotate` (admin): move `audit.ndjson` and `app.log` into
-//! `logs/archive/YYYYMMDD/` now; the next line starts fresh files.
+//! `POST /api/logs/rotate` (admin): move `audit.ndjson`, `app.log`, `scheduler.log`,
+//! `echopilot.log` and `stripe_webhooks.log` into `logs/archive/YYYYMMDD/` now; the next
+//! line starts fresh files.
 
 use axum::extract::State;
 use axum::http::StatusCode;
