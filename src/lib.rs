@@ -5,6 +5,7 @@
 //! - [`build_info`]  version, git commit, dirty flag, build time (from `build.rs`)
 //! - [`app`]         `AppState`, the router, and the server's life (serve, drain, stop)
 //! - [`audit`]       the audit trail: sled tree + `logs/ndjson/audit.ndjson`, hash chain
+//! - [`backup`]      disaster recovery: snapshots, verify, restore, retention, log archive pruning
 //! - [`auth`]        keys (as SHA-256 digests) and roles; `web::auth` holds the extractors
 //! - [`error`]       `AppError`, the `{"ok": false, "error": ...}` every API failure returns
 //! - [`store`]       sled: one tree per domain, the versioned codec, group-commit durability
@@ -26,6 +27,7 @@ pub mod access;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod bench;
 pub mod build_info;
 pub mod cli;

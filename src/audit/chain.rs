@@ -50,6 +50,8 @@ impl fmt::Display for Break {
 pub struct Verifier {
     last: Option<(u64, String)>,
     pub first_seq: Option<u64>,
+    /// The `prev_hash` of the first event (links to a pruned prefix).
+    pub first_prev_hash: Option<String>,
     pub count: u64,
 }
 
@@ -94,6 +96,7 @@ impl Verifier {
                     return Err(brk(1, "the first event does not start the chain".into()));
                 }
                 self.first_seq = Some(e.seq);
+                self.first_prev_hash = Some(e.prev_hash.clone());
             }
         }
         if hash_event(e) != e.hash {
@@ -213,4 +216,37 @@ pub fn verify_file(
         })?;
     }
     Ok(())
+}
+
+/// Audit events whose archive files were removed by log retention
+/// (`LOG_ARCHIVE_KEEP_DAYS`): `audit verify` accepts exactly this missing prefix, and
+/// checks that the first remaining line links to `last_hash`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pruned {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub last_hash: String,
+    pub pruned_at: String,
+}
+
+/// Where the pruned range is recorded.
+pub fn pruned_path(logs_dir: &Path) -> PathBuf {
+    logs_dir.join("archive").join("pruned.json")
+}
+
+/// The recorded pruned range, if any.
+pub fn read_pruned(logs_dir: &Path) -> std::io::Result<Option<Pruned>> {
+    match std::fs::read_to_string(pruned_path(logs_dir)) {
+        Ok(t) => serde_json::from_str(&t).map(Some).map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Record the pruned range (written whole, then renamed into place).
+pub fn write_pruned(logs_dir: &Path, p: &Pruned) -> std::io::Result<()> {
+    let path = pruned_path(logs_dir);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string(p).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, &path)
 }

@@ -4,6 +4,7 @@
 //! [`codec`]) and [`Store::sync`] (group commit), so a second backend (`DATABASE_URL`)
 //! can be added as a new module without touching domain code.
 
+mod capture;
 pub mod codec;
 mod durable;
 pub mod meta;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use codec::{CodecError, Record};
+pub use sled_impl::SledTarget;
 pub use table::{Cas, Table};
 
 use durable::GroupCommit;
@@ -58,6 +60,10 @@ impl StoreError {
         }
     }
 }
+
+/// The home's lock, held by the process that owns the store (see [`Store::lock_home`]).
+#[derive(Debug)]
+pub struct HomeLock(File);
 
 /// A point in the group commit's sequence (see [`Store::sync_ticket`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +114,8 @@ pub struct Store {
     db: sled::Db,
     path: PathBuf,
     commit: GroupCommit,
+    /// Change groups and snapshot captures (point-in-time reads across trees).
+    gate: Arc<capture::Gate>,
     /// Held for the life of the process: a second server on the same home fails to take it.
     _lock: Arc<File>,
 }
@@ -121,6 +129,27 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Open (or create) the store under `<home>/data`, taking the home's lock first.
     pub fn open(home: &Path) -> Result<Store, StoreError> {
+        let lock = Self::lock_home(home)?;
+        let path = home.join("data").join("echopilot.sled");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()?;
+        let commit = GroupCommit::new(db.clone(), &path)?;
+        let store = Store {
+            db,
+            path,
+            commit,
+            gate: Arc::default(),
+            _lock: Arc::new(lock.0),
+        };
+        meta::open(&store)?;
+        Ok(store)
+    }
+
+    /// Take the home's lock without opening the store: proves no server runs there
+    /// (restore and compaction hold it while they swap the store's folder).
+    pub fn lock_home(home: &Path) -> Result<HomeLock, StoreError> {
         let data = home.join("data");
         std::fs::create_dir_all(&data).map_err(|e| StoreError::io(&data, e))?;
         let lock_path = data.join("echopilot.lock");
@@ -131,31 +160,24 @@ impl Store {
             .open(&lock_path)
             .map_err(|e| StoreError::io(&lock_path, e))?;
         match lock.try_lock() {
-            Ok(()) => {}
+            Ok(()) => Ok(HomeLock(lock)),
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::AlreadyRunning { path: lock_path });
+                Err(StoreError::AlreadyRunning { path: lock_path })
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&lock_path, e)),
         }
-        let path = data.join("echopilot.sled");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()?;
-        let commit = GroupCommit::new(db.clone(), &path)?;
-        let store = Store {
-            db,
-            path,
-            commit,
-            _lock: Arc::new(lock),
-        };
-        meta::open(&store)?;
-        Ok(store)
     }
 
     /// A typed view of the tree `name`.
     pub fn table<T: Record>(&self, name: &str) -> Result<Table<T>, StoreError> {
-        Ok(Table::new(self.db.open_tree(name)?))
+        Ok(Table::new(self.db.open_tree(name)?, self.gate.clone()))
+    }
+
+    /// Run `f` as one change group: a snapshot holds all of its writes or none. A
+    /// request that changes several trees (a record and its audit event) runs in one;
+    /// nested groups join the outer one.
+    pub async fn grouped<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.gate.grouped(f).await
     }
 
     /// A [`Commit`] covering every write made before this call (no sync starts until

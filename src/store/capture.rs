@@ -1,0 +1,173 @@
+//! Point-in-time reads across trees, which sled 0.34 does not have.
+//!
+//! Two locks make a snapshot consistent while writers keep going:
+//! - **Change groups** (`groups`): a request that changes several trees (a job and the
+//!   audit event of its creation) holds this shared from its first write to its last.
+//!   A snapshot takes it exclusively for an instant, so it starts between groups,
+//!   never inside one.
+//! - **The latch** (`latch`): every single write through [`super::Table`] holds it
+//!   shared while it checks for a running capture and writes. Under it, before the
+//!   first change of a key after the snapshot's start, the key's old value (or its
+//!   absence) is kept. The snapshot reads the live trees and prefers kept values, so
+//!   it sees each tree exactly as it was at its start, however long it reads.
+//!
+//! Writers wait only while the snapshot starts (in-flight groups finish); reading
+//! 10⁶ records then runs beside them. Kept values cost memory only for keys written
+//! during the snapshot, and are dropped when it ends.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+
+use sled::IVec;
+
+tokio::task_local! {
+    /// Set inside a change group, so a nested one does not wait on itself.
+    static IN_GROUP: ();
+}
+
+type Key = (IVec, IVec);
+
+/// Old values of keys changed since a snapshot started.
+#[derive(Default)]
+pub(crate) struct Capture {
+    kept: Mutex<HashMap<Key, Option<IVec>>>,
+}
+
+impl Capture {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Option<IVec>>> {
+        self.kept.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep `key`'s value as of the snapshot, unless an earlier change kept it. Read
+    /// under the map's lock, so the first keeper always sees the value from before any
+    /// change made after the start.
+    fn keep(&self, tree: &sled::Tree, key: &[u8]) -> sled::Result<()> {
+        let k = (tree.name(), IVec::from(key));
+        let mut m = self.lock();
+        if !m.contains_key(&k) {
+            let old = tree.get(key)?;
+            m.insert(k, old);
+        }
+        Ok(())
+    }
+
+    /// The snapshot's view of `tree`: calls `f` for every record as it was at the
+    /// start, in key order for the live part and then the removed ones.
+    pub(crate) fn read(
+        &self,
+        tree: &sled::Tree,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>,
+    ) -> Result<u64, String> {
+        let name = tree.name();
+        // Every key the walk met, in key order (the walk is ordered): a kept key that
+        // is not among them was removed before the walk reached it.
+        let mut walked: Vec<IVec> = Vec::new();
+        let mut n = 0u64;
+        for r in tree.iter() {
+            let (k, v) = r.map_err(|e| e.to_string())?;
+            let kept = self.lock().get(&(name.clone(), k.clone())).cloned();
+            let value = match &kept {
+                Some(old) => old.as_ref(),
+                None => Some(&v),
+            };
+            if let Some(value) = value {
+                f(&k, value)?;
+                n += 1;
+            }
+            walked.push(k);
+        }
+        let mut removed: Vec<(IVec, IVec)> = self
+            .lock()
+            .iter()
+            .filter(|((t, k), _)| *t == name && walked.binary_search(k).is_err())
+            .filter_map(|((_, k), old)| old.clone().map(|o| (k.clone(), o)))
+            .collect();
+        removed.sort();
+        for (k, v) in removed {
+            f(&k, &v)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The store's write gate; one per store, shared by every [`super::Table`].
+#[derive(Default)]
+pub(crate) struct Gate {
+    groups: tokio::sync::RwLock<()>,
+    latch: RwLock<Option<Arc<Capture>>>,
+    /// One snapshot at a time.
+    turn: Mutex<()>,
+}
+
+impl Gate {
+    /// Run one write: keep the old values of `keys` first when a snapshot runs.
+    pub(crate) fn write<R>(
+        &self,
+        tree: &sled::Tree,
+        keys: &mut dyn Iterator<Item = &[u8]>,
+        f: impl FnOnce() -> sled::Result<R>,
+    ) -> sled::Result<R> {
+        let latch = self.latch.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = latch.as_ref() {
+            for k in keys {
+                c.keep(tree, k)?;
+            }
+        }
+        f()
+    }
+
+    /// As [`Gate::write`] for a write that touches every key of the tree (`clear`).
+    pub(crate) fn write_all<R>(
+        &self,
+        tree: &sled::Tree,
+        f: impl FnOnce() -> sled::Result<R>,
+    ) -> sled::Result<R> {
+        let latch = self.latch.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = latch.as_ref() {
+            for r in tree.iter().keys() {
+                c.keep(tree, &r?)?;
+            }
+        }
+        f()
+    }
+
+    /// Run `f` as one change group: a snapshot starts before it or after it.
+    pub(crate) async fn grouped<F: Future>(&self, f: F) -> F::Output {
+        if IN_GROUP.try_with(|_| ()).is_ok() {
+            return f.await;
+        }
+        let _shared = self.groups.read().await;
+        IN_GROUP.scope((), f).await
+    }
+
+    /// Start a capture (blocking: call from a blocking thread or outside a runtime).
+    /// Waits for the change groups in flight; new ones wait only for this call.
+    pub(crate) fn begin(&self) -> Running<'_> {
+        let turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        let capture = Arc::new(Capture::default());
+        {
+            let _quiet = self.groups.blocking_write();
+            *self.latch.write().unwrap_or_else(|p| p.into_inner()) = Some(capture.clone());
+        }
+        Running {
+            gate: self,
+            capture,
+            _turn: turn,
+        }
+    }
+}
+
+/// A running capture; dropping it ends the capture.
+pub(crate) struct Running<'a> {
+    gate: &'a Gate,
+    pub(crate) capture: Arc<Capture>,
+    _turn: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        *self.gate.latch.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
