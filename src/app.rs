@@ -76,6 +76,8 @@ pub struct Shared {
     pub jobs: Jobs,
     /// Scheduler state, cron schedules, built-in executors, `logs/scheduler.log`.
     pub scheduler: Scheduler,
+    /// Disaster-recovery snapshots.
+    pub backups: crate::backup::Backups,
 }
 
 impl AppState {
@@ -146,6 +148,10 @@ impl AppState {
         schedules
             .load_config(&config.schedules, now)
             .context("while loading the schedules of echopilot.toml")?;
+        schedules
+            .load_builtin(&[crate::glue_backup::schedule(&config)], now)
+            .context("while loading the backup schedule (BACKUP_CRON)")?;
+        let backups = crate::glue_backup::open(&config, &store, clock.clone());
         let scheduler = Scheduler::new(
             config.scheduler_tick_secs,
             config.executor_concurrency,
@@ -167,6 +173,7 @@ impl AppState {
             access,
             jobs,
             scheduler,
+            backups,
             keys: Arc::new(Keys::from_config(&config)),
             config: Arc::new(config),
             store,
@@ -202,6 +209,7 @@ impl AppState {
         crate::slo::start(self);
         self.start_jobs();
         crate::glue::start(self);
+        crate::glue_backup::start(self);
     }
 
     /// Write out the queued audit and request-log lines (shutdown, tests).
@@ -237,6 +245,11 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .merge(web::api::router())
         .fallback(web::fallback)
+        // A mutating request is one change group: a snapshot holds all of it or none.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::change_group::layer,
+        ))
         // Innermost: sees the caller's key and the handler's 401/403.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -309,6 +309,24 @@ pub struct Config {
     pub commands: BTreeMap<String, CommandSpec>,
     /// Cron schedules declared in `echopilot.toml` `[[schedules]]`.
     pub schedules: Vec<ScheduleSpec>,
+    /// Disaster recovery (`BACKUP_DIR`, `BACKUP_KEEP`, `BACKUP_CRON`,
+    /// `BACKUP_COPY_COMMAND`) and log retention (`LOG_ARCHIVE_KEEP_DAYS`).
+    pub backup: BackupConfig,
+}
+
+/// Snapshot and log-retention settings.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// Where snapshots go (`BACKUP_DIR`, relative to the home; `backups/disaster_recovery`).
+    pub dir: PathBuf,
+    /// Newest snapshots kept (`BACKUP_KEEP`, 14).
+    pub keep: usize,
+    /// The built-in backup schedule, UTC (`BACKUP_CRON`, `0 3 * * *`; empty disables).
+    pub cron: String,
+    /// Run after each verified snapshot with its path (`BACKUP_COPY_COMMAND`).
+    pub copy_command: Option<Secret>,
+    /// Days of `logs/archive/` kept (`LOG_ARCHIVE_KEEP_DAYS`, 90).
+    pub log_archive_keep_days: u64,
 }
 
 /// The environment variables we read, each with its default (for the README table and
@@ -337,6 +355,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("SLO_WEBHOOK_SUCCESS_PCT", "99.0"),
     ("METRICS_KEY_REQUIRED", "false"),
     ("ALLOW_DIRTY", "false"),
+    ("BACKUP_DIR", "backups/disaster_recovery"),
+    ("BACKUP_KEEP", "14"),
+    ("BACKUP_CRON", "0 3 * * *"),
+    ("BACKUP_COPY_COMMAND", ""),
+    ("LOG_ARCHIVE_KEEP_DAYS", "90"),
 ];
 
 const SECRETS: &[&str] = &[
@@ -486,7 +509,7 @@ impl Config {
         }
 
         let config = Config {
-            home,
+            home: home.clone(),
             bind,
             dashboard_key: lookup.secret("DASHBOARD_KEY"),
             roles,
@@ -518,6 +541,23 @@ impl Config {
             metrics_key_required: lookup.bool("METRICS_KEY_REQUIRED")?,
             commands: file.commands,
             schedules: file.schedules,
+            backup: BackupConfig {
+                dir: home.join(
+                    lookup
+                        .raw("BACKUP_DIR")
+                        .filter(|d| !d.is_empty())
+                        .unwrap_or_else(|| "backups/disaster_recovery".into()),
+                ),
+                keep: lookup.positive("BACKUP_KEEP", 14)?,
+                cron: lookup
+                    .raw("BACKUP_CRON")
+                    .unwrap_or_else(|| "0 3 * * *".into()),
+                copy_command: lookup
+                    .raw("BACKUP_COPY_COMMAND")
+                    .filter(|c| !c.is_empty())
+                    .map(Secret::new),
+                log_archive_keep_days: lookup.positive("LOG_ARCHIVE_KEEP_DAYS", 90)?,
+            },
         };
         Ok(config)
     }
@@ -529,7 +569,7 @@ impl Config {
         self.home.join("logs")
     }
     pub fn backups_dir(&self) -> PathBuf {
-        self.home.join("backups").join("disaster_recovery")
+        self.backup.dir.clone()
     }
 }
 

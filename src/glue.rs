@@ -23,7 +23,11 @@ const ALERT_ATTEMPTS: u32 = 10;
 pub fn start(state: &AppState) {
     state
         .slo
-        .set_gauges(Arc::new(QueueGauges(state.jobs.clone())));
+        .set_gauges(Arc::new(QueueGauges(
+            state.jobs.clone(),
+            state.backups.clone(),
+            state.clock.clone(),
+        )));
     if state.config.alert_webhook_url.is_some() {
         state.alerts.set_sink(Arc::new(QueueSink {
             jobs: state.jobs.clone(),
@@ -61,8 +65,8 @@ pub fn start(state: &AppState) {
 }
 
 /// Jobs by queue and status, queue depth and stuck jobs for `/metrics`, from the
-/// queue's in-memory counters (no store scan per scrape).
-struct QueueGauges(Jobs);
+/// queue's in-memory counters (no store scan per scrape); backup ages from the folder.
+struct QueueGauges(Jobs, crate::backup::Backups, crate::clock::Clock);
 
 impl GaugeSource for QueueGauges {
     fn jobs_by_queue_status(&self) -> Vec<(String, String, u64)> {
@@ -86,6 +90,14 @@ impl GaugeSource for QueueGauges {
 
     fn stuck_jobs(&self) -> Option<u64> {
         Some(self.0.count(Status::Stuck))
+    }
+
+    fn last_backup_age_secs(&self) -> Option<f64> {
+        self.1.ages(self.2.now()).0
+    }
+
+    fn last_verified_backup_age_secs(&self) -> Option<f64> {
+        self.1.ages(self.2.now()).1
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
 //! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
+//! - [`glue_backup`] backups meet the rest: API/schedule runner, alerts, health, log retention
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
@@ -35,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod glue;
+pub mod glue_backup;
 pub mod health;
 pub mod jobs;
 pub mod logfile;

@@ -178,6 +178,24 @@ impl Schedules {
         specs: &[ScheduleSpec],
         now: DateTime<Utc>,
     ) -> Result<(), ScheduleError> {
+        self.load(specs, "config", now)
+    }
+
+    /// Install the server's own schedules (the nightly backup), as [`Self::load_config`].
+    pub fn load_builtin(
+        &self,
+        specs: &[ScheduleSpec],
+        now: DateTime<Utc>,
+    ) -> Result<(), ScheduleError> {
+        self.load(specs, "builtin", now)
+    }
+
+    fn load(
+        &self,
+        specs: &[ScheduleSpec],
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ScheduleError> {
         for spec in specs {
             let payload = match &spec.payload {
                 None => None,
@@ -195,8 +213,8 @@ impl Schedules {
                 payload,
                 enabled: Some(spec.enabled),
             };
-            let mut s = Self::build(new, "config", now).map_err(|e| {
-                ScheduleError::Invalid(format!("echopilot.toml schedule {:?}: {e}", spec.name))
+            let mut s = Self::build(new, source, now).map_err(|e| {
+                ScheduleError::Invalid(format!("{source} schedule {:?}: {e}", spec.name))
             })?;
             if let Some(old) = self.table.get(&s.name)? {
                 s.created_at = old.created_at;

@@ -211,6 +211,9 @@ struct Inner {
     turn: tokio::sync::Mutex<()>,
     sink: RwLock<Arc<dyn AlertSink>>,
     deployment_checked: AtomicBool,
+    /// Conditions other domains hold (a failed backup verification), kept firing by
+    /// every evaluation until cleared.
+    held: Mutex<BTreeMap<&'static str, (Severity, String)>>,
 }
 
 impl Alerts {
@@ -235,6 +238,7 @@ impl Alerts {
             turn: tokio::sync::Mutex::new(()),
             sink: RwLock::new(Arc::new(NoSink)),
             deployment_checked: AtomicBool::new(false),
+            held: Mutex::default(),
         })))
     }
 
@@ -271,6 +275,35 @@ impl Alerts {
             }
         }
         Ok(out)
+    }
+
+    /// Hold a condition another domain sees (a backup that failed verification): it
+    /// fires now unless already firing, and stays until [`Alerts::clear`].
+    pub async fn raise(
+        &self,
+        name: &'static str,
+        severity: Severity,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        self.0
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, (severity, message.to_string()));
+        let _turn = self.0.turn.lock().await;
+        if self.firing().iter().any(|a| a.name == name) {
+            return Ok(());
+        }
+        self.fire(name, severity, message).await
+    }
+
+    /// Drop a held condition; the next evaluation resolves its alert.
+    pub fn clear(&self, name: &str) {
+        self.0
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// Raise an info alert now (a feature flag changed, ...). A firing info alert of the
@@ -378,7 +411,14 @@ pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
     let alerts = &state.alerts;
     let _turn = alerts.0.turn.lock().await;
     let figures = state.slo.figures()?;
-    let wanted = conditions(&figures, state.slo.tick_secs(), state.slo.ticks_expected());
+    let mut wanted = conditions(&figures, state.slo.tick_secs(), state.slo.ticks_expected());
+    for (name, (severity, message)) in alerts.0.held.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        wanted.push(Wanted {
+            name,
+            severity: *severity,
+            message: message.clone(),
+        });
+    }
     let mut changes = Changes::new();
 
     if !alerts.0.deployment_checked.swap(true, Ordering::Relaxed) {

@@ -211,6 +211,9 @@ pub trait GaugeSource: Send + Sync {
     fn last_backup_age_secs(&self) -> Option<f64> {
         None
     }
+    fn last_verified_backup_age_secs(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// The figures of the SLO window and the burn-rate windows at one moment.

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod api;
 pub mod auth;
+pub mod change_group;
 pub mod extract;
 pub mod measure;
 

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod backups;
 pub mod db;
 pub mod jobs;
 pub mod logs;
@@ -30,4 +31,5 @@ pub fn router() -> Router<AppState> {
         .merge(jobs::router())
         .merge(scheduler::router())
         .merge(schedules::router())
+        .merge(backups::router())
 }

@@ -55,6 +55,14 @@ pub fn components(state: &AppState) -> Vec<(&'static str, Component)> {
         ("alerts", alerts(state)),
         ("scheduler", scheduler(state)),
         ("jobs", jobs(state)),
+        (
+            "backups",
+            crate::glue_backup::component(
+                &state.backups,
+                state.clock.now(),
+                &state.instance.first_started_at,
+            ),
+        ),
     ]
 }
 
