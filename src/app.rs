@@ -151,7 +151,7 @@ impl AppState {
         schedules
             .load_builtin(&[crate::glue_backup::schedule(&config)], now)
             .context("while loading the backup schedule (BACKUP_CRON)")?;
-        let backups = crate::glue_backup::open(&config, &store, clock.clone());
+        let backups = crate::glue_backup::open(&config, Some(&store), clock.clone());
         let scheduler = Scheduler::new(
             config.scheduler_tick_secs,
             config.executor_concurrency,

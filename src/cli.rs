@@ -57,8 +57,11 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     match action {
-        DbAction::Check => {
+        DbAction::Check { deep } => {
             store.probe()?;
+            if deep {
+                return crate::cli_backup::deep_check(&store);
+            }
             println!(
                 "ok: store {} answers (schema version {})",
                 store.path().display(),
@@ -72,12 +75,19 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
             for (tree, count) in store.tree_counts() {
                 println!("tree {tree}: {count} records");
             }
+            crate::cli_backup::print_stats_extra(&store, &home_dir(&home))?;
+        }
+        DbAction::Compact => {
+            drop(store);
+            return crate::cli_backup::compact(&home_dir(&home));
         }
     }
     Ok(())
 }
 
-fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
+/// The running server's base URL (from `PORT` / `echopilot.toml`) and the key to send
+/// (`ECHOPILOT_KEY`, else `DASHBOARD_KEY`).
+pub(crate) fn server(home: HomeArg) -> anyhow::Result<(String, Option<String>)> {
     let config = Config::load(&ServeArgs { home, bind: None })?;
     let base = format!("http://{}", config.bind);
     let key = std::env::var("ECHOPILOT_KEY").ok().or_else(|| {
@@ -86,6 +96,11 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
             .as_ref()
             .map(|k| k.expose().to_string())
     });
+    Ok((base, key))
+}
+
+fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
+    let (base, key) = server(home)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -93,7 +108,13 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let client = reqwest::Client::new();
         match action {
-            DbAction::Check => {
+            DbAction::Check { deep: true } | DbAction::Compact => {
+                anyhow::bail!(
+                    "a server holds the store on this home: stop it first (db check --deep and \
+                     db compact read or rewrite the whole store)"
+                );
+            }
+            DbAction::Check { deep: false } => {
                 let url = format!("{base}/api/status/summary");
                 let v: serde_json::Value = client
                     .get(&url)
@@ -137,6 +158,7 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
                         println!("tree {tree}: {count} records");
                     }
                 }
+                crate::cli_backup::print_remote_stats_extra(&v);
             }
         }
         Ok(())
@@ -149,7 +171,7 @@ pub fn keygen() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn home_dir(home: &HomeArg) -> std::path::PathBuf {
+pub(crate) fn home_dir(home: &HomeArg) -> std::path::PathBuf {
     home.home.clone().unwrap_or_else(|| ".".into())
 }
 

@@ -53,6 +53,33 @@ pub enum Command {
     },
     /// Measure the durable job queue: disk sync rate, enqueue and drain (a benchmark).
     Bench(BenchArgs),
+    /// Take a snapshot into `BACKUP_DIR` (asks the running server when there is one);
+    /// `backup verify FILE`, `backup list`.
+    Backup {
+        #[command(flatten)]
+        home: HomeArg,
+        #[command(subcommand)]
+        action: Option<BackupAction>,
+    },
+    /// Restore a snapshot into the home (server stopped); the old store and logs are
+    /// moved aside, never deleted.
+    Restore {
+        #[command(flatten)]
+        home: HomeArg,
+        /// The snapshot file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Check the checksum, restore into a scratch store and compare counts.
+    Verify {
+        /// The snapshot file.
+        file: PathBuf,
+    },
+    /// The snapshots with size, time and whether they were verified.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,9 +117,15 @@ pub struct BenchArgs {
 #[derive(Debug, Subcommand)]
 pub enum DbAction {
     /// Open the store, write and read a probe key, print the schema version.
-    Check,
+    Check {
+        /// Also read every record through the codec and check the job indexes.
+        #[arg(long)]
+        deep: bool,
+    },
     /// Print per-tree record counts and the size of the store on disk.
     Stats,
+    /// Rewrite the store into a fresh one and swap it in (server stopped).
+    Compact,
 }
 
 #[derive(Debug, Args, Clone, Default)]

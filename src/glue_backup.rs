@@ -26,8 +26,8 @@ pub const STALE_AFTER_HOURS: i64 = 26;
 const VERIFY_ALERT: &str = "backup_verify_failed";
 const COPY_ALERT: &str = "backup_copy_failed";
 
-/// The backups handle for this home.
-pub fn open(config: &Config, store: &Store, clock: Clock) -> Backups {
+/// The backups handle for this home (`store`: `None` where another process holds it).
+pub fn open(config: &Config, store: Option<&Store>, clock: Clock) -> Backups {
     Backups::new(
         Settings {
             dir: config.backups_dir(),
@@ -38,7 +38,7 @@ pub fn open(config: &Config, store: &Store, clock: Clock) -> Backups {
                 .as_ref()
                 .map(|c| c.expose().to_string()),
         },
-        Arc::new(store.clone()),
+        store.map(|s| Arc::new(s.clone()) as Arc<dyn crate::backup::store::SnapshotSource>),
         Arc::new(SledTarget),
         clock,
         crate::build_info::VERSION,

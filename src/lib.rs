@@ -18,10 +18,12 @@
 //! - [`scheduler`]   the tick, the due loop, cron schedules, `logs/scheduler.log`
 //! - [`bench`]       `echopilot bench`: durable enqueue and drain figures
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
+//! - [`cli_backup`]  `backup`, `backup verify|list`, `restore`, `db compact`, deep check, stats extras
 //! - [`glue`]        where domains meet: job outcomes and ticks feed the SLO, alerts go out as jobs
 //! - [`glue_backup`] backups meet the rest: API/schedule runner, alerts, health, log retention
 //! - [`web`]         HTTP only: `web::api` (one module per resource), extractors, layers
 //! - [`access`]      rate limits (governor), client addresses, request-log lines
+//! - [`maintenance`] `db check --deep` and per-tree record times (knows each tree's record type)
 //! - [`logfile`]     append-only log files: batched writer thread, survive `mv`, rotate
 
 pub mod access;
@@ -32,6 +34,7 @@ pub mod backup;
 pub mod bench;
 pub mod build_info;
 pub mod cli;
+pub mod cli_backup;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -40,6 +43,7 @@ pub mod glue_backup;
 pub mod health;
 pub mod jobs;
 pub mod logfile;
+pub mod maintenance;
 pub mod scheduler;
 pub mod slo;
 pub mod store;

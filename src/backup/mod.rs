@@ -144,7 +144,8 @@ pub fn check_name(name: &str) -> Result<(), BackupError> {
 #[derive(Clone)]
 pub struct Backups {
     settings: Arc<Settings>,
-    source: Arc<dyn SnapshotSource>,
+    /// `None` where the store is not open here (a CLI verifying or listing files).
+    source: Option<Arc<dyn SnapshotSource>>,
     target: Arc<dyn SnapshotTarget>,
     clock: Clock,
     origin: (String, String),
@@ -155,7 +156,7 @@ fn no_progress(_: u64, _: u64) {}
 impl Backups {
     pub fn new(
         settings: Settings,
-        source: Arc<dyn SnapshotSource>,
+        source: Option<Arc<dyn SnapshotSource>>,
         target: Arc<dyn SnapshotTarget>,
         clock: Clock,
         app_version: &str,
@@ -170,6 +171,10 @@ impl Backups {
         }
     }
 
+    pub fn target(&self) -> &dyn SnapshotTarget {
+        self.target.as_ref()
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -180,6 +185,9 @@ impl Backups {
 
     /// Take a snapshot now (blocking: run it on a blocking thread). Writers keep going.
     pub fn take(&self, progress: Option<Progress<'_>>) -> Result<Taken, BackupError> {
+        let Some(source) = &self.source else {
+            return Err(BackupError::Invalid("no store is open to take a snapshot of".into()));
+        };
         let dir = &self.settings.dir;
         std::fs::create_dir_all(dir).map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
         let started = std::time::Instant::now();
@@ -200,7 +208,7 @@ impl Backups {
             created_at: rfc3339(now),
         };
         let (header, sha256) =
-            format::write(self.source.as_ref(), &origin, &path, progress.unwrap_or(&no_progress))?;
+            format::write(source.as_ref(), &origin, &path, progress.unwrap_or(&no_progress))?;
         let size_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(Taken {
             name: path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string(),
@@ -400,4 +408,49 @@ pub fn verify_file(
     let _ = std::fs::remove_dir_all(&home);
     let counts = result?;
     Ok((header, sha, counts))
+}
+
+/// Copy every record of `source` into `sink` through one snapshot view (compaction:
+/// the store rewritten into a fresh one). Returns the sink's counts, checked against
+/// what was read.
+pub fn copy_store(
+    source: &dyn SnapshotSource,
+    sink: &mut dyn store::SnapshotSink,
+    progress: Progress<'_>,
+) -> Result<Vec<(String, u64)>, BackupError> {
+    const BATCH: usize = 10_000;
+    let mut read: Vec<(String, u64)> = Vec::new();
+    let mut done = 0u64;
+    source.read_snapshot(&mut |view| {
+        for tree in view.trees() {
+            let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(BATCH);
+            sink.put(&tree, &[])?;
+            let n = view.records(&tree, &mut |k, v| {
+                batch.push((k.to_vec(), v.to_vec()));
+                if batch.len() >= BATCH {
+                    sink.put(&tree, &batch)?;
+                    batch.clear();
+                }
+                done += 1;
+                if done.is_multiple_of(50_000) {
+                    progress(done, 0);
+                }
+                Ok(())
+            })?;
+            sink.put(&tree, &batch)?;
+            read.push((tree, n));
+        }
+        Ok(())
+    })?;
+    progress(done, done);
+    let counts = sink.finish()?;
+    for (tree, n) in &read {
+        let got = counts.iter().find(|(t, _)| t == tree).map_or(0, |(_, c)| *c);
+        if got != *n {
+            return Err(BackupError::Store(format!(
+                "tree {tree}: read {n} records, the new store holds {got}"
+            )));
+        }
+    }
+    Ok(counts)
 }

@@ -983,6 +983,39 @@ impl Jobs {
         Ok(out)
     }
 
+    /// Mark every running job stuck now, whatever its lease says: after a restore the
+    /// workers that held them are gone. They are then recovered as after a crash.
+    pub fn mark_all_stuck(&self, why: &str) -> Result<usize, JobError> {
+        let now = self.now();
+        let keys: Vec<Vec<u8>> = self
+            .running
+            .iter()
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<Result<_, _>>()?;
+        let mut n = 0;
+        for key in keys {
+            let Ok(id) = uuid::Uuid::from_slice(&key) else {
+                continue;
+            };
+            let r = self.change(&id.to_string(), |j| {
+                if j.status != Status::Running {
+                    return Err(JobError::Conflict("not running".into()));
+                }
+                let mut next = j.clone();
+                next.status = Status::Stuck;
+                next.updated_at = now;
+                next.close_attempt(now, "stuck", Some(why));
+                Ok(next)
+            });
+            match r {
+                Ok(_) => n += 1,
+                Err(JobError::Conflict(_) | JobError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
     /// Re-queue, as a failed attempt, stuck jobs whose lease ran out at least
     /// `after_secs` ago. Returns them.
     pub fn requeue_stuck(&self, after_secs: u64) -> Result<Vec<Job>, JobError> {
