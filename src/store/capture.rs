@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use sled::IVec;
 
@@ -92,16 +92,44 @@ impl Capture {
     }
 }
 
+/// Change groups in flight, and whether a snapshot is starting (new groups wait).
+#[derive(Default)]
+struct Groups {
+    shared: usize,
+    closing: bool,
+}
+
 /// The store's write gate; one per store, shared by every [`super::Table`].
 #[derive(Default)]
 pub(crate) struct Gate {
-    groups: tokio::sync::RwLock<()>,
+    groups: Mutex<Groups>,
+    /// Wakes groups waiting for a snapshot's start to pass.
+    opened: tokio::sync::Notify,
+    /// Wakes a snapshot waiting for the groups in flight to end.
+    drained: Condvar,
     latch: RwLock<Option<Arc<Capture>>>,
     /// One snapshot at a time.
     turn: Mutex<()>,
 }
 
+/// One change group in flight; dropping it ends the group.
+struct Member<'a>(&'a Gate);
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.lock_groups();
+        g.shared -= 1;
+        if g.shared == 0 && g.closing {
+            self.0.drained.notify_all();
+        }
+    }
+}
+
 impl Gate {
+    fn lock_groups(&self) -> std::sync::MutexGuard<'_, Groups> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Run one write: keep the old values of `keys` first when a snapshot runs.
     pub(crate) fn write<R>(
         &self,
@@ -138,19 +166,38 @@ impl Gate {
         if IN_GROUP.try_with(|_| ()).is_ok() {
             return f.await;
         }
-        let _shared = self.groups.read().await;
+        let _member = loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            // Registered before the check, so a wake-up between the two is not lost.
+            opened.as_mut().enable();
+            {
+                let mut g = self.lock_groups();
+                if !g.closing {
+                    g.shared += 1;
+                    break Member(self);
+                }
+            }
+            opened.await;
+        };
         IN_GROUP.scope((), f).await
     }
 
-    /// Start a capture (blocking: call from a blocking thread or outside a runtime).
-    /// Waits for the change groups in flight; new ones wait only for this call.
+    /// Start a capture. Blocks until the change groups in flight end (milliseconds);
+    /// new groups wait only for this call. Call it from a blocking thread.
     pub(crate) fn begin(&self) -> Running<'_> {
         let turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
         let capture = Arc::new(Capture::default());
         {
-            let _quiet = self.groups.blocking_write();
+            let mut g = self.lock_groups();
+            g.closing = true;
+            while g.shared > 0 {
+                g = self.drained.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
             *self.latch.write().unwrap_or_else(|p| p.into_inner()) = Some(capture.clone());
+            g.closing = false;
         }
+        self.opened.notify_waiters();
         Running {
             gate: self,
             capture,
