@@ -20,6 +20,8 @@ use crate::app::{self, AppState};
 use crate::config::{Config, HomeArg, ServeArgs};
 use crate::jobs::{ClaimRequest, NewJob};
 
+mod snapshot;
+
 /// Options of `echopilot bench`.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
@@ -529,6 +531,10 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
                 report(&mut all, disk);
             }
         }
+    }
+    if opts.only.as_deref().is_some_and(|o| "snapshot".contains(o)) {
+        // Heavy (a 10⁶-event store): only when asked for by name.
+        snapshot::run(&parent).await?;
     }
     let disk_after = tokio::task::spawn_blocking({
         let p = parent.clone();
