@@ -218,3 +218,97 @@ impl Drop for Running<'_> {
         *self.gate.latch.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use crate::store::{Record, Store};
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    struct N(u32);
+    impl Record for N {
+        const NAME: &'static str = "n";
+        const VERSION: u8 = 1;
+    }
+
+    fn view(store: &Store, tree: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let running = store.gate.begin();
+        let t = store.db.open_tree(tree).unwrap();
+        let mut out = Vec::new();
+        running
+            .capture
+            .read(&t, &mut |k, v| {
+                out.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_capture_sees_every_key_as_it_was_when_it_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.table::<N>("t").unwrap();
+        for i in 0..10u8 {
+            t.insert([i], &N(u32::from(i))).unwrap();
+        }
+        let before = view(&store, "t");
+        let running = store.gate.begin();
+        // Changed, removed and added after the start, some before the walk reaches
+        // them and some after.
+        t.insert([2], &N(200)).unwrap();
+        t.remove([3]).unwrap();
+        t.insert([42], &N(42)).unwrap();
+        t.update([9], |_| Some(N(900))).unwrap();
+        t.apply(&[(vec![5], N(500))], &[vec![6]]).unwrap();
+        let tree = store.db.open_tree("t").unwrap();
+        let mut seen = Vec::new();
+        running
+            .capture
+            .read(&tree, &mut |k, v| {
+                if k == [7] {
+                    // Mid-walk: 1 was passed already, 8 not yet.
+                    t.remove([1]).unwrap();
+                    t.insert([8], &N(800)).unwrap();
+                }
+                seen.push((k.to_vec(), v.to_vec()));
+                Ok(())
+            })
+            .unwrap();
+        seen.sort();
+        assert_eq!(seen, before);
+        drop(running);
+        // After the capture the live values show again.
+        assert_eq!(t.get([2]).unwrap(), Some(N(200)));
+        assert_eq!(view(&store, "t").len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_capture_waits_for_change_groups_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = store.table::<N>("t").unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let s = store.clone();
+        let t2 = t.clone();
+        let group = tokio::spawn(async move {
+            s.grouped(async move {
+                t2.insert([1], &N(1)).unwrap();
+                let _ = rx.await;
+                t2.insert([2], &N(2)).unwrap();
+            })
+            .await
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let s = store.clone();
+        let snap = tokio::task::spawn_blocking(move || view(&s, "t"));
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!snap.is_finished(), "the capture began inside a change group");
+        tx.send(()).unwrap();
+        group.await.unwrap();
+        // Both writes of the group, or (had it started first) neither.
+        assert_eq!(snap.await.unwrap().len(), 2);
+    }
+}
