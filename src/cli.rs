@@ -244,6 +244,7 @@ pub fn logs(home: HomeArg, action: LogsAction) -> anyhow::Result<()> {
             }
             println!("ok: {n} files rotated");
         }
+        LogsAction::Prune => crate::cli_backup::prune_logs(&home)?,
     }
     Ok(())
 }

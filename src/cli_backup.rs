@@ -420,3 +420,22 @@ pub fn compact(home: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `echopilot logs prune`: log retention now.
+pub fn prune_logs(home: &HomeArg) -> anyhow::Result<()> {
+    let config = config(home)?;
+    let days = config.backup.log_archive_keep_days;
+    let r = archive::prune(&config.logs_dir(), days, chrono::Utc::now())
+        .context("while pruning logs/archive")?;
+    for f in &r.folders {
+        println!("removed {}", f.display());
+    }
+    if let Some((first, last)) = r.audit_range {
+        println!("audit events pruned so far: seq {first}..{last} (recorded for audit verify)");
+    }
+    println!(
+        "ok: {} archive folders older than {days} days removed",
+        r.folders.len()
+    );
+    Ok(())
+}

@@ -94,6 +94,9 @@ pub enum LogsAction {
     /// Move `logs/ndjson/audit.ndjson` and `logs/app.log` into `logs/archive/YYYYMMDD/`
     /// (safe while the server runs: it opens fresh files on the next line).
     Rotate,
+    /// Remove `logs/archive/YYYYMMDD/` folders older than `LOG_ARCHIVE_KEEP_DAYS`,
+    /// recording the audit range they held (the server also does this hourly).
+    Prune,
 }
 
 #[derive(Debug, Args, Clone)]

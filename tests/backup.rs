@@ -448,3 +448,36 @@ async fn log_retention_prunes_old_archives_and_verify_accepts_exactly_that_prefi
     let (ok, out) = run(bin(&home).args(["audit", "verify"]));
     assert!(!ok, "{out}");
 }
+
+#[tokio::test]
+async fn backup_dir_and_copy_command_take_snapshots_off_the_host() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let off = tempfile::tempdir().unwrap();
+    let cmd = format!("cp -t {}", off.path().display());
+    let dir = elsewhere.path().display().to_string();
+    let app = TestApp::spawn_with(&[("BACKUP_DIR", &dir), ("BACKUP_COPY_COMMAND", &cmd)]).await;
+    let (s, v) = app.post("/api/backups", Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["backup"]["copied"], true, "{v}");
+    let name = v["backup"]["name"].as_str().unwrap();
+    assert!(elsewhere.path().join(name).is_file());
+    assert!(off.path().join(name).is_file());
+    let (_, audit) = app.get("/api/audit?action=backup.copy", Some(VIEWER_KEY)).await;
+    assert_eq!(audit["events"][0]["ok"], true, "{audit}");
+
+    // A failing copy keeps the snapshot, answers why and raises a warning.
+    let app = TestApp::spawn_with(&[("BACKUP_COPY_COMMAND", "false")]).await;
+    let (s, v) = app.post("/api/backups", Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["backup"]["copied"], false, "{v}");
+    assert!(v["backup"]["copy_error"].as_str().unwrap().contains("exited"), "{v}");
+    let (_, alerts) = app.get("/api/alerts?state=firing", Some(VIEWER_KEY)).await;
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "backup_copy_failed" && a["severity"] == "warning"),
+        "{alerts}"
+    );
+}
