@@ -253,7 +253,9 @@ pub fn restore(home: HomeArg, file: &Path) -> anyhow::Result<()> {
     let p = Progress::new("restore");
     let restored = (|| {
         let mut sink = backup::store::SnapshotTarget::open(&SledTarget, &staging)?;
-        format::restore(file, &header, body_at, sink.as_mut(), &|d, t| p.report(d, t))
+        format::restore(file, &header, body_at, sink.as_mut(), &|d, t| {
+            p.report(d, t)
+        })
     })();
     p.done();
     if let Err(e) = restored {
@@ -307,16 +309,15 @@ fn write_audit_file(store: &Store, logs: &Path) -> anyhow::Result<u64> {
     std::fs::create_dir_all(logs.join("ndjson"))?;
     let audit = crate::audit::Audit::open_for_verify(store, logs)?;
     let mut out = BufWriter::new(
-        std::fs::File::create(&path).with_context(|| format!("while creating {}", path.display()))?,
+        std::fs::File::create(&path)
+            .with_context(|| format!("while creating {}", path.display()))?,
     );
     let mut n = 0;
     for e in audit.all() {
         writeln!(out, "{}", e?.to_json_line())?;
         n += 1;
     }
-    out.into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(n)
 }
 
@@ -358,7 +359,11 @@ pub fn print_remote_stats_extra(v: &Value) {
     if let Some(times) = v["times"].as_object() {
         for (tree, t) in times {
             let show = |k: &str| t[k].as_str().unwrap_or("-").to_string();
-            println!("tree {tree}: oldest {} newest {}", show("oldest"), show("newest"));
+            println!(
+                "tree {tree}: oldest {} newest {}",
+                show("oldest"),
+                show("newest")
+            );
         }
     }
     println!("archive_bytes: {}", v["archive_bytes"]);
@@ -406,7 +411,10 @@ pub fn compact(home: &Path) -> anyhow::Result<()> {
     if now != counts {
         drop(store);
         // Put the old store back: nothing is lost.
-        let _ = std::fs::rename(&live, data.join(format!(".echopilot.sled.failed-compact-{at}")));
+        let _ = std::fs::rename(
+            &live,
+            data.join(format!(".echopilot.sled.failed-compact-{at}")),
+        );
         move_to(&old, &live)?;
         bail!("the compacted store does not hold the same records; the old one is back");
     }

@@ -21,13 +21,11 @@ const ALERT_ATTEMPTS: u32 = 10;
 
 /// Install the cross-domain hooks and start the task that feeds the SLO counters.
 pub fn start(state: &AppState) {
-    state
-        .slo
-        .set_gauges(Arc::new(QueueGauges(
-            state.jobs.clone(),
-            state.backups.clone(),
-            state.clock.clone(),
-        )));
+    state.slo.set_gauges(Arc::new(QueueGauges(
+        state.jobs.clone(),
+        state.backups.clone(),
+        state.clock.clone(),
+    )));
     if state.config.alert_webhook_url.is_some() {
         state.alerts.set_sink(Arc::new(QueueSink {
             jobs: state.jobs.clone(),

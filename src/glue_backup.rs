@@ -125,7 +125,9 @@ impl Runner {
         };
         self.record(asker, "backup.create", &taken.name, None).await;
         let mut out = taken.to_json();
-        let verified = self.verify_path(asker, taken.path.clone(), &taken.name).await;
+        let verified = self
+            .verify_path(asker, taken.path.clone(), &taken.name)
+            .await;
         let b = self.backups.clone();
         let removed = tokio::task::spawn_blocking(move || b.prune())
             .await
@@ -133,7 +135,8 @@ impl Runner {
             .and_then(|r| r);
         match &removed {
             Ok(names) if !names.is_empty() => {
-                self.record(asker, "backup.prune", &names.join(","), None).await;
+                self.record(asker, "backup.prune", &names.join(","), None)
+                    .await;
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "backup retention failed"),
@@ -158,7 +161,11 @@ impl Runner {
                 let msg = e.to_string();
                 if let Err(err) = self
                     .alerts
-                    .raise(COPY_ALERT, Severity::Warning, &format!("{}: {msg}", taken.name))
+                    .raise(
+                        COPY_ALERT,
+                        Severity::Warning,
+                        &format!("{}: {msg}", taken.name),
+                    )
                     .await
                 {
                     tracing::error!(error = %err, "could not raise {COPY_ALERT}");
@@ -181,7 +188,12 @@ impl Runner {
         self.verify_path(asker, path, name).await
     }
 
-    async fn verify_path(&self, asker: &Asker, path: PathBuf, name: &str) -> Result<Value, RunError> {
+    async fn verify_path(
+        &self,
+        asker: &Asker,
+        path: PathBuf,
+        name: &str,
+    ) -> Result<Value, RunError> {
         let b = self.backups.clone();
         let r = tokio::task::spawn_blocking(move || b.verify(&path, None))
             .await
@@ -201,7 +213,11 @@ impl Runner {
             }
             Err(e) => {
                 let msg = format!("{name}: {e}");
-                if let Err(err) = self.alerts.raise(VERIFY_ALERT, Severity::Critical, &msg).await {
+                if let Err(err) = self
+                    .alerts
+                    .raise(VERIFY_ALERT, Severity::Critical, &msg)
+                    .await
+                {
                     tracing::error!(error = %err, "could not raise {VERIFY_ALERT}");
                 }
                 Err(self.failed(asker, "backup.verify", name, e).await)
@@ -261,8 +277,14 @@ pub fn component(backups: &Backups, now: DateTime<Utc>, first_started_at: &str) 
         .is_some_and(|v| !v.ok);
     let (status, note) = match verified_age {
         Some(a) if a <= stale && !last_failed => (Health::Healthy, None),
-        Some(a) if a <= stale => (Health::Degraded, Some("the newest snapshot failed verification")),
-        Some(_) => (Health::Degraded, Some("the newest verified snapshot is older than 26 h")),
+        Some(a) if a <= stale => (
+            Health::Degraded,
+            Some("the newest snapshot failed verification"),
+        ),
+        Some(_) => (
+            Health::Degraded,
+            Some("the newest verified snapshot is older than 26 h"),
+        ),
         None if installed_for < stale => (
             Health::Healthy,
             Some("no verified snapshot yet; a fresh install gets 26 h before this degrades"),

@@ -28,7 +28,11 @@ fn check<T: Record>(v: &[u8]) -> Result<(), CodecError> {
 }
 
 /// How to read the values of a tree, for the trees whose type is known here.
-fn checker(tree: &str) -> Option<fn(&[u8]) -> Result<(), CodecError>> {
+type Checker = fn(&[u8]) -> Result<(), CodecError>;
+/// Oldest and newest record time.
+pub type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn checker(tree: &str) -> Option<Checker> {
     Some(match tree {
         "jobs" => check::<Job>,
         "audit" => check::<Event>,
@@ -101,7 +105,7 @@ fn ends<T: Record + DeserializeOwned>(
     store: &Store,
     tree: &str,
     at: impl Fn(&[u8], &T) -> Option<DateTime<Utc>>,
-) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), StoreError> {
+) -> Result<Span, StoreError> {
     let t = store.table::<T>(tree)?;
     let first = t.first()?.and_then(|(k, v)| at(&k, &v));
     let last = t.last()?.and_then(|(k, v)| at(&k, &v));
@@ -109,13 +113,17 @@ fn ends<T: Record + DeserializeOwned>(
 }
 
 /// Oldest and newest record time of each tree that has times (keys in time order).
-pub fn tree_times(
-    store: &Store,
-) -> Result<BTreeMap<&'static str, (Option<DateTime<Utc>>, Option<DateTime<Utc>>)>, StoreError> {
+pub fn tree_times(store: &Store) -> Result<BTreeMap<&'static str, Span>, StoreError> {
     let mut out = BTreeMap::new();
-    out.insert("jobs", ends::<Job>(store, "jobs", |_, j| Some(time(j.created_at)))?);
+    out.insert(
+        "jobs",
+        ends::<Job>(store, "jobs", |_, j| Some(time(j.created_at)))?,
+    );
     out.insert("audit", ends::<Event>(store, "audit", |_, e| parse(&e.ts))?);
-    out.insert("alerts", ends::<Alert>(store, "alerts", |_, a| parse(&a.fired_at))?);
+    out.insert(
+        "alerts",
+        ends::<Alert>(store, "alerts", |_, a| parse(&a.fired_at))?,
+    );
     out.insert(
         "slo_minutes",
         ends::<Minute>(store, "slo_minutes", |k, _| {

@@ -130,7 +130,9 @@ async fn snapshot_beside_a_writer_is_point_in_time_and_restores_every_record() {
     // Point-in-time reads of the live store while the writers run.
     for _ in 0..5 {
         let store = app.state.store.clone();
-        let view = tokio::task::spawn_blocking(move || raw(&store)).await.unwrap();
+        let view = tokio::task::spawn_blocking(move || raw(&store))
+            .await
+            .unwrap();
         assert_point_in_time(&view);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -159,13 +161,22 @@ async fn snapshot_beside_a_writer_is_point_in_time_and_restores_every_record() {
     // a job that is missing.
     assert_point_in_time(&restored);
     let in_snapshot = job_ids(&restored).len();
-    assert!(in_snapshot > 1, "the snapshot holds only {in_snapshot} jobs");
+    assert!(
+        in_snapshot > 1,
+        "the snapshot holds only {in_snapshot} jobs"
+    );
     assert!(
         job_ids(&source).len() > in_snapshot,
         "the writer added nothing after the snapshot ({written} written)"
     );
     assert_eq!(
-        taken.header.trees.iter().find(|t| t.name == "jobs").unwrap().records as usize,
+        taken
+            .header
+            .trees
+            .iter()
+            .find(|t| t.name == "jobs")
+            .unwrap()
+            .records as usize,
         in_snapshot
     );
 
@@ -173,7 +184,10 @@ async fn snapshot_beside_a_writer_is_point_in_time_and_restores_every_record() {
     // jobs are byte for byte the same (the held one came back stuck).
     let audit = &restored["audit"];
     for (i, (k, v)) in audit.iter().enumerate() {
-        assert_eq!(u64::from_be_bytes(k.as_slice().try_into().unwrap()), i as u64 + 1);
+        assert_eq!(
+            u64::from_be_bytes(k.as_slice().try_into().unwrap()),
+            i as u64 + 1
+        );
         assert_eq!(source["audit"].get(k), Some(v), "audit seq {}", i + 1);
     }
     let held_key = uuid::Uuid::parse_str(&held).unwrap().as_bytes().to_vec();
@@ -196,7 +210,9 @@ async fn snapshot_beside_a_writer_is_point_in_time_and_restores_every_record() {
     let (ok, out) = run(bin(&home).arg("backup"));
     assert!(ok, "{out}");
     let before = raw_of(&home);
-    let newest = snapshots(&home.join("backups/disaster_recovery")).pop().unwrap();
+    let newest = snapshots(&home.join("backups/disaster_recovery"))
+        .pop()
+        .unwrap();
     let other = tempfile::tempdir().unwrap();
     let (ok, out) = run(bin(other.path()).arg("restore").arg(&newest));
     assert!(ok, "{out}");
@@ -222,7 +238,8 @@ async fn a_flipped_byte_and_a_truncated_file_fail_verify_with_a_clear_message() 
     assert_eq!(v["backup"]["verified"], true);
     let name = v["backup"]["name"].as_str().unwrap().to_string();
     let path = PathBuf::from(v["backup"]["path"].as_str().unwrap());
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
 
     let bytes = std::fs::read(&path).unwrap();
@@ -248,10 +265,17 @@ async fn a_flipped_byte_and_a_truncated_file_fail_verify_with_a_clear_message() 
     // Damaged in place: the API's verify fails, raises a critical alert and audits it.
     std::fs::write(&path, &f).unwrap();
     let (s, v) = app
-        .post(&format!("/api/backups/{name}/verify"), Some(ADMIN_KEY), json!({}))
+        .post(
+            &format!("/api/backups/{name}/verify"),
+            Some(ADMIN_KEY),
+            json!({}),
+        )
         .await;
     assert_eq!(s, 422, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("checksum mismatch"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("checksum mismatch"),
+        "{v}"
+    );
     let (_, alerts) = app.get("/api/alerts?state=firing", Some(VIEWER_KEY)).await;
     let alert = alerts["alerts"]
         .as_array()
@@ -314,7 +338,10 @@ async fn retention_keeps_exactly_backup_keep() {
         .await;
     assert_eq!(audit["events"].as_array().unwrap().len(), 5);
     let summary = app.summary().await;
-    assert_eq!(summary["components"]["backups"]["status"], "healthy", "{summary}");
+    assert_eq!(
+        summary["components"]["backups"]["status"], "healthy",
+        "{summary}"
+    );
 }
 
 #[tokio::test]
@@ -349,7 +376,10 @@ async fn the_scheduled_backup_fires_and_is_verified() {
     }
     let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
     let text = metrics.text().await.unwrap();
-    assert!(text.contains("echopilot_backup_last_verified_age_seconds "), "{text}");
+    assert!(
+        text.contains("echopilot_backup_last_verified_age_seconds "),
+        "{text}"
+    );
     let (_, audit) = app
         .get("/api/audit?action=backup.create", Some(VIEWER_KEY))
         .await;
@@ -360,7 +390,8 @@ async fn the_scheduled_backup_fires_and_is_verified() {
 async fn compaction_and_deep_check_keep_every_record() {
     let app = TestApp::spawn().await;
     for i in 0..40 {
-        app.enqueue_id(json!({"kind": "email", "payload": {"i": i}})).await;
+        app.enqueue_id(json!({"kind": "email", "payload": {"i": i}}))
+            .await;
     }
     let (s, _) = app
         .claim(json!({"worker": "w1", "kinds": ["email"], "count": 3}))
@@ -371,7 +402,10 @@ async fn compaction_and_deep_check_keep_every_record() {
     let before = raw_of(&home);
     let (ok, out) = run(bin(&home).args(["db", "compact"]));
     assert!(ok, "{out}");
-    assert!(out.contains("size before") && out.contains("size after"), "{out}");
+    assert!(
+        out.contains("size before") && out.contains("size after"),
+        "{out}"
+    );
     assert_eq!(raw_of(&home), before);
     let (ok, out) = run(bin(&home).args(["db", "check", "--deep"]));
     assert!(ok, "{out}");
@@ -404,7 +438,10 @@ fn the_runbook_backup_commands_work_as_written() {
         .args(["-c", "ls -lh backups/disaster_recovery/ | tail -1"])
         .current_dir(home.path()));
     assert!(ok, "{out}");
-    assert!(out.contains("echopilot-") && out.trim_end().ends_with("Z.snap"), "{out}");
+    assert!(
+        out.contains("echopilot-") && out.trim_end().ends_with("Z.snap"),
+        "{out}"
+    );
     assert!(out.starts_with("-rw-------"), "{out}");
 }
 
@@ -414,7 +451,9 @@ async fn log_retention_prunes_old_archives_and_verify_accepts_exactly_that_prefi
     for _ in 0..3 {
         app.enqueue_id(json!({"kind": "email"})).await;
     }
-    let (s, v) = app.post("/api/logs/rotate", Some(ADMIN_KEY), json!({})).await;
+    let (s, v) = app
+        .post("/api/logs/rotate", Some(ADMIN_KEY), json!({}))
+        .await;
     assert_eq!(s, 200, "{v}");
     let logs = app.home.join("logs");
     let today = echopilot::backup::archive::folders(&logs).unwrap();
@@ -462,7 +501,9 @@ async fn backup_dir_and_copy_command_take_snapshots_off_the_host() {
     let name = v["backup"]["name"].as_str().unwrap();
     assert!(elsewhere.path().join(name).is_file());
     assert!(off.path().join(name).is_file());
-    let (_, audit) = app.get("/api/audit?action=backup.copy", Some(VIEWER_KEY)).await;
+    let (_, audit) = app
+        .get("/api/audit?action=backup.copy", Some(VIEWER_KEY))
+        .await;
     assert_eq!(audit["events"][0]["ok"], true, "{audit}");
 
     // A failing copy keeps the snapshot, answers why and raises a warning.
@@ -470,7 +511,13 @@ async fn backup_dir_and_copy_command_take_snapshots_off_the_host() {
     let (s, v) = app.post("/api/backups", Some(ADMIN_KEY), json!({})).await;
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["backup"]["copied"], false, "{v}");
-    assert!(v["backup"]["copy_error"].as_str().unwrap().contains("exited"), "{v}");
+    assert!(
+        v["backup"]["copy_error"]
+            .as_str()
+            .unwrap()
+            .contains("exited"),
+        "{v}"
+    );
     let (_, alerts) = app.get("/api/alerts?state=firing", Some(VIEWER_KEY)).await;
     assert!(
         alerts["alerts"]

@@ -237,7 +237,9 @@ pub fn pruned_path(logs_dir: &Path) -> PathBuf {
 /// The recorded pruned range, if any.
 pub fn read_pruned(logs_dir: &Path) -> std::io::Result<Option<Pruned>> {
     match std::fs::read_to_string(pruned_path(logs_dir)) {
-        Ok(t) => serde_json::from_str(&t).map(Some).map_err(std::io::Error::other),
+        Ok(t) => serde_json::from_str(&t)
+            .map(Some)
+            .map_err(std::io::Error::other),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -247,6 +249,9 @@ pub fn read_pruned(logs_dir: &Path) -> std::io::Result<Option<Pruned>> {
 pub fn write_pruned(logs_dir: &Path, p: &Pruned) -> std::io::Result<()> {
     let path = pruned_path(logs_dir);
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string(p).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_string(p).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(&tmp, &path)
 }

@@ -543,7 +543,10 @@ pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::B
 fn check_pruned_prefix(logs_dir: &Path, first: u64, prev_hash: &str) -> Result<(), chain::Break> {
     let missing = |why: String| chain::Break {
         seq: 1,
-        reason: format!("the files start at seq {first}: seqs 1..{} are missing ({why})", first - 1),
+        reason: format!(
+            "the files start at seq {first}: seqs 1..{} are missing ({why})",
+            first - 1
+        ),
         location: Some(logs_dir.display().to_string()),
     };
     match chain::read_pruned(logs_dir) {

@@ -77,7 +77,10 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A sibling of `dest` that `ls` does not show: `.name.suffix`.
 fn hidden(dest: &Path, suffix: &str) -> PathBuf {
-    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("snapshot");
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("snapshot");
     dest.with_file_name(format!(".{name}.{suffix}"))
 }
 
@@ -135,9 +138,11 @@ fn write_inner(
             enc.write_all(name.as_bytes()).map_err(&werr)?;
             let records = view.records(&name, &mut |k, v| {
                 enc.write_all(b"R").map_err(&werr)?;
-                enc.write_all(&(k.len() as u32).to_be_bytes()).map_err(&werr)?;
+                enc.write_all(&(k.len() as u32).to_be_bytes())
+                    .map_err(&werr)?;
                 enc.write_all(k).map_err(&werr)?;
-                enc.write_all(&(v.len() as u32).to_be_bytes()).map_err(&werr)?;
+                enc.write_all(&(v.len() as u32).to_be_bytes())
+                    .map_err(&werr)?;
                 enc.write_all(v).map_err(&werr)?;
                 done += 1;
                 if done.is_multiple_of(50_000) {
@@ -182,7 +187,8 @@ fn write_inner(
         hash: Sha256::new(),
     };
     out.write_all(MAGIC).map_err(&perr)?;
-    out.write_all(&FORMAT_VERSION.to_be_bytes()).map_err(&perr)?;
+    out.write_all(&FORMAT_VERSION.to_be_bytes())
+        .map_err(&perr)?;
     out.write_all(&(header_json.len() as u32).to_be_bytes())
         .map_err(&perr)?;
     out.write_all(&header_json).map_err(&perr)?;
@@ -252,9 +258,8 @@ pub fn read_header(path: &Path) -> Result<(Header, u64), BackupError> {
     }
     let mut h = vec![0u8; hlen as usize];
     f.read_exact(&mut h).map_err(io(path))?;
-    let header: Header = serde_json::from_slice(&h).map_err(|e| {
-        BackupError::Corrupt(format!("{}: unreadable header: {e}", path.display()))
-    })?;
+    let header: Header = serde_json::from_slice(&h)
+        .map_err(|e| BackupError::Corrupt(format!("{}: unreadable header: {e}", path.display())))?;
     Ok((header, 14 + hlen as u64))
 }
 

@@ -186,10 +186,13 @@ impl Backups {
     /// Take a snapshot now (blocking: run it on a blocking thread). Writers keep going.
     pub fn take(&self, progress: Option<Progress<'_>>) -> Result<Taken, BackupError> {
         let Some(source) = &self.source else {
-            return Err(BackupError::Invalid("no store is open to take a snapshot of".into()));
+            return Err(BackupError::Invalid(
+                "no store is open to take a snapshot of".into(),
+            ));
         };
         let dir = &self.settings.dir;
-        std::fs::create_dir_all(dir).map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
         let started = std::time::Instant::now();
         let now = self.clock.now();
         // Names sort by time; a second snapshot within the same second takes the next
@@ -207,11 +210,19 @@ impl Backups {
             commit: self.origin.1.clone(),
             created_at: rfc3339(now),
         };
-        let (header, sha256) =
-            format::write(source.as_ref(), &origin, &path, progress.unwrap_or(&no_progress))?;
+        let (header, sha256) = format::write(
+            source.as_ref(),
+            &origin,
+            &path,
+            progress.unwrap_or(&no_progress),
+        )?;
         let size_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(Taken {
-            name: path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string(),
+            name: path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string(),
             path,
             size_bytes,
             header,
@@ -233,10 +244,18 @@ impl Backups {
 
     /// Verify the snapshot at `path`: checksum, restore into a scratch store, compare
     /// counts. When it lies in the backup folder the outcome is recorded for listings.
-    pub fn verify(&self, path: &Path, progress: Option<Progress<'_>>) -> Result<Verified, BackupError> {
+    pub fn verify(
+        &self,
+        path: &Path,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Verified, BackupError> {
         let started = std::time::Instant::now();
         let result = verify_file(self.target.as_ref(), path, &self.scratch_dir(), progress);
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         if path.parent() == Some(self.settings.dir.as_path()) && check_name(&name).is_ok() {
             let v = match &result {
                 Ok((_, sha, _)) => Verification {
@@ -274,7 +293,8 @@ impl Backups {
 
     fn record_verification(&self, name: &str, v: &Verification) -> Result<(), BackupError> {
         let dir = self.verified_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
         let path = dir.join(format!("{name}.json"));
         let text = serde_json::to_string(v).unwrap_or_default();
         std::fs::write(&path, text).map_err(|e| BackupError::Io(format!("{}: {e}", path.display())))
@@ -358,7 +378,9 @@ impl Backups {
             .map_err(|_| BackupError::Io("BACKUP_COPY_COMMAND: timed out after 1 h".into()))?
             .map_err(|e| BackupError::Io(format!("BACKUP_COPY_COMMAND: {e}")))?;
         if out.status.success() {
-            Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_string()))
+            Ok(Some(
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            ))
         } else {
             let err = String::from_utf8_lossy(&out.stderr);
             Err(BackupError::Io(format!(
@@ -387,6 +409,11 @@ impl Backups {
     }
 }
 
+/// Records per tree.
+pub type Counts = Vec<(String, u64)>;
+/// A verified file: its header, checksum and the restored counts.
+pub type Checked = (Header, String, Counts);
+
 /// Checksum, restore into a scratch store under `scratch`, compare counts; the scratch
 /// store is removed afterwards.
 pub fn verify_file(
@@ -394,7 +421,7 @@ pub fn verify_file(
     path: &Path,
     scratch: &Path,
     progress: Option<Progress<'_>>,
-) -> Result<(Header, String, Vec<(String, u64)>), BackupError> {
+) -> Result<Checked, BackupError> {
     let (header, body_at, sha) = format::check(path)?;
     let home = scratch.join(format!(
         "{}-{}",
@@ -403,7 +430,13 @@ pub fn verify_file(
     ));
     let result = (|| {
         let mut sink = target.open(&home)?;
-        format::restore(path, &header, body_at, sink.as_mut(), progress.unwrap_or(&no_progress))
+        format::restore(
+            path,
+            &header,
+            body_at,
+            sink.as_mut(),
+            progress.unwrap_or(&no_progress),
+        )
     })();
     let _ = std::fs::remove_dir_all(&home);
     let counts = result?;
@@ -445,7 +478,10 @@ pub fn copy_store(
     progress(done, done);
     let counts = sink.finish()?;
     for (tree, n) in &read {
-        let got = counts.iter().find(|(t, _)| t == tree).map_or(0, |(_, c)| *c);
+        let got = counts
+            .iter()
+            .find(|(t, _)| t == tree)
+            .map_or(0, |(_, c)| *c);
         if got != *n {
             return Err(BackupError::Store(format!(
                 "tree {tree}: read {n} records, the new store holds {got}"

@@ -94,7 +94,11 @@ impl Executors {
             "command" => self.command(job).await,
             ALERT_KIND => self.alert(job).await,
             BACKUP_KIND => {
-                let runner = self.backup.read().unwrap_or_else(|p| p.into_inner()).clone();
+                let runner = self
+                    .backup
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
                 match runner {
                     Some(r) => r.run(job).await,
                     None => Err("no backup runner in this process".into()),

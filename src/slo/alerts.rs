@@ -412,7 +412,13 @@ pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
     let _turn = alerts.0.turn.lock().await;
     let figures = state.slo.figures()?;
     let mut wanted = conditions(&figures, state.slo.tick_secs(), state.slo.ticks_expected());
-    for (name, (severity, message)) in alerts.0.held.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+    for (name, (severity, message)) in alerts
+        .0
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
         wanted.push(Wanted {
             name,
             severity: *severity,

@@ -16,6 +16,7 @@
 //! during the snapshot, and are dropped when it ends.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
@@ -27,6 +28,8 @@ tokio::task_local! {
 }
 
 type Key = (IVec, IVec);
+/// Called with each record of a captured tree.
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), String> + 'a;
 
 /// Old values of keys changed since a snapshot started.
 #[derive(Default)]
@@ -44,21 +47,15 @@ impl Capture {
     /// change made after the start.
     fn keep(&self, tree: &sled::Tree, key: &[u8]) -> sled::Result<()> {
         let k = (tree.name(), IVec::from(key));
-        let mut m = self.lock();
-        if !m.contains_key(&k) {
-            let old = tree.get(key)?;
-            m.insert(k, old);
+        if let Entry::Vacant(slot) = self.lock().entry(k) {
+            slot.insert(tree.get(key)?);
         }
         Ok(())
     }
 
     /// The snapshot's view of `tree`: calls `f` for every record as it was at the
     /// start, in key order for the live part and then the removed ones.
-    pub(crate) fn read(
-        &self,
-        tree: &sled::Tree,
-        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), String>,
-    ) -> Result<u64, String> {
+    pub(crate) fn read(&self, tree: &sled::Tree, f: &mut Visit<'_>) -> Result<u64, String> {
         let name = tree.name();
         // Every key the walk met, in key order (the walk is ordered): a kept key that
         // is not among them was removed before the walk reached it.
@@ -305,7 +302,10 @@ mod tests {
         let s = store.clone();
         let snap = tokio::task::spawn_blocking(move || view(&s, "t"));
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!snap.is_finished(), "the capture began inside a change group");
+        assert!(
+            !snap.is_finished(),
+            "the capture began inside a change group"
+        );
         tx.send(()).unwrap();
         group.await.unwrap();
         // Both writes of the group, or (had it started first) neither.

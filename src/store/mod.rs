@@ -184,7 +184,10 @@ impl Store {
     /// someone awaits it). For the store's own modules: a domain never sees this call,
     /// it gets the token from the operation that changed something.
     pub(crate) fn pending(&self) -> Commit {
-        Commit(CommitInner::Pending(self.commit.clone(), self.commit.ticket()))
+        Commit(CommitInner::Pending(
+            self.commit.clone(),
+            self.commit.ticket(),
+        ))
     }
 
     /// Wait until every write made before this call is on stable storage (group commit).

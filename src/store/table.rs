@@ -118,7 +118,9 @@ impl<T: Record> Table<T> {
             let next = f(current);
             let next_raw = next.as_ref().map(codec::encode).transpose()?;
             if self
-                .write(key, || self.tree.compare_and_swap(key, current_raw, next_raw))?
+                .write(key, || {
+                    self.tree.compare_and_swap(key, current_raw, next_raw)
+                })?
                 .is_ok()
             {
                 return Ok(next);

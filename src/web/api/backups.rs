@@ -76,6 +76,8 @@ pub async fn verify(
     origin: Origin,
     Path(name): Path<String>,
 ) -> Result<AppJson<Value>> {
-    let r = Runner::new(&state).verify(&asker(caller, origin), &name).await;
+    let r = Runner::new(&state)
+        .verify(&asker(caller, origin), &name)
+        .await;
     answer(r, "verified")
 }
