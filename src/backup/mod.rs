@@ -256,7 +256,11 @@ impl Backups {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        if path.parent() == Some(self.settings.dir.as_path()) && check_name(&name).is_ok() {
+        let canon = |p: &Path| std::fs::canonicalize(p).ok();
+        let ours = path
+            .parent()
+            .is_some_and(|p| canon(p).is_some() && canon(p) == canon(&self.settings.dir));
+        if ours && check_name(&name).is_ok() {
             let v = match &result {
                 Ok((_, sha, _)) => Verification {
                     ok: true,

@@ -181,7 +181,8 @@ impl Gate {
     }
 
     /// Start a capture. Blocks until the change groups in flight end (milliseconds);
-    /// new groups wait only for this call. Call it from a blocking thread.
+    /// new groups wait only for this call. Call it from a blocking thread, never from
+    /// inside a change group (it would wait for itself: `/api/backups` runs outside).
     pub(crate) fn begin(&self) -> Running<'_> {
         let turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
         let capture = Arc::new(Capture::default());
