@@ -255,3 +255,33 @@ pub fn write_pruned(logs_dir: &Path, p: &Pruned) -> std::io::Result<()> {
     )?;
     std::fs::rename(&tmp, &path)
 }
+
+/// Files that start after seq 1 are fine only when log retention recorded exactly the
+/// missing prefix and the first remaining line links to its last event.
+pub fn check_pruned_prefix(logs_dir: &Path, first: u64, prev_hash: &str) -> Result<(), Break> {
+    let missing = |why: String| Break {
+        seq: 1,
+        reason: format!(
+            "the files start at seq {first}: seqs 1..{} are missing ({why})",
+            first - 1
+        ),
+        location: Some(logs_dir.display().to_string()),
+    };
+    match read_pruned(logs_dir) {
+        Err(e) => Err(missing(format!("cannot read the pruned-range record: {e}"))),
+        Ok(None) => Err(missing("no log retention recorded removing them".into())),
+        Ok(Some(p)) if p.first_seq != 1 || p.last_seq + 1 != first => Err(missing(format!(
+            "log retention removed seqs {}..{}, not that range",
+            p.first_seq, p.last_seq
+        ))),
+        Ok(Some(p)) if p.last_hash != prev_hash => Err(Break {
+            seq: first,
+            reason: format!(
+                "prev_hash does not match the hash of seq {} recorded when it was pruned",
+                p.last_seq
+            ),
+            location: Some(logs_dir.display().to_string()),
+        }),
+        Ok(Some(_)) => Ok(()),
+    }
+}

@@ -517,7 +517,7 @@ pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::B
     report.first_seq = v.first_seq;
     report.last_seq = v.last_seq();
     if let Some(first) = v.first_seq.filter(|s| *s > 1) {
-        check_pruned_prefix(logs_dir, first, v.first_prev_hash.as_deref().unwrap_or(""))?;
+        chain::check_pruned_prefix(logs_dir, first, v.first_prev_hash.as_deref().unwrap_or(""))?;
     }
     if let Some(n) = report.store_events {
         report.missing_from_files = n.saturating_sub(report.last_seq.unwrap_or(0));
@@ -536,36 +536,6 @@ pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::B
         }
     }
     Ok(report)
-}
-
-/// Files that start after seq 1 are fine only when log retention recorded exactly the
-/// missing prefix and the first remaining line links to its last event.
-fn check_pruned_prefix(logs_dir: &Path, first: u64, prev_hash: &str) -> Result<(), chain::Break> {
-    let missing = |why: String| chain::Break {
-        seq: 1,
-        reason: format!(
-            "the files start at seq {first}: seqs 1..{} are missing ({why})",
-            first - 1
-        ),
-        location: Some(logs_dir.display().to_string()),
-    };
-    match chain::read_pruned(logs_dir) {
-        Err(e) => Err(missing(format!("cannot read the pruned-range record: {e}"))),
-        Ok(None) => Err(missing("no log retention recorded removing them".into())),
-        Ok(Some(p)) if p.first_seq != 1 || p.last_seq + 1 != first => Err(missing(format!(
-            "log retention removed seqs {}..{}, not that range",
-            p.first_seq, p.last_seq
-        ))),
-        Ok(Some(p)) if p.last_hash != prev_hash => Err(chain::Break {
-            seq: first,
-            reason: format!(
-                "prev_hash does not match the hash of seq {} recorded when it was pruned",
-                p.last_seq
-            ),
-            location: Some(logs_dir.display().to_string()),
-        }),
-        Ok(Some(_)) => Ok(()),
-    }
 }
 
 #[cfg(test)]
