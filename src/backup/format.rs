@@ -308,8 +308,14 @@ pub fn check(path: &Path) -> Result<(Header, u64, String), BackupError> {
     Ok((header, body_at, hex(digest.as_slice())))
 }
 
+/// What the decoder hands the sink.
+enum Frame {
+    Tree(String),
+    Records(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
 /// Decompress the body into `sink` and compare what it holds with the header. Call
-/// [`check`] first.
+/// [`check`] first. Decoding runs on its own thread, beside the sink's writes.
 pub fn restore(
     path: &Path,
     header: &Header,
@@ -317,64 +323,31 @@ pub fn restore(
     sink: &mut dyn SnapshotSink,
     progress: Progress<'_>,
 ) -> Result<Vec<(String, u64)>, BackupError> {
-    let corrupt = |what: String| BackupError::Corrupt(format!("{}: {what}", path.display()));
-    let mut f = File::open(path).map_err(io(path))?;
-    f.seek(SeekFrom::Start(body_at)).map_err(io(path))?;
-    let body = BufReader::with_capacity(1 << 20, f.take(header.body_bytes));
-    let mut r = BufReader::with_capacity(1 << 20, ZlibDecoder::new(body));
-    let bad = |e: std::io::Error| corrupt(format!("damaged body: {e}"));
-    let mut tree: Option<String> = None;
-    let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(BATCH);
-    let mut done = 0u64;
-    let mut seen = Vec::new();
-    loop {
-        let mut tag = [0u8; 1];
-        r.read_exact(&mut tag).map_err(bad)?;
-        match tag[0] {
-            b'T' | b'E' => {
-                if let Some(t) = &tree
-                    && !batch.is_empty()
-                {
-                    sink.put(t, &batch)?;
-                    batch.clear();
+    let seen = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(8);
+        let decoder = scope.spawn(move || decode(path, header.body_bytes, body_at, &tx));
+        let mut tree: Option<String> = None;
+        let mut done = 0u64;
+        for frame in rx {
+            match frame {
+                Frame::Tree(name) => {
+                    sink.put(&name, &[])?;
+                    tree = Some(name);
                 }
-                if tag[0] == b'E' {
-                    break;
-                }
-                let mut n = [0u8; 2];
-                r.read_exact(&mut n).map_err(bad)?;
-                let mut name = vec![0u8; u16::from_be_bytes(n) as usize];
-                r.read_exact(&mut name).map_err(bad)?;
-                let name = String::from_utf8(name)
-                    .map_err(|_| corrupt("a tree name is not UTF-8".into()))?;
-                sink.put(&name, &[])?;
-                seen.push(name.clone());
-                tree = Some(name);
-            }
-            b'R' => {
-                if tree.is_none() {
-                    return Err(corrupt("a record before any tree".into()));
-                }
-                let k = read_chunk(&mut r).map_err(bad)?;
-                let v = read_chunk(&mut r).map_err(bad)?;
-                batch.push((k, v));
-                done += 1;
-                if batch.len() >= BATCH {
+                Frame::Records(batch) => {
                     if let Some(t) = &tree {
                         sink.put(t, &batch)?;
                     }
-                    batch.clear();
+                    done += batch.len() as u64;
                     progress(done, header.records);
                 }
             }
-            other => return Err(corrupt(format!("unknown frame {other:#04x} in the body"))),
         }
-    }
-    let mut rest = [0u8; 1];
-    if r.read(&mut rest).map_err(bad)? != 0 {
-        return Err(corrupt("data after the end of the body".into()));
-    }
-    progress(done, header.records);
+        decoder
+            .join()
+            .map_err(|_| BackupError::Io("the snapshot decoder panicked".into()))?
+    })?;
+    let corrupt = |what: String| BackupError::Corrupt(format!("{}: {what}", path.display()));
     let counts = sink.finish()?;
     for want in &header.trees {
         let got = counts
@@ -389,14 +362,75 @@ pub fn restore(
             )));
         }
     }
-    if seen.len() != header.trees.len() {
+    if seen != header.trees.len() {
         return Err(corrupt(format!(
-            "the body holds {} trees, the header lists {}",
-            seen.len(),
+            "the body holds {seen} trees, the header lists {}",
             header.trees.len()
         )));
     }
     Ok(counts)
+}
+
+/// Read the body's frames and send them on in batches; returns how many trees it held.
+fn decode(
+    path: &Path,
+    body_bytes: u64,
+    body_at: u64,
+    tx: &std::sync::mpsc::SyncSender<Frame>,
+) -> Result<usize, BackupError> {
+    let corrupt = |what: String| BackupError::Corrupt(format!("{}: {what}", path.display()));
+    // The sink stopped (its own error is the one to report).
+    let gone = || BackupError::Io("the restore stopped".into());
+    let mut f = File::open(path).map_err(io(path))?;
+    f.seek(SeekFrom::Start(body_at)).map_err(io(path))?;
+    let body = BufReader::with_capacity(1 << 20, f.take(body_bytes));
+    let mut r = BufReader::with_capacity(1 << 20, ZlibDecoder::new(body));
+    let bad = |e: std::io::Error| corrupt(format!("damaged body: {e}"));
+    let mut in_tree = false;
+    let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(BATCH);
+    let mut trees = 0;
+    loop {
+        let mut tag = [0u8; 1];
+        r.read_exact(&mut tag).map_err(bad)?;
+        match tag[0] {
+            b'T' | b'E' => {
+                if !batch.is_empty() {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    tx.send(Frame::Records(full)).map_err(|_| gone())?;
+                }
+                if tag[0] == b'E' {
+                    break;
+                }
+                let mut n = [0u8; 2];
+                r.read_exact(&mut n).map_err(bad)?;
+                let mut name = vec![0u8; u16::from_be_bytes(n) as usize];
+                r.read_exact(&mut name).map_err(bad)?;
+                let name = String::from_utf8(name)
+                    .map_err(|_| corrupt("a tree name is not UTF-8".into()))?;
+                tx.send(Frame::Tree(name)).map_err(|_| gone())?;
+                in_tree = true;
+                trees += 1;
+            }
+            b'R' => {
+                if !in_tree {
+                    return Err(corrupt("a record before any tree".into()));
+                }
+                let k = read_chunk(&mut r).map_err(bad)?;
+                let v = read_chunk(&mut r).map_err(bad)?;
+                batch.push((k, v));
+                if batch.len() >= BATCH {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                    tx.send(Frame::Records(full)).map_err(|_| gone())?;
+                }
+            }
+            other => return Err(corrupt(format!("unknown frame {other:#04x} in the body"))),
+        }
+    }
+    let mut rest = [0u8; 1];
+    if r.read(&mut rest).map_err(bad)? != 0 {
+        return Err(corrupt("data after the end of the body".into()));
+    }
+    Ok(trees)
 }
 
 fn read_chunk(r: &mut impl Read) -> std::io::Result<Vec<u8>> {

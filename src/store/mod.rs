@@ -129,12 +129,32 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Open (or create) the store under `<home>/data`, taking the home's lock first.
     pub fn open(home: &Path) -> Result<Store, StoreError> {
+        Self::open_tuned(home, |c| c)
+    }
+
+    /// As [`Store::open`] for a store being filled in bulk (a restore, a compaction):
+    /// a big cache, sled's high-throughput mode and no background flush until the
+    /// filler syncs. The files are the same; a later [`Store::open`] reads them.
+    pub(crate) fn open_bulk(home: &Path) -> Result<Store, StoreError> {
+        Self::open_tuned(home, |c| {
+            c.cache_capacity(512 * 1024 * 1024)
+                .mode(sled::Mode::HighThroughput)
+                .flush_every_ms(None)
+        })
+    }
+
+    fn open_tuned(
+        home: &Path,
+        tune: impl FnOnce(sled::Config) -> sled::Config,
+    ) -> Result<Store, StoreError> {
         let lock = Self::lock_home(home)?;
         let path = home.join("data").join("echopilot.sled");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()?;
+        let db = tune(
+            sled::Config::new()
+                .path(&path)
+                .cache_capacity(64 * 1024 * 1024),
+        )
+        .open()?;
         let commit = GroupCommit::new(db.clone(), &path)?;
         let store = Store {
             db,
