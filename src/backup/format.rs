@@ -122,47 +122,63 @@ fn write_inner(
 ) -> Result<(Header, String), BackupError> {
     let schema_version = source.schema_version()?;
     let body = create_private(body_path).map_err(io(body_path))?;
-    let mut enc = BufWriter::with_capacity(
-        1 << 20,
-        ZlibEncoder::new(BufWriter::with_capacity(1 << 20, body), Compression::fast()),
-    );
+    let werr = io(body_path);
     let mut trees = Vec::new();
     let mut done = 0u64;
-    let werr = io(body_path);
-    source.read_snapshot(&mut |view| {
-        for name in view.trees() {
-            let n = u16::try_from(name.len())
-                .map_err(|_| BackupError::Io(format!("tree name too long: {name}")))?;
-            enc.write_all(b"T").map_err(&werr)?;
-            enc.write_all(&n.to_be_bytes()).map_err(&werr)?;
-            enc.write_all(name.as_bytes()).map_err(&werr)?;
-            let records = view.records(&name, &mut |k, v| {
-                enc.write_all(b"R").map_err(&werr)?;
-                enc.write_all(&(k.len() as u32).to_be_bytes())
-                    .map_err(&werr)?;
-                enc.write_all(k).map_err(&werr)?;
-                enc.write_all(&(v.len() as u32).to_be_bytes())
-                    .map_err(&werr)?;
-                enc.write_all(v).map_err(&werr)?;
-                done += 1;
-                if done.is_multiple_of(50_000) {
-                    progress(done, 0);
-                }
-                Ok(())
-            })?;
-            trees.push(TreeCount { name, records });
-        }
-        Ok(())
+    // Reading (sled and the capture) and compressing run on two threads.
+    let compressed = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let compressor = scope.spawn(move || -> std::io::Result<File> {
+            let mut z =
+                ZlibEncoder::new(BufWriter::with_capacity(1 << 20, body), Compression::fast());
+            for chunk in rx {
+                z.write_all(&chunk)?;
+            }
+            z.finish()?.into_inner().map_err(|e| e.into_error())
+        });
+        let mut enc = Chunks {
+            buf: Vec::with_capacity(CHUNK + 4096),
+            tx,
+        };
+        let read = source.read_snapshot(&mut |view| {
+            for name in view.trees() {
+                let n = u16::try_from(name.len())
+                    .map_err(|_| BackupError::Io(format!("tree name too long: {name}")))?;
+                enc.write_all(b"T").map_err(&werr)?;
+                enc.write_all(&n.to_be_bytes()).map_err(&werr)?;
+                enc.write_all(name.as_bytes()).map_err(&werr)?;
+                let records = view.records(&name, &mut |k, v| {
+                    enc.write_all(b"R").map_err(&werr)?;
+                    enc.write_all(&(k.len() as u32).to_be_bytes())
+                        .map_err(&werr)?;
+                    enc.write_all(k).map_err(&werr)?;
+                    enc.write_all(&(v.len() as u32).to_be_bytes())
+                        .map_err(&werr)?;
+                    enc.write_all(v).map_err(&werr)?;
+                    done += 1;
+                    if done.is_multiple_of(50_000) {
+                        progress(done, 0);
+                    }
+                    Ok(())
+                })?;
+                trees.push(TreeCount { name, records });
+            }
+            Ok(())
+        });
+        let ended = read.and_then(|()| {
+            enc.write_all(b"E").map_err(&werr)?;
+            enc.flush().map_err(&werr)
+        });
+        // Ends the compressor's input, whatever happened.
+        drop(enc);
+        let file = compressor
+            .join()
+            .map_err(|_| BackupError::Io("the snapshot compressor panicked".into()))?;
+        // The compressor's own error (a full disk) explains a failed send.
+        let file = file.map_err(&werr)?;
+        ended.map(|()| file)
     })?;
-    enc.write_all(b"E").map_err(&werr)?;
-    let body = enc
-        .into_inner()
-        .map_err(|e| werr(e.into_error()))?
-        .finish()
-        .map_err(&werr)?
-        .into_inner()
-        .map_err(|e| werr(e.into_error()))?;
-    drop(body);
+    drop(compressed);
     let body_bytes = std::fs::metadata(body_path).map_err(&werr)?.len();
     progress(done, done);
 
@@ -206,6 +222,35 @@ fn write_inner(
         let _ = d.sync_all();
     }
     Ok((header, hex(digest.as_slice())))
+}
+
+/// Frames are handed to the compressor in chunks of this size.
+const CHUNK: usize = 1 << 20;
+
+/// A writer that sends full chunks to the compressor thread.
+struct Chunks {
+    buf: Vec<u8>,
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl Write for Chunks {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= CHUNK {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 4096));
+            self.tx
+                .send(full)
+                .map_err(|_| std::io::Error::other("the snapshot compressor stopped"))?;
+        }
+        Ok(())
+    }
 }
 
 struct HashingWriter<W> {
