@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{self, AppState};
 use crate::config::{Config, HomeArg, ServeArgs};
 use crate::jobs::{ClaimRequest, NewJob};
+use crate::store::Commit;
 
 mod snapshot;
 
 /// Options of `echopilot bench`.
 #[derive(Debug, Clone)]
-pub struct BenchOptions {
+pub(crate) struct BenchOptions {
     /// Where the temporary homes go (default: the system temp folder).
     pub home: Option<PathBuf>,
     /// Jobs per workload.
@@ -108,7 +109,7 @@ impl Server {
 }
 
 /// The disk's durable write rate: 1,000 × (4 KiB write + fdatasync), per second.
-pub fn disk_sync_rate(dir: &Path) -> anyhow::Result<f64> {
+pub(crate) fn disk_sync_rate(dir: &Path) -> anyhow::Result<f64> {
     let path = dir.join(format!("echopilot-fsync-probe-{}", std::process::id()));
     let mut f = std::fs::File::create(&path)
         .with_context(|| format!("while creating {}", path.display()))?;
@@ -272,12 +273,12 @@ async fn local_enqueue(
                     break;
                 }
                 let t = Instant::now();
-                state.jobs.enqueue(NewJob {
+                let (_, commit) = state.jobs.enqueue(NewJob {
                     kind: "bench".into(),
                     payload: Some(format!("{{\"n\":{i}}}")),
                     ..NewJob::default()
                 })?;
-                state.store.sync().await?;
+                commit.durable().await?;
                 lat.push(t.elapsed().as_micros() as u32);
             }
             anyhow::Ok(lat)
@@ -299,13 +300,14 @@ async fn local_enqueue(
 
 fn preload(state: &AppState, jobs: usize) -> anyhow::Result<()> {
     for i in 0..jobs {
-        state.jobs.enqueue(NewJob {
+        // Made durable all at once by the checkpoint below.
+        let _ = state.jobs.enqueue(NewJob {
             kind: "bench".into(),
             payload: Some(format!("{{\"n\":{i}}}")),
             ..NewJob::default()
         })?;
     }
-    state.store.sync_blocking()?;
+    state.store.checkpoint()?;
     Ok(())
 }
 
@@ -435,24 +437,27 @@ async fn local_drain(
             let worker = format!("bench-{w}");
             while start.elapsed() <= max {
                 let t = Instant::now();
-                let claimed = state.jobs.claim(&ClaimRequest {
+                let (claimed, commit) = state.jobs.claim(&ClaimRequest {
                     worker: worker.clone(),
                     lease_secs: 300,
                     count: batch,
                     ..ClaimRequest::default()
                 })?;
-                state.store.sync().await?;
+                commit.durable().await?;
                 claim_lat.push(t.elapsed().as_micros() as u32);
                 if claimed.is_empty() {
                     break;
                 }
                 let t = Instant::now();
+                let mut commit = Commit::done();
                 for j in &claimed {
-                    state
-                        .jobs
-                        .complete(&j.id, Some(&worker), Some("{\"ok\":1}".into()))?;
+                    let (_, c) =
+                        state
+                            .jobs
+                            .complete(&j.id, Some(&worker), Some("{\"ok\":1}".into()))?;
+                    commit = commit.and(c);
                 }
-                state.store.sync().await?;
+                commit.durable().await?;
                 done_lat.push(t.elapsed().as_micros() as u32);
                 done += claimed.len();
             }
@@ -482,7 +487,7 @@ async fn local_drain(
 }
 
 /// Run every workload and print the figures.
-pub async fn run(opts: BenchOptions) -> anyhow::Result<()> {
+pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     let parent = opts.home.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)?;
     let max = Duration::from_secs(opts.max_secs.max(1));

@@ -1,6 +1,8 @@
 //! Subcommands: `serve` and the operator's tools (`db check`, `db stats`, `keygen`,
 //! `audit verify`, `logs rotate`, `bench`).
 
+pub mod backup;
+
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +62,7 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
         DbAction::Check { deep } => {
             store.probe()?;
             if deep {
-                return crate::cli_backup::deep_check(&store);
+                return backup::deep_check(&store);
             }
             println!(
                 "ok: store {} answers (schema version {})",
@@ -75,11 +77,11 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
             for (tree, count) in store.tree_counts() {
                 println!("tree {tree}: {count} records");
             }
-            crate::cli_backup::print_stats_extra(&store, &home_dir(&home))?;
+            backup::print_stats_extra(&store, &home_dir(&home))?;
         }
         DbAction::Compact => {
             drop(store);
-            return crate::cli_backup::compact(&home_dir(&home));
+            return backup::compact(&home_dir(&home));
         }
     }
     Ok(())
@@ -158,7 +160,7 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
                         println!("tree {tree}: {count} records");
                     }
                 }
-                crate::cli_backup::print_remote_stats_extra(&v);
+                backup::print_remote_stats_extra(&v);
             }
         }
         Ok(())
@@ -184,8 +186,13 @@ pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
             let logs = dir.join("logs");
             let audit = match Store::open(&dir) {
                 Ok(store) => Some(
-                    crate::audit::Audit::open_for_verify(&store, &logs)
-                        .context("while opening the audit trail")?,
+                    crate::audit::Audit::open_for_verify(
+                        std::sync::Arc::new(crate::store::sled_impl::audit::SledAudit::open(
+                            &store,
+                        )?),
+                        &logs,
+                    )
+                    .context("while opening the audit trail")?,
                 ),
                 Err(StoreError::AlreadyRunning { .. }) => {
                     println!(
@@ -208,10 +215,10 @@ pub fn audit(home: HomeArg, action: AuditAction) -> anyhow::Result<()> {
             if let Some(n) = report.store_events {
                 println!("ok: store chain intact: {n} events; every file line matches the store");
             }
-            if report.first_seq.is_some_and(|s| s > 1) {
+            if report.pruned_through > 0 {
                 println!(
-                    "note: the files start at seq {} (older archives were removed)",
-                    report.first_seq.unwrap_or(0)
+                    "note: seq 1..{} were pruned by log retention",
+                    report.pruned_through
                 );
             }
         }
@@ -244,7 +251,7 @@ pub fn logs(home: HomeArg, action: LogsAction) -> anyhow::Result<()> {
             }
             println!("ok: {n} files rotated");
         }
-        LogsAction::Prune => crate::cli_backup::prune_logs(&home)?,
+        LogsAction::Prune => backup::prune_logs(&home)?,
     }
     Ok(())
 }

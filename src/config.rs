@@ -3,150 +3,24 @@
 //!
 //! Precedence: CLI flag > environment > `echopilot.toml` > default. Secrets (keys,
 //! webhook secrets) come only from the environment and never show in `Debug`.
-//! Every invalid value stops start-up with an error that names the setting.
+//! Every invalid value stops start-up with an error that names the setting. Each
+//! default is written once, in [`SETTINGS`]. The test harness resolves from a given
+//! map rather than the process environment, so clap's `env` serves only `--home`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::{Args, Parser, Subcommand};
-use serde::Deserialize;
+mod cli;
+mod file;
 
-/// The command line.
-#[derive(Debug, Parser)]
-#[command(name = "echopilot", version = crate::build_info::VERSION_LINE, about)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
-    #[command(flatten)]
-    pub serve: ServeArgs,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the server (the default when no subcommand is given).
-    Serve(ServeArgs),
-    /// Check that the store opens and answers (the runbook's `SELECT 1`).
-    Db {
-        #[command(flatten)]
-        home: HomeArg,
-        #[command(subcommand)]
-        action: DbAction,
-    },
-    /// Print a fresh key: 32 random bytes, URL-safe base64 without padding (43 characters).
-    Keygen,
-    /// The audit trail: `audit verify` checks the hash chain.
-    Audit {
-        #[command(flatten)]
-        home: HomeArg,
-        #[command(subcommand)]
-        action: AuditAction,
-    },
-    /// Log files: `logs rotate` moves them into `logs/archive/YYYYMMDD/`.
-    Logs {
-        #[command(flatten)]
-        home: HomeArg,
-        #[command(subcommand)]
-        action: LogsAction,
-    },
-    /// Measure the durable job queue: disk sync rate, enqueue and drain (a benchmark).
-    Bench(BenchArgs),
-    /// Take a snapshot into `BACKUP_DIR` (asks the running server when there is one);
-    /// `backup verify FILE`, `backup list`.
-    Backup {
-        #[command(flatten)]
-        home: HomeArg,
-        #[command(subcommand)]
-        action: Option<BackupAction>,
-    },
-    /// Restore a snapshot into the home (server stopped); the old store and logs are
-    /// moved aside, never deleted.
-    Restore {
-        #[command(flatten)]
-        home: HomeArg,
-        /// The snapshot file.
-        file: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BackupAction {
-    /// Check the checksum, restore into a scratch store and compare counts.
-    Verify {
-        /// The snapshot file.
-        file: PathBuf,
-    },
-    /// The snapshots with size, time and whether they were verified.
-    List,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditAction {
-    /// Check the chain over the NDJSON files (archives in order) and the store; exits
-    /// non-zero naming the first bad seq.
-    Verify,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum LogsAction {
-    /// Move `logs/ndjson/audit.ndjson` and `logs/app.log` into `logs/archive/YYYYMMDD/`
-    /// (safe while the server runs: it opens fresh files on the next line).
-    Rotate,
-    /// Remove `logs/archive/YYYYMMDD/` folders older than `LOG_ARCHIVE_KEEP_DAYS`,
-    /// recording the audit range they held (the server also does this hourly).
-    Prune,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct BenchArgs {
-    /// Folder for the temporary homes (default: the system temp folder). Put it on the
-    /// disk you want to measure.
-    #[arg(long)]
-    pub home: Option<PathBuf>,
-    /// Jobs per workload.
-    #[arg(long, default_value_t = 50_000)]
-    pub jobs: usize,
-    /// Longest a single workload may run, in seconds (the figure covers what it did).
-    #[arg(long, default_value_t = 20)]
-    pub max_secs: u64,
-    /// Run only the workloads whose name contains this: enqueue-http, enqueue-local,
-    /// drain-http, drain-local; `snapshot` (100,000 jobs + 10⁶ audit events) runs only
-    /// when named.
-    #[arg(long)]
-    pub only: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum DbAction {
-    /// Open the store, write and read a probe key, print the schema version.
-    Check {
-        /// Also read every record through the codec and check the job indexes.
-        #[arg(long)]
-        deep: bool,
-    },
-    /// Print per-tree record counts and the size of the store on disk.
-    Stats,
-    /// Rewrite the store into a fresh one and swap it in (server stopped).
-    Compact,
-}
-
-#[derive(Debug, Args, Clone, Default)]
-pub struct HomeArg {
-    /// Home folder holding data/, logs/ and backups/ (default: the current folder).
-    #[arg(long, env = "ECHOPILOT_HOME", global = true)]
-    pub home: Option<PathBuf>,
-}
-
-#[derive(Debug, Args, Clone, Default)]
-pub struct ServeArgs {
-    #[command(flatten)]
-    pub home: HomeArg,
-    /// Address to listen on (default 127.0.0.1:8080; `PORT=N` alone means 127.0.0.1:N).
-    #[arg(long)]
-    pub bind: Option<String>,
-}
+pub use cli::{
+    AuditAction, BackupAction, BenchArgs, Cli, Command, DbAction, HomeArg, LogsAction, ServeArgs,
+};
+use file::read_file_config;
+pub use file::{CommandSpec, ScheduleSpec};
 
 /// A configuration error; its message names the setting.
 #[derive(Debug, thiserror::Error)]
@@ -184,101 +58,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A role a key may hold. `viewer ⊂ operator ⊂ admin`; `worker` stands apart.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Operator,
-    Admin,
-    Worker,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-            Role::Worker => "worker",
-        }
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "viewer" => Ok(Role::Viewer),
-            "operator" => Ok(Role::Operator),
-            "admin" => Ok(Role::Admin),
-            "worker" => Ok(Role::Worker),
-            other => Err(format!(
-                "unknown role {other:?} (expected viewer, operator, admin or worker)"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A command the `command` executor may run: declared in `echopilot.toml` `[commands]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CommandSpec {
-    /// The program to run (absolute path or a name on `PATH`).
-    pub program: String,
-    /// Arguments always passed before the job's own.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Working folder (default: the home).
-    #[serde(default)]
-    pub cwd: Option<PathBuf>,
-    /// Kill the process after this many seconds (default: the job's timeout).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-}
-
-/// A cron schedule declared in `echopilot.toml` `[[schedules]]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleSpec {
-    pub name: String,
-    pub cron: String,
-    #[serde(default)]
-    pub timezone: Option<String>,
-    #[serde(default)]
-    pub queue: Option<String>,
-    pub kind: String,
-    /// JSON payload as a TOML table or value.
-    #[serde(default)]
-    pub payload: Option<toml::Value>,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// `echopilot.toml`: every key optional; an unknown key is an error (checked by hand,
-/// since serde's `deny_unknown_fields` does not combine with `flatten`).
-#[derive(Debug, Default, Deserialize)]
-struct FileConfig {
-    bind: Option<String>,
-    #[serde(flatten)]
-    settings: BTreeMap<String, toml::Value>,
-    #[serde(default)]
-    commands: BTreeMap<String, CommandSpec>,
-    #[serde(default)]
-    schedules: Vec<ScheduleSpec>,
-}
+pub use crate::auth::Role;
 
 /// SLO targets (the runbook's "Key Metrics to Monitor").
 #[derive(Debug, Clone, PartialEq)]
@@ -305,35 +85,41 @@ pub struct Config {
     pub stripe_webhook_secrets: Vec<Secret>,
     /// Serve even when built from an uncommitted tree (`ALLOW_DIRTY`).
     pub allow_dirty: bool,
-    /// Largest request body in bytes (`MAX_BODY_BYTES`, 1 MiB).
+    /// Largest request body in bytes (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
-    /// Requests taking longer are cut off with 408 (`REQUEST_TIMEOUT_SECS`, 30).
+    /// Requests taking longer are cut off with 408 (`REQUEST_TIMEOUT_SECS`).
     pub request_timeout_secs: u64,
-    /// Requests at least this slow get a `Slow request` line (`SLOW_REQUEST_MS`, 500).
+    /// Requests at least this slow get a `Slow request` line (`SLOW_REQUEST_MS`).
     pub slow_request_ms: u64,
-    /// Requests per client per window (`RATE_LIMIT_PER_MIN`, 600; 0 disables).
+    /// Requests per client per window (`RATE_LIMIT_PER_MIN`; 0 disables).
     pub rate_limit_per_min: u32,
-    /// Rate-limit window in seconds (`RATE_LIMIT_WINDOW_SECS`, 60).
+    /// Rate-limit window in seconds (`RATE_LIMIT_WINDOW_SECS`).
     pub rate_limit_window_secs: u64,
-    /// Limit for worker routes (`WORKER_RATE_LIMIT_PER_MIN`, 6000; 0 disables).
+    /// Limit for worker routes (`WORKER_RATE_LIMIT_PER_MIN`; 0 disables).
     pub worker_rate_limit_per_min: u32,
-    /// Limit for the Stripe webhook (`WEBHOOK_RATE_LIMIT_PER_MIN`, 3000; 0 disables).
+    /// Limit for the Stripe webhook (`WEBHOOK_RATE_LIMIT_PER_MIN`; 0 disables).
     pub webhook_rate_limit_per_min: u32,
-    /// Failed keys and logins per IP per window (`AUTH_FAIL_LIMIT_PER_MIN`, 10; 0 disables).
+    /// Failed keys and logins per IP per window (`AUTH_FAIL_LIMIT_PER_MIN`; 0 disables).
     pub auth_fail_limit_per_min: u32,
     /// Trust `X-Forwarded-For` for the client address (`TRUST_PROXY`).
     pub trust_proxy: bool,
-    /// Rotate a log file past this size (`LOG_MAX_BYTES`, 50 MiB).
+    /// Rotate a log file past this size (`LOG_MAX_BYTES`).
     pub log_max_bytes: u64,
-    /// Scheduler tick interval (`SCHEDULER_TICK_SECS`, 60).
+    /// Refuse changes (503 "storage full") while the data disk has less free
+    /// (`STORE_MIN_FREE_BYTES`).
+    pub store_min_free_bytes: u64,
+    /// When the `disk` component turns degraded or unhealthy (`DISK_*_FREE_PCT`,
+    /// `DISK_*_FREE_BYTES`).
+    pub disk: crate::health::DiskRules,
+    /// Scheduler tick interval (`SCHEDULER_TICK_SECS`).
     pub scheduler_tick_secs: u64,
-    /// Slots for built-in executors (`EXECUTOR_CONCURRENCY`, 4).
+    /// Slots for built-in executors (`EXECUTOR_CONCURRENCY`).
     pub executor_concurrency: usize,
-    /// Re-queue a stuck job after this long (`STUCK_REQUEUE_AFTER_SECS`, 900; 0 disables).
+    /// Re-queue a stuck job after this long (`STUCK_REQUEUE_AFTER_SECS`; 0 disables).
     pub stuck_requeue_after_secs: u64,
-    /// Prune finished jobs older than this (`JOB_RETENTION_DAYS`, 30).
+    /// Prune finished jobs older than this (`JOB_RETENTION_DAYS`).
     pub job_retention_days: u64,
-    /// SLO window (`SLO_WINDOW_DAYS`, 30).
+    /// SLO window (`SLO_WINDOW_DAYS`).
     pub slo_window_days: u64,
     /// SLO targets (`SLO_AVAILABILITY_PCT`, `SLO_UPTIME_PCT`, `SLO_LATENCY_P95_MS`,
     /// `SLO_ERROR_RATE_PCT`, `SLO_WEBHOOK_SUCCESS_PCT`).
@@ -366,8 +152,9 @@ pub struct BackupConfig {
     pub log_archive_keep_days: u64,
 }
 
-/// The environment variables we read, each with its default (for the README table and
-/// for refusing unknown keys in `echopilot.toml`). Secrets are not allowed in the file.
+/// The environment variables we read, each with its default: the one place a default
+/// is written (resolving reads it from here; the README's table repeats it for people).
+/// Also the list of keys `echopilot.toml` may hold; secrets are not allowed in the file.
 pub const SETTINGS: &[(&str, &str)] = &[
     ("PORT", ""),
     ("MAX_BODY_BYTES", "1048576"),
@@ -380,6 +167,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("AUTH_FAIL_LIMIT_PER_MIN", "10"),
     ("TRUST_PROXY", "false"),
     ("LOG_MAX_BYTES", "52428800"),
+    ("STORE_MIN_FREE_BYTES", "67108864"),
+    ("DISK_DEGRADED_FREE_PCT", "10"),
+    ("DISK_DEGRADED_FREE_BYTES", "1073741824"),
+    ("DISK_UNHEALTHY_FREE_PCT", "2"),
+    ("DISK_UNHEALTHY_FREE_BYTES", "268435456"),
     ("SCHEDULER_TICK_SECS", "60"),
     ("EXECUTOR_CONCURRENCY", "4"),
     ("STUCK_REQUEUE_AFTER_SECS", "900"),
@@ -423,37 +215,49 @@ impl Lookup<'_> {
         })
     }
 
-    fn parse<T: FromStr>(&self, name: &str, default: T) -> Result<T, ConfigError>
-    where
-        T::Err: fmt::Display,
-    {
+    /// The value given, or the default from [`SETTINGS`].
+    fn value(&self, name: &str) -> String {
         match self.raw(name) {
-            None => Ok(default),
-            Some(s) if s.is_empty() => Ok(default),
-            Some(s) => s
-                .parse()
-                .map_err(|e| ConfigError::new(name, format!("cannot parse {s:?}: {e}"))),
+            Some(s) if !s.is_empty() => s,
+            _ => SETTINGS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, d)| d.to_string())
+                .unwrap_or_default(),
         }
     }
 
+    fn parse<T: FromStr>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        let s = self.value(name);
+        s.parse()
+            .map_err(|e| ConfigError::new(name, format!("cannot parse {s:?}: {e}")))
+    }
+
     fn bool(&self, name: &str) -> Result<bool, ConfigError> {
-        match self
-            .raw(name)
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("") | Some("false") | Some("0") | Some("no") | Some("off") => Ok(false),
-            Some("true") | Some("1") | Some("yes") | Some("on") => Ok(true),
-            Some(other) => Err(ConfigError::new(
+        match self.value(name).to_ascii_lowercase().as_str() {
+            "false" | "0" | "no" | "off" => Ok(false),
+            "true" | "1" | "yes" | "on" => Ok(true),
+            other => Err(ConfigError::new(
                 name,
                 format!("expected true or false, got {other:?}"),
             )),
         }
     }
 
-    fn pct(&self, name: &str, default: f64) -> Result<f64, ConfigError> {
-        let v: f64 = self.parse(name, default)?;
+    /// A percentage where 0 (never) is allowed.
+    fn share(&self, name: &str) -> Result<f64, ConfigError> {
+        let v: f64 = self.parse(name)?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(ConfigError::new(name, "must be a percentage in [0, 100]"));
+        }
+        Ok(v)
+    }
+
+    fn pct(&self, name: &str) -> Result<f64, ConfigError> {
+        let v: f64 = self.parse(name)?;
         if !(v > 0.0 && v <= 100.0) {
             return Err(ConfigError::new(name, "must be a percentage in (0, 100]"));
         }
@@ -463,12 +267,11 @@ impl Lookup<'_> {
     fn positive<T: FromStr + PartialOrd + Default + Copy>(
         &self,
         name: &str,
-        default: T,
     ) -> Result<T, ConfigError>
     where
         T::Err: fmt::Display,
     {
-        let v: T = self.parse(name, default)?;
+        let v: T = self.parse(name)?;
         if v <= T::default() {
             return Err(ConfigError::new(name, "must be greater than zero"));
         }
@@ -552,48 +355,51 @@ impl Config {
             roles,
             stripe_webhook_secrets,
             allow_dirty: lookup.bool("ALLOW_DIRTY")?,
-            max_body_bytes: lookup.positive("MAX_BODY_BYTES", 1024 * 1024)?,
-            request_timeout_secs: lookup.positive("REQUEST_TIMEOUT_SECS", 30)?,
-            slow_request_ms: lookup.parse("SLOW_REQUEST_MS", 500)?,
-            rate_limit_per_min: lookup.parse("RATE_LIMIT_PER_MIN", 600)?,
-            rate_limit_window_secs: lookup.positive("RATE_LIMIT_WINDOW_SECS", 60)?,
-            worker_rate_limit_per_min: lookup.parse("WORKER_RATE_LIMIT_PER_MIN", 6000)?,
-            webhook_rate_limit_per_min: lookup.parse("WEBHOOK_RATE_LIMIT_PER_MIN", 3000)?,
-            auth_fail_limit_per_min: lookup.parse("AUTH_FAIL_LIMIT_PER_MIN", 10)?,
+            max_body_bytes: lookup.positive("MAX_BODY_BYTES")?,
+            request_timeout_secs: lookup.positive("REQUEST_TIMEOUT_SECS")?,
+            slow_request_ms: lookup.parse("SLOW_REQUEST_MS")?,
+            rate_limit_per_min: lookup.parse("RATE_LIMIT_PER_MIN")?,
+            rate_limit_window_secs: lookup.positive("RATE_LIMIT_WINDOW_SECS")?,
+            worker_rate_limit_per_min: lookup.parse("WORKER_RATE_LIMIT_PER_MIN")?,
+            webhook_rate_limit_per_min: lookup.parse("WEBHOOK_RATE_LIMIT_PER_MIN")?,
+            auth_fail_limit_per_min: lookup.parse("AUTH_FAIL_LIMIT_PER_MIN")?,
             trust_proxy: lookup.bool("TRUST_PROXY")?,
-            log_max_bytes: lookup.positive("LOG_MAX_BYTES", 50 * 1024 * 1024)?,
-            scheduler_tick_secs: lookup.positive("SCHEDULER_TICK_SECS", 60)?,
-            executor_concurrency: lookup.parse("EXECUTOR_CONCURRENCY", 4)?,
-            stuck_requeue_after_secs: lookup.parse("STUCK_REQUEUE_AFTER_SECS", 900)?,
-            job_retention_days: lookup.positive("JOB_RETENTION_DAYS", 30)?,
-            slo_window_days: lookup.positive("SLO_WINDOW_DAYS", 30)?,
+            log_max_bytes: lookup.positive("LOG_MAX_BYTES")?,
+            store_min_free_bytes: lookup.parse("STORE_MIN_FREE_BYTES")?,
+            disk: crate::health::DiskRules {
+                degraded_pct: lookup.share("DISK_DEGRADED_FREE_PCT")?,
+                degraded_bytes: lookup.parse("DISK_DEGRADED_FREE_BYTES")?,
+                unhealthy_pct: lookup.share("DISK_UNHEALTHY_FREE_PCT")?,
+                unhealthy_bytes: lookup.parse("DISK_UNHEALTHY_FREE_BYTES")?,
+            },
+            scheduler_tick_secs: lookup.positive("SCHEDULER_TICK_SECS")?,
+            executor_concurrency: lookup.parse("EXECUTOR_CONCURRENCY")?,
+            stuck_requeue_after_secs: lookup.parse("STUCK_REQUEUE_AFTER_SECS")?,
+            job_retention_days: lookup.positive("JOB_RETENTION_DAYS")?,
+            slo_window_days: lookup.positive("SLO_WINDOW_DAYS")?,
             slo: SloTargets {
-                availability_pct: lookup.pct("SLO_AVAILABILITY_PCT", 99.9)?,
-                uptime_pct: lookup.pct("SLO_UPTIME_PCT", 99.9)?,
-                latency_p95_ms: lookup.positive("SLO_LATENCY_P95_MS", 400.0)?,
-                error_rate_pct: lookup.pct("SLO_ERROR_RATE_PCT", 1.0)?,
-                webhook_success_pct: lookup.pct("SLO_WEBHOOK_SUCCESS_PCT", 99.0)?,
+                availability_pct: lookup.pct("SLO_AVAILABILITY_PCT")?,
+                uptime_pct: lookup.pct("SLO_UPTIME_PCT")?,
+                latency_p95_ms: lookup.positive("SLO_LATENCY_P95_MS")?,
+                error_rate_pct: lookup.pct("SLO_ERROR_RATE_PCT")?,
+                webhook_success_pct: lookup.pct("SLO_WEBHOOK_SUCCESS_PCT")?,
             },
             alert_webhook_url,
             metrics_key_required: lookup.bool("METRICS_KEY_REQUIRED")?,
             commands: file.commands,
             schedules: file.schedules,
             backup: BackupConfig {
-                dir: home.join(
-                    lookup
-                        .raw("BACKUP_DIR")
-                        .filter(|d| !d.is_empty())
-                        .unwrap_or_else(|| "backups/disaster_recovery".into()),
-                ),
-                keep: lookup.positive("BACKUP_KEEP", 14)?,
+                dir: home.join(lookup.value("BACKUP_DIR")),
+                keep: lookup.positive("BACKUP_KEEP")?,
+                // Set but empty disables the schedule; unset takes the default.
                 cron: lookup
                     .raw("BACKUP_CRON")
-                    .unwrap_or_else(|| "0 3 * * *".into()),
+                    .unwrap_or_else(|| lookup.value("BACKUP_CRON")),
                 copy_command: lookup
                     .raw("BACKUP_COPY_COMMAND")
                     .filter(|c| !c.is_empty())
                     .map(Secret::new),
-                log_archive_keep_days: lookup.positive("LOG_ARCHIVE_KEEP_DAYS", 90)?,
+                log_archive_keep_days: lookup.positive("LOG_ARCHIVE_KEEP_DAYS")?,
             },
         };
         Ok(config)
@@ -634,6 +440,16 @@ fn resolve_bind(
     Ok(SocketAddr::from(([127, 0, 0, 1], 8080)))
 }
 
+impl Config {
+    /// Every live key with its role: `DASHBOARD_KEY` as admin, then `ROLES_JSON`.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, Role)> {
+        self.dashboard_key
+            .iter()
+            .map(|k| (k.expose(), Role::Admin))
+            .chain(self.roles.iter().map(|(k, r)| (k.expose(), *r)))
+    }
+}
+
 /// `ROLES_JSON`: `{"<key>": "viewer"|"operator"|"admin"|"worker"}`. The error never
 /// repeats a key.
 pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
@@ -662,33 +478,6 @@ pub fn parse_roles(json: &str) -> Result<Vec<(Secret, Role)>, ConfigError> {
             Ok((Secret::new(key.trim()), role))
         })
         .collect()
-}
-
-fn read_file_config(home: &Path) -> Result<FileConfig, ConfigError> {
-    let path = home.join("echopilot.toml");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
-        Err(e) => return Err(ConfigError::new("echopilot.toml", e.to_string())),
-    };
-    let file: FileConfig = toml::from_str(&text)
-        .map_err(|e| ConfigError::new("echopilot.toml", e.message().to_string()))?;
-    for key in file.settings.keys() {
-        let upper = key.to_ascii_uppercase();
-        if SECRETS.contains(&upper.as_str()) {
-            return Err(ConfigError::new(
-                &format!("echopilot.toml: {key}"),
-                "secrets are read only from the environment",
-            ));
-        }
-        if !SETTINGS.iter().any(|(n, _)| *n == upper) {
-            return Err(ConfigError::new(
-                &format!("echopilot.toml: {key}"),
-                "unknown setting",
-            ));
-        }
-    }
-    Ok(file)
 }
 
 #[cfg(test)]

@@ -1,116 +1,56 @@
-//! `AppError`: every failure our HTTP API reports, as `{"ok": false, "error": "..."}`
-//! with the right status. 5xx causes are logged; the client sees only the message.
-
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
+//! How a domain error is classified, so the web layer can answer it without knowing the
+//! domain: each domain's error enum implements [`Classify`], and `web::error::AppError`
+//! converts anything that does (no `From` block per domain). No HTTP here.
 
 use crate::store::StoreError;
 
-/// The result type of handlers.
-pub type Result<T, E = AppError> = std::result::Result<T, E>;
-
-#[derive(Debug)]
-pub struct AppError {
-    pub status: StatusCode,
-    pub message: String,
-    /// Seconds for a `Retry-After` header (429, 503).
-    pub retry_after: Option<u64>,
-    /// The cause of a 5xx, logged and never shown.
-    pub source: Option<anyhow::Error>,
+/// The kinds of failure a domain can report; the web layer maps each onto a status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The thing asked for does not exist (404).
+    NotFound,
+    /// The input is wrong; the message names the field (400).
+    Invalid,
+    /// The thing is not in a state that allows this (409).
+    Conflict,
+    /// Cannot be served right now; try again later (503).
+    Unavailable,
+    /// Our fault; the message is logged, the client sees only a generic one (500).
+    Internal,
 }
 
-impl AppError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            retry_after: None,
-            source: None,
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, message)
-    }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
-    }
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, message)
-    }
-    pub fn rate_limited(retry_after_secs: u64) -> Self {
-        Self {
-            retry_after: Some(retry_after_secs.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded")
-        }
-    }
-    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
-        Self {
-            source: Some(source.into()),
-            ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
-    }
-}
+/// A domain error the web layer can answer.
+pub trait Classify: std::error::Error + Send + Sync + 'static {
+    fn kind(&self) -> ErrorKind;
 
-impl std::fmt::Display for AppError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.message)
-    }
-}
-
-impl std::error::Error for AppError {}
-
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
-        AppError {
-            message: "store error".into(),
-            ..AppError::internal(e)
+    /// What the client is told. For [`ErrorKind::Internal`] keep it generic: the full
+    /// error is logged, never shown.
+    fn public_message(&self) -> String {
+        match self.kind() {
+            ErrorKind::Internal => "internal error".to_string(),
+            _ => self.to_string(),
         }
     }
 }
 
-impl From<anyhow::Error> for AppError {
-    fn from(e: anyhow::Error) -> Self {
-        AppError::internal(e)
+impl Classify for StoreError {
+    fn kind(&self) -> ErrorKind {
+        if self.is_full() {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Internal
+        }
+    }
+    fn public_message(&self) -> String {
+        if self.is_full() {
+            FULL_MESSAGE.to_string()
+        } else {
+            "store error".to_string()
+        }
     }
 }
 
-/// The body of every API error.
-pub fn error_body(message: &str) -> serde_json::Value {
-    json!({"ok": false, "error": message})
-}
-
-impl IntoResponse for AppError {
-    fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            match &self.source {
-                Some(src) => tracing::error!(status = %self.status, error = ?src, "request failed"),
-                None => {
-                    tracing::error!(status = %self.status, message = %self.message, "request failed")
-                }
-            }
-        }
-        let mut resp = (self.status, axum::Json(error_body(&self.message))).into_response();
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        resp.extensions_mut().insert(ErrorMessage(self.message));
-        resp
-    }
-}
-
-/// Carried on error responses so logging layers (audit, request log) can read the
-/// message without parsing the body.
-#[derive(Debug, Clone)]
-pub struct ErrorMessage(pub String);
+/// What a client is told when a change cannot be made durable for lack of space: plain,
+/// without paths or the system's words.
+pub const FULL_MESSAGE: &str =
+    "storage full: the server's data disk is out of space; changes resume once space is freed";

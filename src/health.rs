@@ -1,7 +1,18 @@
-//! Health of the whole and its parts, for `/api/status/summary`.
+//! Health of the whole and its parts: the healthy / degraded / unhealthy rules, one
+//! function per component, over plain domain handles (no HTTP). `/api/status/summary`
+//! shows them; the dashboards read the same.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
+
+use crate::audit::Audit;
+use crate::jobs::{Jobs, Status};
+use crate::scheduler::{RunState, Scheduler};
+use crate::slo::alerts::{Alert, Alerts, Severity};
+use crate::slo::{Slo, round4};
+use crate::store::{Store, meta};
+use crate::supervisor::{Supervisor, TaskState};
 
 /// Ordered from best to worst, so the overall status is the maximum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -44,9 +55,19 @@ impl Component {
     }
 }
 
-/// Free space on the home's disk (the runbook's weekly `df -h`): degraded below 10 %
-/// or 1 GiB free, unhealthy below 2 % or 256 MiB.
-pub fn disk(path: &std::path::Path) -> Component {
+/// When free space on the home's disk turns the `disk` component degraded or
+/// unhealthy: below a share of the disk or below a number of bytes, whichever comes
+/// first (the runbook's weekly `df -h`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskRules {
+    pub degraded_pct: f64,
+    pub degraded_bytes: u64,
+    pub unhealthy_pct: f64,
+    pub unhealthy_bytes: u64,
+}
+
+/// Free space on the home's disk, judged by `rules`.
+pub fn disk(path: &std::path::Path, rules: &DiskRules) -> Component {
     match fs4::statvfs(path) {
         Ok(s) => {
             let total = s.total_space();
@@ -56,9 +77,9 @@ pub fn disk(path: &std::path::Path) -> Component {
             } else {
                 free as f64 * 100.0 / total as f64
             };
-            let status = if pct < 2.0 || free < 256 << 20 {
+            let status = if pct < rules.unhealthy_pct || free < rules.unhealthy_bytes {
                 Health::Unhealthy
-            } else if pct < 10.0 || free < 1 << 30 {
+            } else if pct < rules.degraded_pct || free < rules.degraded_bytes {
                 Health::Degraded
             } else {
                 Health::Healthy
@@ -70,4 +91,154 @@ pub fn disk(path: &std::path::Path) -> Component {
         }
         Err(e) => Component::new(Health::Unhealthy).with("error", e.to_string()),
     }
+}
+
+/// The overall status: the worst component's.
+pub fn overall(components: &[(&'static str, Component)]) -> Health {
+    components
+        .iter()
+        .map(|(_, c)| c.status)
+        .max()
+        .unwrap_or(Health::Healthy)
+}
+
+/// Health from firing alerts: a critical one makes it unhealthy, a warning degraded.
+pub fn worst(alerts: &[Alert]) -> Health {
+    match alerts.iter().map(|a| a.severity).max() {
+        Some(Severity::Critical) => Health::Unhealthy,
+        Some(Severity::Warning) => Health::Degraded,
+        _ => Health::Healthy,
+    }
+}
+
+/// The SLO figures and the alerts they raised (deployment and flag notes excluded).
+pub fn slo(slo: &Slo, alerts: &Alerts) -> Component {
+    let firing: Vec<Alert> = alerts
+        .firing()
+        .into_iter()
+        .filter(|a| a.severity != Severity::Info)
+        .collect();
+    match slo.figures() {
+        Ok(f) => Component::new(worst(&firing))
+            .with("error_budget_remaining_pct", round4(f.budget.remaining_pct))
+            .with("availability_pct", round4(f.availability_pct))
+            .with("uptime_pct", round4(f.uptime_pct))
+            .with("latency_p95_ms", round4(f.latency_p95_ms)),
+        Err(e) => Component::new(Health::Unhealthy).with("error", e.to_string()),
+    }
+}
+
+/// The firing alerts, counted by severity.
+pub fn alerts(alerts: &Alerts) -> Component {
+    let firing = alerts.firing();
+    let count = |s: Severity| firing.iter().filter(|a| a.severity == s).count();
+    Component::new(worst(&firing))
+        .with("critical", count(Severity::Critical))
+        .with("warning", count(Severity::Warning))
+        .with("info", count(Severity::Info))
+        .with(
+            "firing",
+            firing.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
+        )
+}
+
+/// Unhealthy when the store does not answer a probe.
+pub fn store(store: &Store) -> Component {
+    // Full: changes are refused (503) until space is freed; reads still work.
+    if let Some(full) = store.full() {
+        return Component::new(Health::Unhealthy)
+            .with("backend", "sled")
+            .with("error", full.to_string());
+    }
+    match store.probe() {
+        Ok(()) => {
+            let first = meta::instance(store)
+                .ok()
+                .flatten()
+                .map(|i| i.first_started_at)
+                .unwrap_or_default();
+            Component::new(Health::Healthy)
+                .with("backend", "sled")
+                .with("schema_version", meta::schema_version(store).unwrap_or(0))
+                .with("first_started_at", first)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store probe failed");
+            let reason = if e.is_full() {
+                crate::error::FULL_MESSAGE.to_string()
+            } else {
+                "the store does not answer: see the server's log".to_string()
+            };
+            Component::new(Health::Unhealthy)
+                .with("backend", "sled")
+                .with("error", reason)
+        }
+    }
+}
+
+/// Degraded while any background task is not running.
+pub fn supervisor(supervisor: &Supervisor) -> Component {
+    let tasks = supervisor.tasks();
+    let failing: Vec<&str> = tasks
+        .iter()
+        .filter(|t| t.state != TaskState::Running)
+        .map(|t| t.name.as_str())
+        .collect();
+    let status = if failing.is_empty() {
+        Health::Healthy
+    } else {
+        Health::Degraded
+    };
+    Component::new(status)
+        .with("tasks", tasks.len())
+        .with("not_running", failing)
+}
+
+/// The audit trail: its newest seq, and whether the log files are being written
+/// (`app_log_ok`: the request log's writer is not failing).
+pub fn audit(audit: &Audit, app_log_ok: bool) -> Component {
+    let audit_ok = !audit.file_failing();
+    let status = if audit_ok && app_log_ok {
+        Health::Healthy
+    } else {
+        Health::Degraded
+    };
+    Component::new(status)
+        .with("last_seq", audit.last_seq())
+        .with("audit_file_ok", audit_ok)
+        .with("app_log_ok", app_log_ok)
+}
+
+/// Unhealthy when the loop is stopped; degraded when paused or when the last tick is
+/// more than two intervals old (counted from `started_at` before the first tick).
+pub fn scheduler(s: &Scheduler, now: DateTime<Utc>, started_at: DateTime<Utc>) -> Component {
+    let interval = s.tick_interval_secs() as i64;
+    let age = (now - s.last_tick().unwrap_or(started_at)).num_seconds();
+    let status = match s.state() {
+        RunState::Stopped => Health::Unhealthy,
+        RunState::Paused => Health::Degraded,
+        RunState::Running if age > 2 * interval => Health::Degraded,
+        RunState::Running => Health::Healthy,
+    };
+    Component::new(status)
+        .with("state", serde_json::to_value(s.state()).unwrap_or_default())
+        .with("last_tick", s.last_tick().map(crate::clock::rfc3339))
+        .with("tick_age_secs", age.max(0))
+        .with("tick_interval_secs", interval)
+}
+
+/// Counts; degraded while any job is stuck.
+pub fn jobs(j: &Jobs) -> Component {
+    let stuck = j.count(Status::Stuck);
+    let status = if stuck > 0 {
+        Health::Degraded
+    } else {
+        Health::Healthy
+    };
+    Component::new(status)
+        .with("queued", j.count(Status::Queued))
+        .with("running", j.count(Status::Running))
+        .with("scheduled", j.count(Status::Scheduled))
+        .with("stuck", stuck)
+        .with("dead", j.count(Status::Dead))
 }

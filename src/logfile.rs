@@ -25,7 +25,7 @@ use crate::clock::Clock;
 /// Where rotated files go: `<logs>/archive/YYYYMMDD/<stem>-<HHMMSS.mmm>[-n].<ext>`.
 /// Link-then-unlink never overwrites an existing archive, and when two rotations race
 /// on the same file only one of them keeps its copy.
-pub fn archive_file(
+pub(crate) fn archive_file(
     path: &Path,
     archive_root: &Path,
     now: DateTime<Utc>,
@@ -94,6 +94,10 @@ fn file_id(_m: &std::fs::Metadata) -> (u64, u64) {
     (0, 0)
 }
 
+/// Names a file that an operator moved away, from its content (the audit trail uses
+/// the seq range it holds); `None` leaves the name as the operator gave it.
+pub(crate) type MovedName = fn(&Path) -> Option<String>;
+
 /// A file appended to by one owner, reopened when moved and rotated when too big.
 pub struct RotatingFile {
     path: PathBuf,
@@ -101,6 +105,7 @@ pub struct RotatingFile {
     max_bytes: u64,
     clock: Clock,
     open: Option<Open>,
+    moved_name: Option<MovedName>,
 }
 
 impl RotatingFile {
@@ -111,6 +116,47 @@ impl RotatingFile {
             max_bytes,
             clock,
             open: None,
+            moved_name: None,
+        }
+    }
+
+    /// When an operator moves the file away (`mv logs/ndjson/*.ndjson logs/archive/…/`),
+    /// rename it where it landed to `name(file)`, so that a second `mv` of the next file
+    /// into the same folder cannot overwrite it.
+    pub fn rename_when_moved(mut self, name: MovedName) -> Self {
+        self.moved_name = Some(name);
+        self
+    }
+
+    /// The file we held was moved: give it its unique name in its new folder. Only
+    /// Linux says where an open file went (`/proc/self/fd`); elsewhere it keeps the
+    /// operator's name.
+    fn name_moved(&self, old: &Open) {
+        let Some(name) = self.moved_name else { return };
+        let Some(now_at) = open_file_path(&old.file) else {
+            return;
+        };
+        if now_at == self.path {
+            return;
+        }
+        let (Some(dir), Some(unique)) = (now_at.parent(), name(&now_at)) else {
+            return;
+        };
+        let target = dir.join(unique);
+        if target == now_at {
+            return;
+        }
+        // Link then unlink: never overwrites a file already there.
+        match std::fs::hard_link(&now_at, &target) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&now_at);
+                tracing::info!(from = %now_at.display(), to = %target.display(), "renamed a moved log file");
+            }
+            Err(e) => tracing::warn!(
+                file = %now_at.display(),
+                error = %e,
+                "cannot give a moved log file its unique name"
+            ),
         }
     }
 
@@ -130,6 +176,9 @@ impl RotatingFile {
             _ => true,
         };
         if stale {
+            if let Some(old) = self.open.take() {
+                self.name_moved(&old);
+            }
             if let Some(parent) = self.path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
@@ -178,6 +227,19 @@ impl RotatingFile {
             None => Ok(()),
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+fn open_file_path(f: &File) -> Option<PathBuf> {
+    use std::os::fd::AsRawFd;
+    let p = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).ok()?;
+    // A removed file reads as "<path> (deleted)".
+    (!p.to_string_lossy().ends_with(" (deleted)")).then_some(p)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_file_path(_f: &File) -> Option<PathBuf> {
+    None
 }
 
 type Reply<T> = tokio::sync::oneshot::Sender<io::Result<T>>;

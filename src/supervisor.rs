@@ -38,7 +38,7 @@ pub struct TaskInfo {
 }
 
 /// Backoff after the n-th consecutive failure: 1 s, 2 s, 4 s … capped at 60 s.
-pub fn backoff(consecutive_failures: u32) -> Duration {
+pub(crate) fn backoff(consecutive_failures: u32) -> Duration {
     Duration::from_secs(1u64 << consecutive_failures.saturating_sub(1).min(6))
         .min(Duration::from_secs(60))
 }

@@ -5,91 +5,10 @@ mod helpers;
 use std::time::{Duration, Instant};
 
 use echopilot::auth::key_id;
-use helpers::access::all_audit_events;
+use helpers::access::{all_audit_events, oneshot_status};
 use helpers::{ADMIN_KEY, OPERATOR_KEY, Process, TestApp, VIEWER_KEY, WORKER_KEY, bin};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-/// Who may call a route.
-#[derive(Clone, Copy, Debug)]
-enum Who {
-    /// No key needed; a wrong key is ignored.
-    Public,
-    /// No key needed, a key shows more; a wrong key is refused (401).
-    PublicOrKey,
-    Viewer,
-    Operator,
-    Admin,
-    /// worker, operator or admin.
-    Worker,
-}
-
-/// Every API route: method, path, who may call it, and the status an allowed caller gets
-/// (with an empty JSON body for POSTs, and ids that do not exist). A new route is one
-/// line here. Order matters only in that pause comes before resume.
-const ROUTES: &[(&str, &str, Who, u16)] = &[
-    ("GET", "/api/status/summary", Who::Public, 200),
-    ("GET", "/api/audit", Who::Viewer, 200),
-    ("GET", "/api/supervisor-status", Who::Viewer, 200),
-    ("GET", "/api/db/stats", Who::Viewer, 200),
-    ("POST", "/api/logs/rotate", Who::Admin, 200),
-    ("GET", "/api/slo/status", Who::Public, 200),
-    ("GET", "/api/alerts", Who::Viewer, 200),
-    ("GET", "/metrics", Who::Public, 200),
-    ("POST", "/api/jobs", Who::Operator, 400),
-    ("GET", "/api/jobs", Who::Viewer, 200),
-    ("GET", "/api/jobs/stats", Who::Viewer, 200),
-    ("GET", "/api/jobs/stuck", Who::Viewer, 200),
-    ("POST", "/api/jobs/retry", Who::Operator, 200),
-    ("POST", "/api/jobs/claim", Who::Worker, 200),
-    ("POST", "/api/jobs/complete", Who::Worker, 400),
-    (
-        "GET",
-        "/api/job/0190f0f0-0000-7000-8000-000000000000",
-        Who::PublicOrKey,
-        404,
-    ),
-    (
-        "POST",
-        "/api/job/0190f0f0-0000-7000-8000-000000000000/retry",
-        Who::Operator,
-        404,
-    ),
-    (
-        "POST",
-        "/api/job/0190f0f0-0000-7000-8000-000000000000/cancel",
-        Who::Operator,
-        404,
-    ),
-    (
-        "POST",
-        "/api/job/0190f0f0-0000-7000-8000-000000000000/heartbeat",
-        Who::Worker,
-        404,
-    ),
-    (
-        "POST",
-        "/api/job/0190f0f0-0000-7000-8000-000000000000/complete",
-        Who::Worker,
-        404,
-    ),
-    (
-        "POST",
-        "/api/job/0190f0f0-0000-7000-8000-000000000000/fail",
-        Who::Worker,
-        404,
-    ),
-    ("GET", "/api/scheduler/status", Who::Public, 200),
-    ("POST", "/api/scheduler/pause", Who::Operator, 200),
-    ("POST", "/api/scheduler/resume", Who::Operator, 200),
-    ("POST", "/api/scheduler/restart", Who::Operator, 200),
-    ("GET", "/api/schedules", Who::Viewer, 200),
-    ("POST", "/api/schedules", Who::Operator, 400),
-    ("POST", "/api/schedules/nope/run", Who::Operator, 404),
-    ("POST", "/api/schedules/nope/pause", Who::Operator, 404),
-    ("POST", "/api/schedules/nope/resume", Who::Operator, 404),
-    ("DELETE", "/api/schedules/nope", Who::Operator, 404),
-];
 
 const ROLES: &[(&str, &str)] = &[
     ("viewer", VIEWER_KEY),
@@ -98,47 +17,107 @@ const ROLES: &[(&str, &str)] = &[
     ("worker", WORKER_KEY),
 ];
 
-fn allows(who: Who, role: &str) -> bool {
-    match who {
-        Who::Public | Who::PublicOrKey => true,
-        Who::Viewer => matches!(role, "viewer" | "operator" | "admin"),
-        Who::Operator => matches!(role, "operator" | "admin"),
-        Who::Admin => role == "admin",
-        Who::Worker => matches!(role, "worker" | "operator" | "admin"),
+/// Does a key of `role` satisfy `required` (an operation's `x-required-role`)?
+fn allows(required: &str, role: &str) -> bool {
+    match required {
+        "public" | "signature" => true,
+        "viewer" => matches!(role, "viewer" | "operator" | "admin"),
+        "operator" => matches!(role, "operator" | "admin"),
+        "admin" => role == "admin",
+        "worker" => matches!(role, "worker" | "operator" | "admin"),
+        other => panic!("unknown x-required-role {other:?}"),
     }
+}
+
+/// An operation of the OpenAPI document: what the role matrix walks, so a new route
+/// cannot escape it.
+struct Operation {
+    method: Method,
+    path: String,
+    role: String,
+    /// Public, but a wrong key is refused (a key shows more).
+    key_optional: bool,
+    declared: Vec<u16>,
+}
+
+fn operations(doc: &Value) -> Vec<Operation> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Ok(m) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+                continue;
+            };
+            out.push(Operation {
+                method: m,
+                // Ids and names that do not exist.
+                path: path
+                    .replace("{id}", "0190f0f0-0000-7000-8000-000000000000")
+                    .replace("{name}", "nope"),
+                role: op["x-required-role"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{method} {path} has no x-required-role"))
+                    .to_string(),
+                key_optional: op["x-key-optional"] == true,
+                declared: op["responses"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .map(|k| k.parse().unwrap())
+                    .collect(),
+            });
+        }
+    }
+    out
 }
 
 #[tokio::test]
 async fn role_matrix_over_every_route() {
     // Brute-force protection off: this test sends many wrong keys on purpose.
     let app = TestApp::spawn_with(&[("AUTH_FAIL_LIMIT_PER_MIN", "0")]).await;
+    let (_, doc) = app.get("/api/openapi.json", None).await;
+    let ops = operations(&doc);
+    assert!(ops.len() >= 30, "{} operations", ops.len());
     let mut expected_failed = 0;
     let mut expected_forbidden = 0;
-    for &(method, path, who, ok) in ROUTES {
-        let m = Method::from_bytes(method.as_bytes()).unwrap();
-        let mut cases: Vec<(&str, Option<&str>, u16)> = vec![
-            (
-                "no key",
-                None,
-                if matches!(who, Who::Public | Who::PublicOrKey) {
-                    ok
-                } else {
-                    401
-                },
-            ),
+    // `None`: allowed, so anything the operation declares except 401/403.
+    for op in &ops {
+        let public = matches!(op.role.as_str(), "public" | "signature");
+        let mut cases: Vec<(&str, Option<&str>, Option<u16>)> = vec![
+            ("no key", None, if public { None } else { Some(401) }),
             (
                 "wrong key",
                 Some("not-a-live-key-0123456789"),
-                if matches!(who, Who::Public) { ok } else { 401 },
+                if public && !op.key_optional {
+                    None
+                } else {
+                    Some(401)
+                },
             ),
         ];
         for &(role, key) in ROLES {
-            cases.push((role, Some(key), if allows(who, role) { ok } else { 403 }));
+            let want = if allows(&op.role, role) {
+                None
+            } else {
+                Some(403)
+            };
+            cases.push((role, Some(key), want));
         }
+        let (method, path) = (&op.method, &op.path);
         for (label, key, want) in cases {
-            let body = (m == Method::POST).then(|| json!({}));
-            let (status, v) = app.send(m.clone(), path, key, body).await;
-            assert_eq!(status, want, "{method} {path} as {label}: {v}");
+            let body = (*method == Method::POST).then(|| json!({}));
+            let (status, v) = app.send(method.clone(), path, key, body).await;
+            match want {
+                Some(w) => assert_eq!(status, w, "{method} {path} as {label}: {v}"),
+                None => assert!(
+                    status != 401 && status != 403 && status < 500,
+                    "{method} {path} as {label} (allowed): {status} {v}"
+                ),
+            }
+            assert!(
+                op.declared.contains(&status),
+                "{method} {path} as {label}: {status} is not declared ({:?})",
+                op.declared
+            );
             match status {
                 401 => expected_failed += 1,
                 403 => expected_forbidden += 1,
@@ -278,12 +257,39 @@ async fn over_the_limit_gets_429_retry_after_one_audit_event_and_recovers() {
     app.stop().await;
 }
 
+/// 0 turns the limit off; it does not mean "the default". So the client sends more
+/// than the default allows in one window.
 #[tokio::test]
 async fn zero_disables_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let default = helpers::config(tmp.path(), &helpers::base_env()).rate_limit_per_min;
     let app = TestApp::spawn_with(&[("RATE_LIMIT_PER_MIN", "0")]).await;
-    for _ in 0..50 {
-        assert_eq!(app.supervisor_status(Some(VIEWER_KEY)).await.0, 200);
+    let n = default as usize + 20;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (client, url) = (app.client.clone(), app.url("/api/supervisor-status"));
+        tasks.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in (w..n).step_by(4) {
+                let r = client
+                    .get(&url)
+                    .header("x-dash-key", VIEWER_KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                statuses.push(r.status().as_u16());
+            }
+            statuses
+        });
     }
+    let mut sent = 0;
+    while let Some(statuses) = tasks.join_next().await {
+        for s in statuses.unwrap() {
+            assert_eq!(s, 200);
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, n);
     app.stop().await;
 }
 
@@ -679,15 +685,13 @@ async fn verify_catches_a_removed_last_line_against_the_store() {
     assert!(out.contains("seq 3"), "{out}");
 }
 
-/// Worker and webhook routes have their own limits. The routes themselves live on other
-/// branches; the limiter sits in front of the router's fallback too, so the classes can
-/// be checked here by path.
+/// Worker routes have their own limit, shared by the worker routes and apart from the
+/// general one.
 #[tokio::test]
-async fn worker_and_webhook_routes_have_their_own_limits() {
+async fn worker_routes_have_their_own_limit() {
     let app = TestApp::spawn_with(&[
         ("RATE_LIMIT_PER_MIN", "3"),
         ("WORKER_RATE_LIMIT_PER_MIN", "5"),
-        ("WEBHOOK_RATE_LIMIT_PER_MIN", "0"),
     ])
     .await;
     for _ in 0..5 {
@@ -705,11 +709,42 @@ async fn worker_and_webhook_routes_have_their_own_limits() {
         assert_ne!(app.get("/api/jobs", Some(WORKER_KEY)).await.0, 429);
     }
     assert_eq!(app.get("/api/jobs", Some(WORKER_KEY)).await.0, 429);
-    // 0 disables the webhook limit.
+    app.stop().await;
+}
+
+/// The webhook class (its route lives on another branch) on a router of its own, behind
+/// the same guard: 0 disables it, while the general limit still holds elsewhere.
+#[tokio::test]
+async fn the_webhook_class_is_a_layer_of_its_own() {
+    use echopilot::ratelimit::Class;
+    use echopilot::web::access::{ClassLayer, guard};
+
+    let app = TestApp::spawn_with(&[
+        ("RATE_LIMIT_PER_MIN", "3"),
+        ("WEBHOOK_RATE_LIMIT_PER_MIN", "0"),
+    ])
+    .await;
+    let hook = axum::Router::new()
+        .route("/hook", axum::routing::post(|| async { "ok" }))
+        .layer(ClassLayer(Class::Webhook));
+    let other = axum::Router::new()
+        .route("/other", axum::routing::get(|| async { "ok" }))
+        .layer(ClassLayer(Class::General));
+    let router = hook
+        .merge(other)
+        .layer(axum::middleware::from_fn_with_state(
+            app.state.clone(),
+            guard,
+        ))
+        .with_state(app.state.clone());
+    let call = |method: &'static str, path: &'static str| oneshot_status(&router, method, path);
     for _ in 0..20 {
-        let (s, _) = app.post("/api/stripe/webhook", None, json!({})).await;
-        assert_ne!(s, 429);
+        assert_eq!(call("POST", "/hook").await, 200);
     }
+    for _ in 0..3 {
+        assert_eq!(call("GET", "/other").await, 200);
+    }
+    assert_eq!(call("GET", "/other").await, 429);
     app.stop().await;
 }
 
@@ -737,8 +772,8 @@ async fn forwarded_for_is_trusted_only_when_configured() {
 #[tokio::test]
 async fn failed_logins_marked_by_a_handler_count_against_the_address() {
     use axum::response::IntoResponse;
-    use echopilot::web::access::{FailedLogin, guard};
-    use tower::ServiceExt;
+    use echopilot::ratelimit::Class;
+    use echopilot::web::access::{ClassLayer, FailedLogin, guard};
 
     let app = TestApp::spawn_with(&[("AUTH_FAIL_LIMIT_PER_MIN", "2")]).await;
     let login = || async {
@@ -749,22 +784,13 @@ async fn failed_logins_marked_by_a_handler_count_against_the_address() {
     let router = axum::Router::new()
         .route("/login", axum::routing::post(login))
         .route("/other", axum::routing::get(|| async { "fine" }))
+        .layer(ClassLayer(Class::General))
         .layer(axum::middleware::from_fn_with_state(
             app.state.clone(),
             guard,
         ))
         .with_state(app.state.clone());
-    let call = |method: &'static str, path: &'static str| {
-        let router = router.clone();
-        async move {
-            let req = axum::http::Request::builder()
-                .method(method)
-                .uri(path)
-                .body(axum::body::Body::empty())
-                .unwrap();
-            router.oneshot(req).await.unwrap().status().as_u16()
-        }
-    };
+    let call = |method: &'static str, path: &'static str| oneshot_status(&router, method, path);
     assert_eq!(call("GET", "/other").await, 200);
     for _ in 0..3 {
         assert_eq!(call("POST", "/login").await, 200);

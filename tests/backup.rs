@@ -474,7 +474,7 @@ async fn log_retention_prunes_old_archives_and_verify_accepts_exactly_that_prefi
     assert!(ok, "{out}");
     assert!(out.contains(&format!("seq {}..", last + 1)), "{out}");
     // Without the record, the missing prefix is a break.
-    let record = logs.join("archive/pruned.json");
+    let record = logs.join("archive/audit-pruned.json");
     let saved = std::fs::read_to_string(&record).unwrap();
     std::fs::remove_file(&record).unwrap();
     let (ok, out) = run(bin(&home).args(["audit", "verify"]));
@@ -482,7 +482,7 @@ async fn log_retention_prunes_old_archives_and_verify_accepts_exactly_that_prefi
     assert!(out.contains("are missing"), "{out}");
     // A record claiming a shorter range does not cover the gap either.
     let mut p: Value = serde_json::from_str(&saved).unwrap();
-    p["last_seq"] = json!(last - 1);
+    p["through_seq"] = json!(last - 1);
     std::fs::write(&record, p.to_string()).unwrap();
     let (ok, out) = run(bin(&home).args(["audit", "verify"]));
     assert!(!ok, "{out}");

@@ -140,9 +140,18 @@ async fn malformed_json_bodies_get_our_error_shape() {
         v["error"].as_str().unwrap().starts_with("malformed JSON"),
         "{v}"
     );
+    // A body that does not fit is bad input like any other: 400, naming the field.
     let (s, v) = call(r#"{"kind": 5}"#, "application/json").await;
-    assert_eq!(s, 422);
-    assert!(v["error"].as_str().unwrap().contains("kind"), "{v}");
+    assert_eq!(s, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("kind: invalid type"),
+        "{v}"
+    );
+    let (s, v) = call(r#"{"knd": "x"}"#, "application/json").await;
+    assert_eq!((s, v["error"].as_str().unwrap()), (400, "kind: required"));
     let (s, v) = call(r#"{"kind": "x"}"#, "text/plain").await;
     assert_eq!(s, 415);
     assert_eq!(v["ok"], false);

@@ -322,10 +322,11 @@ async fn backoff_uses_the_injected_clock_and_random_part() {
                 ..NewJob::default()
             })
             .unwrap()
+            .0
             .job;
         // Bring it to `attempt` attempts.
         for _ in 0..attempt {
-            let c = state
+            let (c, _) = state
                 .jobs
                 .claim(&ClaimRequest {
                     kinds: vec![j.kind.clone()],
@@ -336,7 +337,7 @@ async fn backoff_uses_the_injected_clock_and_random_part() {
                 })
                 .unwrap();
             assert_eq!(c.len(), 1);
-            let f = state.jobs.fail(&j.id, Some("w"), "boom").unwrap();
+            let (f, _) = state.jobs.fail(&j.id, Some("w"), "boom").unwrap();
             let a = i64::from(f.attempts);
             let expected = a.pow(4) + 15 + jitter as i64 * (a + 1);
             assert_eq!((f.run_at - clock.now().timestamp_millis()) / 1000, expected);
@@ -351,7 +352,7 @@ async fn sixteen_claimers_never_share_a_job() {
     let cfg = helpers::config(dir.path(), &helpers::base_env());
     let state = echopilot::app::AppState::open(cfg).unwrap();
     for i in 0..500 {
-        state
+        let _ = state
             .jobs
             .enqueue(NewJob {
                 kind: if i % 2 == 0 { "a".into() } else { "b".into() },
@@ -366,7 +367,7 @@ async fn sixteen_claimers_never_share_a_job() {
         tasks.push(tokio::task::spawn_blocking(move || {
             let mut got = Vec::new();
             loop {
-                let c = jobs
+                let (c, _) = jobs
                     .claim(&ClaimRequest {
                         worker: format!("w{w}"),
                         lease_secs: 60,
@@ -478,7 +479,7 @@ async fn stuck_jobs_are_listed_retried_and_requeued_by_policy() {
     assert_eq!(stuck["jobs"][0]["last_worker"], "w-dies");
     assert_eq!(stuck["jobs"][0]["stuck_for_secs"], 15);
     // The tick marks them stuck; the summary says degraded.
-    let r = scheduler::tick(&app.state).await;
+    let r = scheduler::tick(&app.state.scheduler).await;
     assert!(r.stuck <= 2);
     assert_eq!(app.job_full(&a).await["status"], "stuck");
     assert_eq!(app.scheduler_status().await["stuck"], 2);
@@ -502,10 +503,10 @@ async fn stuck_jobs_are_listed_retried_and_requeued_by_policy() {
 
     // By policy: re-queued as a failed attempt once stuck for STUCK_REQUEUE_AFTER_SECS.
     clock.advance(chrono::Duration::seconds(100));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(app.job_full(&b).await["status"], "stuck");
     clock.advance(chrono::Duration::seconds(300));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     let full = app.job_full(&b).await;
     assert_eq!(full["status"], "queued", "{full}");
     assert!(full["last_error"].as_str().unwrap().contains("stuck"));
@@ -719,4 +720,117 @@ fn kill_dash_nine_loses_no_acknowledged_job() {
             .unwrap();
         assert_eq!(r.status(), 200);
     });
+}
+
+/// A worker in a shell: `curl -X POST` with no body and no Content-Type claims, beats
+/// and completes; `null` is no body too; a body that is not JSON is still a 400.
+#[tokio::test]
+async fn worker_routes_take_a_bare_post() {
+    let app = TestApp::spawn().await;
+    let id = app.enqueue_id(json!({"kind": "bare"})).await;
+    let bare = |path: String, body: &'static str| {
+        let req = app
+            .client
+            .post(app.url(&path))
+            .header("x-dash-key", WORKER_KEY)
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, v) = bare("/api/jobs/claim".into(), "").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["job"]["id"], id.as_str());
+    let (s, v) = bare(format!("/api/job/{id}/heartbeat"), "null").await;
+    assert_eq!((s, &v["job"]["status"]), (200, &json!("running")), "{v}");
+    let (s, v) = bare(format!("/api/job/{id}/complete"), "{oops").await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().starts_with("malformed JSON"),
+        "{v}"
+    );
+    let (s, v) = bare(format!("/api/job/{id}/complete"), "").await;
+    assert_eq!((s, &v["job"]["status"]), (200, &json!("succeeded")), "{v}");
+    app.stop().await;
+}
+
+/// A change and its audit event share one group commit: an enqueue, a retry and a
+/// batch claim each cost one sync, not two. Driven through the router alone, with no
+/// background task to sync in between.
+#[tokio::test]
+async fn a_change_and_its_audit_event_cost_one_sync() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = helpers::config(dir.path(), &helpers::base_env());
+    let state = echopilot::app::AppState::open(cfg).unwrap();
+    let app = echopilot::app::router(state.clone());
+    let call = |key: &'static str, path: String, body: Value| {
+        let app = app.clone();
+        async move {
+            let req = axum::http::Request::post(path)
+                .header("content-type", "application/json")
+                .header("X-Dash-Key", key)
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let before = state.store.syncs();
+    let (s, v) = call(
+        helpers::OPERATOR_KEY,
+        "/api/jobs".into(),
+        json!({"kind": "k", "max_attempts": 1}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(state.store.syncs() - before, 1);
+    let id = v["job"]["id"].as_str().unwrap().to_string();
+
+    let before = state.store.syncs();
+    let (s, v) = call(
+        helpers::WORKER_KEY,
+        "/api/jobs/claim".into(),
+        json!({"count": 5}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(state.store.syncs() - before, 1);
+
+    let (s, _) = call(
+        helpers::WORKER_KEY,
+        format!("/api/job/{id}/fail"),
+        json!({"error": "boom"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let before = state.store.syncs();
+    let (s, v) = call(
+        helpers::OPERATOR_KEY,
+        format!("/api/job/{id}/retry"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["job"]["status"], "queued");
+    assert_eq!(state.store.syncs() - before, 1);
+    // Both halves are there: the change and its event.
+    assert_eq!(
+        state.jobs.get(&id).unwrap().status,
+        echopilot::jobs::Status::Queued
+    );
+    assert!(
+        state
+            .audit
+            .recent(1)
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "job.retry" && e.ok)
+    );
 }

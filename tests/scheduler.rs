@@ -154,24 +154,24 @@ async fn cron_fires_when_due_and_catches_up_once() {
 
     // Not yet due.
     clock.advance(chrono::Duration::minutes(4));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 0);
     // Due: one job, with the schedule's queue and payload.
     clock.advance(chrono::Duration::seconds(31));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     let jobs = jobs_of(&app, "digest");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0]["queue"], "mail");
     assert_eq!(jobs[0]["payload"], json!({"list": "all"}));
     assert_eq!(jobs[0]["schedule"], "digest");
     // Ticking again at the same time fires nothing more.
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 1);
 
     // Three hours pass (36 runs missed): it fires once, not 36 times.
     clock.advance(chrono::Duration::hours(3));
-    scheduler::tick(&app.state).await;
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 2);
     let list = app.schedules().await;
     let d = &list["schedules"][0];
@@ -182,11 +182,11 @@ async fn cron_fires_when_due_and_catches_up_once() {
     // Pause: does not fire; resume: fires the missed run once.
     app.schedule("digest", "pause").await;
     clock.advance(chrono::Duration::minutes(10));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 2);
     let (s, v) = app.schedule("digest", "resume").await;
     assert_eq!(s, 200, "{v}");
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 3);
     // Run now.
     let (s, v) = app.schedule("digest", "run").await;
@@ -196,7 +196,7 @@ async fn cron_fires_when_due_and_catches_up_once() {
     // A paused scheduler fires nothing.
     app.scheduler("pause").await;
     clock.advance(chrono::Duration::minutes(10));
-    scheduler::tick(&app.state).await;
+    scheduler::tick(&app.state.scheduler).await;
     assert_eq!(jobs_of(&app, "digest").len(), 4);
     app.scheduler("resume").await;
 
@@ -472,9 +472,16 @@ async fn a_job_whose_run_at_arrives_starts_without_waiting_for_a_tick() {
 #[test]
 fn builtin_jobs_running_at_a_crash_are_stuck_after_restart() {
     let dir = tempfile::tempdir().unwrap();
+    // The command leaves a mark as it starts: the executor starts it only once its
+    // claim is durable, so the mark (not the API's "running", which a claim shows before
+    // its sync) proves a crash now must find the job claimed.
+    let mark = dir.path().join("started");
     write_toml(
         dir.path(),
-        "[commands.long]\nprogram = \"sleep\"\nargs = [\"10\"]\n",
+        &format!(
+            "[commands.long]\nprogram = \"sh\"\nargs = [\"-c\", \"touch '{}'; exec sleep 10\"]\n",
+            mark.display()
+        ),
     );
     let mut p = helpers::Process::start(dir.path(), &[]);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -495,15 +502,7 @@ fn builtin_jobs_running_at_a_crash_are_stuck_after_restart() {
             .unwrap();
         let id = v["job"]["id"].as_str().unwrap().to_string();
         for _ in 0..300 {
-            let v: Value = client
-                .get(format!("{}/api/job/{id}", p.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if v["job"]["status"] == "running" {
+            if mark.exists() {
                 return id;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -512,9 +511,20 @@ fn builtin_jobs_running_at_a_crash_are_stuck_after_restart() {
     });
     p.signal("KILL");
     p.wait(Duration::from_secs(10));
-    // Open the store directly: the job is stuck, not running, and not re-run.
+    // Open the store directly: the job is stuck, not running, and not re-run. The dead
+    // server's lock goes with its process; wait for that rather than race it.
     let cfg = helpers::config(dir.path(), &helpers::base_env());
-    let state = echopilot::app::AppState::open(cfg).unwrap();
+    let mut tries = 0;
+    let state = loop {
+        match echopilot::app::AppState::open(cfg.clone()) {
+            Ok(s) => break s,
+            Err(e) if e.to_string().contains("already running") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("reopen: {e:#}"),
+        }
+    };
     let j = state.jobs.get(&id).unwrap();
     assert_eq!(j.status, Status::Stuck);
     assert_eq!(j.history[0].outcome, "stuck");

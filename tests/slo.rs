@@ -51,7 +51,7 @@ fn traffic(requests: u64, errors: u64) -> Snapshot {
 
 fn mark_up(state: &AppState, from: u64, to: u64) {
     for m in from..=to {
-        state.slo.mark_up(m).unwrap();
+        let _ = state.slo.mark_up(m).unwrap();
     }
 }
 
@@ -151,11 +151,11 @@ async fn burn_rates_per_window_from_stored_minutes() {
     state.clock.advance(chrono::Duration::hours(5));
     let now = minute_of(state.clock.now());
     mark_up(&state, minute_of(t0()), now);
-    state
+    let _ = state
         .slo
         .merge_minute(now - 100, &traffic(1000, 10), true)
         .unwrap();
-    state
+    let _ = state
         .slo
         .merge_minute(now - 2, &traffic(100, 5), true)
         .unwrap();
@@ -175,7 +175,7 @@ async fn burn_rates_per_window_from_stored_minutes() {
 
     // 1 h/5 m above 14.4 and 6 h/30 m above 6: both critical; 1 d/2 h above 3 and
     // 3 d/6 h above 1: both warnings; the budget (15 errors for 1.1 allowed) is spent.
-    let changes = alerts::evaluate(&state).await.unwrap();
+    let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     let mut fired: Vec<&str> = changes.iter().map(|(n, _)| n.as_str()).collect();
     fired.sort();
     assert_eq!(
@@ -193,12 +193,17 @@ async fn burn_rates_per_window_from_stored_minutes() {
     // stays; nothing fires twice.
     state.clock.advance(chrono::Duration::minutes(10));
     mark_up(&state, now, minute_of(state.clock.now()));
-    let changes = alerts::evaluate(&state).await.unwrap();
+    let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     assert_eq!(
         changes,
         [("burn_rate_1h".to_string(), AlertState::Resolved)]
     );
-    assert!(alerts::evaluate(&state).await.unwrap().is_empty());
+    assert!(
+        alerts::evaluate(&state.alerts, &state.slo)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -217,7 +222,7 @@ async fn a_three_minute_stop_is_three_minutes_down() {
     assert!(close(f.uptime_pct, 85.0));
 
     // Below 99 %: critical.
-    let changes = alerts::evaluate(&state).await.unwrap();
+    let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     assert_eq!(changes, [("uptime_low".to_string(), AlertState::Firing)]);
     let s = echopilot::web::api::status::components(&state);
     let slo = &s.iter().find(|(n, _)| *n == "slo").unwrap().1;
@@ -228,7 +233,7 @@ async fn a_three_minute_stop_is_three_minutes_down() {
     mark_up(&state, first + 20, first + 299);
     let f = state.slo.figures().unwrap();
     assert!(close(f.uptime_pct, 99.0), "{}", f.uptime_pct);
-    let changes = alerts::evaluate(&state).await.unwrap();
+    let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     assert_eq!(changes, [("uptime_low".to_string(), AlertState::Resolved)]);
 
     // Each change is an audit event.
@@ -255,20 +260,25 @@ async fn budget_and_latency_alerts_fire_and_resolve_at_the_thresholds() {
     state.clock.advance(chrono::Duration::minutes(90));
     mark_up(&state, first, first + 90);
     // 10,000 requests allow 10 errors; 7 leave 30 %: no alert.
-    state
+    let _ = state
         .slo
         .merge_minute(first + 5, &traffic(10_000, 7), true)
         .unwrap();
-    assert!(alerts::evaluate(&state).await.unwrap().is_empty());
+    assert!(
+        alerts::evaluate(&state.alerts, &state.slo)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // One more failed request: 10,001 requests, 8 errors: 100 − 8/10.001 × 100 = 20.008 %
     // left, below 25 %: warning.
-    state
+    let _ = state
         .slo
         .merge_minute(first + 6, &traffic(1, 1), true)
         .unwrap();
     let f = state.slo.figures().unwrap();
     assert!(close(f.budget.remaining_pct, 100.0 - 8.0 / 10.001 * 100.0));
-    let changes = alerts::evaluate(&state).await.unwrap();
+    let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     assert_eq!(
         changes,
         [("error_budget_low".to_string(), AlertState::Firing)]
@@ -288,7 +298,7 @@ async fn budget_and_latency_alerts_fire_and_resolve_at_the_thresholds() {
     }
     let f = state.slo.figures().unwrap();
     assert!(close(f.latency_p95_1h_ms, 595.0), "{}", f.latency_p95_1h_ms);
-    let changes = alerts::evaluate(&state).await.unwrap();
+    let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     assert_eq!(
         changes,
         [("latency_p95_high".to_string(), AlertState::Firing)]
@@ -300,11 +310,11 @@ async fn budget_and_latency_alerts_fire_and_resolve_at_the_thresholds() {
     state.clock.advance(chrono::Duration::minutes(61));
     let now = minute_of(state.clock.now());
     mark_up(&state, first + 91, now);
-    state
+    let _ = state
         .slo
         .merge_minute(now, &traffic(10_000, 0), true)
         .unwrap();
-    let mut changes = alerts::evaluate(&state).await.unwrap();
+    let mut changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         changes,
@@ -330,12 +340,22 @@ async fn deployment_and_flag_changes_are_info_alerts() {
     {
         // The first start is no deployment.
         let state = manual_state(home.path(), &[], t0());
-        assert!(alerts::evaluate(&state).await.unwrap().is_empty());
+        assert!(
+            alerts::evaluate(&state.alerts, &state.slo)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     {
         // Same version and commit again: still none.
         let state = manual_state(home.path(), &[], t0());
-        assert!(alerts::evaluate(&state).await.unwrap().is_empty());
+        assert!(
+            alerts::evaluate(&state.alerts, &state.slo)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     {
         // A run of another version, then this one: a new deployment.
@@ -344,7 +364,7 @@ async fn deployment_and_flag_changes_are_info_alerts() {
             .unwrap();
     }
     let state = manual_state(home.path(), &[], t0());
-    let changes = alerts::evaluate(&state).await.unwrap();
+    let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     assert_eq!(
         changes,
         [("new_deployment".to_string(), AlertState::Firing)]
@@ -355,7 +375,12 @@ async fn deployment_and_flag_changes_are_info_alerts() {
             .contains("previously 0.0.9 (0ld)")
     );
     // Only once per start.
-    assert!(alerts::evaluate(&state).await.unwrap().is_empty());
+    assert!(
+        alerts::evaluate(&state.alerts, &state.slo)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     state
         .alerts
@@ -371,7 +396,7 @@ async fn deployment_and_flag_changes_are_info_alerts() {
     // An hour later they resolve by themselves.
     state.clock.advance(chrono::Duration::minutes(61));
     mark_up(&state, minute_of(t0()), minute_of(state.clock.now()));
-    let mut changes = alerts::evaluate(&state).await.unwrap();
+    let mut changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
     changes.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         changes,
@@ -462,12 +487,16 @@ async fn alert_webhook_gets_one_firing_and_one_resolve_through_the_job_queue() {
     for _ in 0..10 {
         slo.record_request("/api/status/summary", 200, Duration::from_secs(2));
     }
-    alerts::evaluate(&app.state).await.unwrap();
+    alerts::evaluate(&app.state.alerts, &app.state.slo)
+        .await
+        .unwrap();
     assert_eq!(app.state.alerts.firing()[0].name, "latency_p95_high");
     for _ in 0..1000 {
         slo.record_request("/api/status/summary", 200, Duration::from_millis(1));
     }
-    alerts::evaluate(&app.state).await.unwrap();
+    alerts::evaluate(&app.state.alerts, &app.state.slo)
+        .await
+        .unwrap();
     assert!(app.state.alerts.firing().is_empty());
 
     // Each message is an `alert.webhook` job: the firing one was refused (503) and waits
@@ -650,7 +679,7 @@ async fn minutes_past_the_window_are_pruned_and_never_counted() {
     let home = tempfile::tempdir().unwrap();
     let state = manual_state(home.path(), &[("SLO_WINDOW_DAYS", "1")], t0());
     let first = minute_of(t0());
-    state
+    let _ = state
         .slo
         .merge_minute(first, &traffic(100, 50), true)
         .unwrap();

@@ -50,8 +50,6 @@ impl fmt::Display for Break {
 pub struct Verifier {
     last: Option<(u64, String)>,
     pub first_seq: Option<u64>,
-    /// The `prev_hash` of the first event (links to a pruned prefix).
-    pub first_prev_hash: Option<String>,
     pub count: u64,
 }
 
@@ -96,7 +94,6 @@ impl Verifier {
                     return Err(brk(1, "the first event does not start the chain".into()));
                 }
                 self.first_seq = Some(e.seq);
-                self.first_prev_hash = Some(e.prev_hash.clone());
             }
         }
         if hash_event(e) != e.hash {
@@ -149,7 +146,7 @@ pub fn audit_files(logs_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// The seq of the first event in a file; `None` for an empty file.
-fn first_seq(path: &Path) -> std::io::Result<Option<u64>> {
+pub fn first_seq(path: &Path) -> std::io::Result<Option<u64>> {
     let f = std::fs::File::open(path)?;
     for line in BufReader::new(f).lines() {
         let line = line?;
@@ -162,6 +159,57 @@ fn first_seq(path: &Path) -> std::io::Result<Option<u64>> {
         };
     }
     Ok(None)
+}
+
+/// Where log retention records the audit prefix it removed on purpose.
+fn pruned_path(logs_dir: &Path) -> PathBuf {
+    logs_dir.join("archive").join("audit-pruned.json")
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pruned {
+    /// Every event up to this seq was removed with its archive files.
+    through_seq: u64,
+    pruned_at: String,
+}
+
+/// The last seq removed on purpose by log retention (0: none). `audit verify` accepts
+/// exactly that missing prefix and no other gap.
+pub fn pruned_through(logs_dir: &Path) -> std::io::Result<u64> {
+    match std::fs::read(pruned_path(logs_dir)) {
+        Ok(b) => serde_json::from_slice::<Pruned>(&b)
+            .map(|p| p.through_seq)
+            .map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Record that every event up to `through_seq` was removed on purpose (written to a
+/// temp file, synced and renamed, so a crash leaves the old record or the new one).
+pub fn record_pruned(logs_dir: &Path, through_seq: u64, now: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let through_seq = through_seq.max(pruned_through(logs_dir)?);
+    let path = pruned_path(logs_dir);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    let body = Pruned {
+        through_seq,
+        pruned_at: now.to_string(),
+    };
+    f.write_all(&serde_json::to_vec(&body).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// `audit.<first-seq>-<last-seq>.ndjson`: the unique name of a file holding that range.
+pub fn range_name(path: &Path) -> Option<String> {
+    let first = first_seq(path).ok().flatten()?;
+    let last = last_event(path).ok().flatten()?.seq;
+    Some(format!("audit.{first}-{last}.ndjson"))
 }
 
 /// The last event of a file, reading only its tail.
@@ -216,72 +264,4 @@ pub fn verify_file(
         })?;
     }
     Ok(())
-}
-
-/// Audit events whose archive files were removed by log retention
-/// (`LOG_ARCHIVE_KEEP_DAYS`): `audit verify` accepts exactly this missing prefix, and
-/// checks that the first remaining line links to `last_hash`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Pruned {
-    pub first_seq: u64,
-    pub last_seq: u64,
-    pub last_hash: String,
-    pub pruned_at: String,
-}
-
-/// Where the pruned range is recorded.
-pub fn pruned_path(logs_dir: &Path) -> PathBuf {
-    logs_dir.join("archive").join("pruned.json")
-}
-
-/// The recorded pruned range, if any.
-pub fn read_pruned(logs_dir: &Path) -> std::io::Result<Option<Pruned>> {
-    match std::fs::read_to_string(pruned_path(logs_dir)) {
-        Ok(t) => serde_json::from_str(&t)
-            .map(Some)
-            .map_err(std::io::Error::other),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Record the pruned range (written whole, then renamed into place).
-pub fn write_pruned(logs_dir: &Path, p: &Pruned) -> std::io::Result<()> {
-    let path = pruned_path(logs_dir);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_string(p).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&tmp, &path)
-}
-
-/// Files that start after seq 1 are fine only when log retention recorded exactly the
-/// missing prefix and the first remaining line links to its last event.
-pub fn check_pruned_prefix(logs_dir: &Path, first: u64, prev_hash: &str) -> Result<(), Break> {
-    let missing = |why: String| Break {
-        seq: 1,
-        reason: format!(
-            "the files start at seq {first}: seqs 1..{} are missing ({why})",
-            first - 1
-        ),
-        location: Some(logs_dir.display().to_string()),
-    };
-    match read_pruned(logs_dir) {
-        Err(e) => Err(missing(format!("cannot read the pruned-range record: {e}"))),
-        Ok(None) => Err(missing("no log retention recorded removing them".into())),
-        Ok(Some(p)) if p.first_seq != 1 || p.last_seq + 1 != first => Err(missing(format!(
-            "log retention removed seqs {}..{}, not that range",
-            p.first_seq, p.last_seq
-        ))),
-        Ok(Some(p)) if p.last_hash != prev_hash => Err(Break {
-            seq: first,
-            reason: format!(
-                "prev_hash does not match the hash of seq {} recorded when it was pruned",
-                p.last_seq
-            ),
-            location: Some(logs_dir.display().to_string()),
-        }),
-        Ok(Some(_)) => Ok(()),
-    }
 }

@@ -5,14 +5,19 @@
 //! - Order and integrity: `record` takes the next `seq` and links the event to the
 //!   previous one's hash under one lock, so concurrent callers get a gap-free chain
 //!   ([`chain`]).
-//! - Durability: the event is in sled and synced (group commit) before `record` returns.
+//! - Durability: the event is stored and durable (group commit) before `record` returns.
 //! - The NDJSON file is a view of the store written by a batching writer thread
-//!   ([`crate::logfile`]): requests never wait on it, a moved file is recreated, big
+//!   (`crate::logfile`): requests never wait on it, a moved file is recreated, big
 //!   files are rotated into `logs/archive/YYYYMMDD/`, and at start-up any events the
 //!   file missed (a crash before the writer ran) are appended from the store.
 
 pub mod chain;
+pub mod store;
+mod verify;
 
+pub use verify::{Report, verify};
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::clock::{Clock, rfc3339};
 use crate::logfile::{Appender, RotatingFile};
-use crate::store::{CodecError, Record, Store, StoreError, Table};
+use crate::store::{CodecError, Record, StoreError};
+use store::AuditStore;
 
 /// What a caller of [`Audit::record`] says happened.
 #[derive(Debug, Clone, Default)]
@@ -196,35 +202,41 @@ impl Filter {
     }
 }
 
-/// The end of the chain: the next event links to it.
-struct Tail {
-    seq: u64,
-    hash: String,
-}
-
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Audit {
-    table: Table<Event>,
-    store: Store,
+    store: Arc<dyn AuditStore>,
     clock: Clock,
     file: Appender,
     logs_dir: PathBuf,
-    tail: Arc<Mutex<Tail>>,
+    /// Lines of events not yet known to be durable, by seq; taken around the store's
+    /// append, so seqs and lines stay in order. A line reaches the file only once its
+    /// event is on stable storage, so the file never shows an event that a crash could
+    /// take back (and a restart could number again).
+    order: Arc<Mutex<BTreeMap<u64, String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it leaves a consistent map behind: keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Default size past which `audit.ndjson` is rotated (as `LOG_MAX_BYTES`).
 pub const DEFAULT_MAX_BYTES: u64 = 50 * 1024 * 1024;
 
 impl Audit {
-    pub fn open(store: &Store, logs_dir: &Path, clock: Clock) -> Result<Self, StoreError> {
+    pub fn open(
+        store: Arc<dyn AuditStore>,
+        logs_dir: &Path,
+        clock: Clock,
+    ) -> Result<Self, StoreError> {
         Self::open_with_limit(store, logs_dir, clock, DEFAULT_MAX_BYTES)
     }
 
     /// Open the trail; `audit.ndjson` is rotated past `max_bytes`, and events it
     /// missed at its end are appended from the store.
     pub fn open_with_limit(
-        store: &Store,
+        store: Arc<dyn AuditStore>,
         logs_dir: &Path,
         clock: Clock,
         max_bytes: u64,
@@ -236,12 +248,15 @@ impl Audit {
 
     /// Open without touching the files (for `audit verify`, which must report a
     /// missing tail rather than repair it).
-    pub fn open_for_verify(store: &Store, logs_dir: &Path) -> Result<Self, StoreError> {
+    pub fn open_for_verify(
+        store: Arc<dyn AuditStore>,
+        logs_dir: &Path,
+    ) -> Result<Self, StoreError> {
         Self::open_inner(store, logs_dir, Clock::system(), DEFAULT_MAX_BYTES)
     }
 
     fn open_inner(
-        store: &Store,
+        store: Arc<dyn AuditStore>,
         logs_dir: &Path,
         clock: Clock,
         max_bytes: u64,
@@ -249,17 +264,6 @@ impl Audit {
         let dir = logs_dir.join("ndjson");
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let path = dir.join("audit.ndjson");
-        let table: Table<Event> = store.table("audit")?;
-        let tail = match table.last()? {
-            Some((_, e)) => Tail {
-                seq: e.seq,
-                hash: e.hash,
-            },
-            None => Tail {
-                seq: 0,
-                hash: chain::GENESIS.to_string(),
-            },
-        };
         let file = Appender::start(
             "audit",
             RotatingFile::new(
@@ -267,23 +271,23 @@ impl Audit {
                 logs_dir.join("archive"),
                 max_bytes,
                 clock.clone(),
-            ),
+            )
+            .rename_when_moved(chain::range_name),
         )
         .map_err(|e| StoreError::io(&path, e))?;
         Ok(Self {
-            table,
-            store: store.clone(),
+            store,
             clock,
             file,
             logs_dir: logs_dir.to_path_buf(),
-            tail: Arc::new(Mutex::new(tail)),
+            order: Arc::default(),
         })
     }
 
     /// Append to the file the events it is missing at its end (written to the store,
     /// then the process died before the writer ran).
     fn catch_up(&self) -> Result<(), StoreError> {
-        let last_stored = self.lock().seq;
+        let last_stored = self.last_seq();
         if last_stored == 0 {
             return Ok(());
         }
@@ -303,10 +307,9 @@ impl Audit {
         if written >= last_stored {
             return Ok(());
         }
-        let from = (written + 1).to_be_bytes();
         let mut n = 0u64;
-        for r in self.table.range(from..) {
-            let (_, e) = r?;
+        for r in self.store.since_seq(written + 1) {
+            let e = r?;
             self.file.append(e.to_json_line());
             n += 1;
         }
@@ -317,52 +320,62 @@ impl Audit {
         Ok(())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Tail> {
-        self.tail.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Record an event; returns once it is durable (in the store, synced). The NDJSON
     /// line follows shortly, in seq order.
     pub async fn record(&self, e: NewEvent) -> Result<Event, StoreError> {
-        let event = {
-            let mut tail = self.lock();
-            let (actor, role) = match &e.actor {
-                Some(c) => (c.key_id.clone(), c.role.to_string()),
-                None => (
-                    e.actor_id.unwrap_or_else(|| "anonymous".to_string()),
-                    String::new(),
-                ),
-            };
-            let mut event = Event {
-                ts: rfc3339(self.clock.now()),
-                seq: tail.seq + 1,
-                request_id: e.request_id.unwrap_or_default(),
-                actor,
-                role,
-                action: e.action,
-                target: e.target,
-                ip: e.ip.unwrap_or_default(),
-                ok: e.ok,
-                status: e.status,
-                // `error` marks failures; a success never carries one.
-                error: if e.ok {
-                    None
-                } else {
-                    e.error.or(Some(String::new()))
-                },
-                prev_hash: tail.hash.clone(),
-                hash: String::new(),
-            };
-            event.hash = chain::hash_event(&event);
-            self.table.insert(event.seq.to_be_bytes(), &event)?;
-            // Queued under the lock, so lines reach the file in seq order.
-            self.file.append(event.to_json_line());
-            tail.seq = event.seq;
-            tail.hash = event.hash.clone();
-            event
+        let (actor, role) = match &e.actor {
+            Some(c) => (c.key_id.clone(), c.role.to_string()),
+            None => (
+                e.actor_id.unwrap_or_else(|| "anonymous".to_string()),
+                String::new(),
+            ),
         };
-        self.store.sync().await?;
+        // `error` marks failures; a success never carries one.
+        let error = if e.ok {
+            None
+        } else {
+            e.error.or(Some(String::new()))
+        };
+        let (event, commit) = {
+            let mut pending = lock(&self.order);
+            let (event, commit) = self.store.append(&mut |seq, prev_hash| {
+                let mut event = Event {
+                    ts: rfc3339(self.clock.now()),
+                    seq: seq + 1,
+                    request_id: e.request_id.clone().unwrap_or_default(),
+                    actor: actor.clone(),
+                    role: role.clone(),
+                    action: e.action.clone(),
+                    target: e.target.clone(),
+                    ip: e.ip.clone().unwrap_or_default(),
+                    ok: e.ok,
+                    status: e.status,
+                    error: error.clone(),
+                    prev_hash: prev_hash.to_string(),
+                    hash: String::new(),
+                };
+                event.hash = chain::hash_event(&event);
+                event
+            })?;
+            pending.insert(event.seq, event.to_json_line());
+            (event, commit)
+        };
+        commit.durable().await?;
+        self.release(event.seq);
         Ok(event)
+    }
+
+    /// Queue for the file every pending line up to `durable` (all of them were written
+    /// before the sync that covered `durable` started). Under the lock, so lines reach
+    /// the file in seq order.
+    fn release(&self, durable: u64) {
+        let mut pending = lock(&self.order);
+        while let Some(entry) = pending.first_entry() {
+            if *entry.key() > durable {
+                break;
+            }
+            self.file.append(entry.remove());
+        }
     }
 
     /// Newest first, at most `limit`.
@@ -379,13 +392,9 @@ impl Audit {
     /// `before`) when there may be more.
     pub fn query(&self, f: &Filter) -> Result<(Vec<Event>, Option<u64>), StoreError> {
         let limit = f.limit.max(1);
-        let iter: Box<dyn Iterator<Item = _>> = match f.before {
-            Some(b) => Box::new(self.table.range(..b.to_be_bytes()).rev()),
-            None => Box::new(self.table.iter().rev()),
-        };
         let mut out = Vec::new();
-        for r in iter {
-            let (_, e) = r?;
+        for r in self.store.newest_first(f.before) {
+            let e = r?;
             if !f.matches(&e) {
                 continue;
             }
@@ -399,13 +408,13 @@ impl Audit {
     }
 
     /// Every stored event in seq order (for `audit verify`).
-    pub fn all(&self) -> impl Iterator<Item = Result<Event, StoreError>> + use<> {
-        self.table.iter().map(|r| r.map(|(_, e)| e))
+    pub fn all(&self) -> store::Events<'_> {
+        self.store.since_seq(0)
     }
 
     /// The stored event with this seq.
     pub fn get(&self, seq: u64) -> Result<Option<Event>, StoreError> {
-        self.table.get(seq.to_be_bytes())
+        self.store.get(seq)
     }
 
     /// Wait until every event recorded so far is in `audit.ndjson`.
@@ -426,7 +435,7 @@ impl Audit {
 
     /// The seq of the newest event (0 when there is none).
     pub fn last_seq(&self) -> u64 {
-        self.lock().seq
+        self.store.last().ok().flatten().map_or(0, |e| e.seq)
     }
 
     /// Is the NDJSON writer failing (the store still has every event)?
@@ -438,104 +447,6 @@ impl Audit {
     pub fn file_path(&self) -> &Path {
         self.file.path()
     }
-}
-
-/// What `audit verify` found.
-#[derive(Debug, Default)]
-pub struct Report {
-    pub files: Vec<PathBuf>,
-    pub file_events: u64,
-    pub first_seq: Option<u64>,
-    pub last_seq: Option<u64>,
-    /// Events in the store, when it could be opened.
-    pub store_events: Option<u64>,
-    /// Store events after the files' last line (removed, or written just before a crash
-    /// and not yet re-appended by a start of the server).
-    pub missing_from_files: u64,
-}
-
-/// Check the chain over the files (archives in order, then the current file) and, when
-/// `store` is given, over the store and each file line against its stored event.
-pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::Break> {
-    let io_break = |e: std::io::Error| chain::Break {
-        seq: 0,
-        reason: format!("cannot list the audit files: {e}"),
-        location: Some(logs_dir.display().to_string()),
-    };
-    let files = chain::audit_files(logs_dir).map_err(io_break)?;
-    let mut report = Report {
-        files: files.clone(),
-        ..Report::default()
-    };
-    if let Some(audit) = store {
-        let mut v = chain::Verifier::default();
-        for r in audit.all() {
-            let e = r.map_err(|err| chain::Break {
-                seq: v.expected().unwrap_or(1),
-                reason: format!("cannot read the store: {err}"),
-                location: Some("store".into()),
-            })?;
-            v.push(&e).map_err(|b| chain::Break {
-                location: Some("store".into()),
-                ..b
-            })?;
-        }
-        if v.count > 0 && v.first_seq != Some(1) {
-            return Err(chain::Break {
-                seq: 1,
-                reason: "the store's chain does not start at seq 1".into(),
-                location: Some("store".into()),
-            });
-        }
-        report.store_events = Some(v.count);
-    }
-    let mut v = chain::Verifier::default();
-    for f in &files {
-        chain::verify_file(f, &mut v, |e| {
-            let Some(audit) = store else { return Ok(()) };
-            match audit.get(e.seq) {
-                Ok(Some(stored)) if stored == *e => Ok(()),
-                Ok(Some(_)) => Err(chain::Break {
-                    seq: e.seq,
-                    reason: "the line differs from the stored event".into(),
-                    location: None,
-                }),
-                Ok(None) => Err(chain::Break {
-                    seq: e.seq,
-                    reason: "the store has no event with this seq".into(),
-                    location: None,
-                }),
-                Err(err) => Err(chain::Break {
-                    seq: e.seq,
-                    reason: format!("cannot read the store: {err}"),
-                    location: None,
-                }),
-            }
-        })?;
-    }
-    report.file_events = v.count;
-    report.first_seq = v.first_seq;
-    report.last_seq = v.last_seq();
-    if let Some(first) = v.first_seq.filter(|s| *s > 1) {
-        chain::check_pruned_prefix(logs_dir, first, v.first_prev_hash.as_deref().unwrap_or(""))?;
-    }
-    if let Some(n) = report.store_events {
-        report.missing_from_files = n.saturating_sub(report.last_seq.unwrap_or(0));
-        if report.missing_from_files > 0 {
-            let seq = report.last_seq.unwrap_or(0) + 1;
-            return Err(chain::Break {
-                seq,
-                reason: format!(
-                    "{} stored events (from seq {seq}) are missing from the files: lines \
-                     were removed, or the server died before writing them (starting it \
-                     once re-appends them from the store)",
-                    report.missing_from_files
-                ),
-                location: files.last().map(|f| f.display().to_string()),
-            });
-        }
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

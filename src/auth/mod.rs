@@ -1,12 +1,13 @@
-//! Keys and roles. Keys arrive in `X-Dash-Key`; we keep only their SHA-256 digests and
+//! Keys and roles: who a caller is. Keys arrive in `X-Dash-Key`; we keep only their SHA-256 digests and
 //! compare digests in constant time. A caller is named by its key id (the first 8 hex
 //! characters of the digest), never by its key.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Config;
-pub use crate::config::Role;
+mod role;
+
+pub use role::{Need, Role};
 
 /// The header that carries a key.
 pub const KEY_HEADER: &str = "x-dash-key";
@@ -41,15 +42,11 @@ fn hex8(d: &[u8; 32]) -> String {
 }
 
 impl Keys {
-    pub fn from_config(config: &Config) -> Self {
-        let mut keys = Vec::new();
-        if let Some(k) = &config.dashboard_key {
-            keys.push((digest(k.expose()), Role::Admin));
+    /// The live keys and their roles (the configuration's `Config::keys`).
+    pub fn new<'a>(keys: impl IntoIterator<Item = (&'a str, Role)>) -> Self {
+        Keys {
+            keys: keys.into_iter().map(|(k, r)| (digest(k), r)).collect(),
         }
-        for (k, role) in &config.roles {
-            keys.push((digest(k.expose()), *role));
-        }
-        Keys { keys }
     }
 
     /// Is any key configured at all?
@@ -82,39 +79,6 @@ pub fn generate_key() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill(&mut bytes[..]);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// What a route requires of its caller.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
-    /// viewer, operator or admin.
-    Viewer,
-    /// operator or admin.
-    Operator,
-    /// admin only.
-    Admin,
-    /// worker routes: worker, operator or admin.
-    Worker,
-}
-
-impl Need {
-    pub fn allows(self, role: Role) -> bool {
-        match self {
-            Need::Viewer => matches!(role, Role::Viewer | Role::Operator | Role::Admin),
-            Need::Operator => matches!(role, Role::Operator | Role::Admin),
-            Need::Admin => role == Role::Admin,
-            Need::Worker => matches!(role, Role::Worker | Role::Operator | Role::Admin),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Need::Viewer => "viewer",
-            Need::Operator => "operator",
-            Need::Admin => "admin",
-            Need::Worker => "worker",
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
 //! Log retention: `logs/archive/YYYYMMDD/` folders older than `LOG_ARCHIVE_KEEP_DAYS`
 //! are removed, oldest first. The audit events they held are recorded as a pruned
-//! prefix (`logs/archive/pruned.json`) before anything is deleted, so `audit verify`
+//! prefix (`chain::record_pruned`) before anything is deleted, so `audit verify`
 //! accepts exactly that missing range and nothing else.
 
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::audit::chain::{self, Pruned};
+use crate::audit::chain;
 use crate::clock::rfc3339;
 
 /// What one pruning removed.
@@ -63,15 +63,15 @@ pub fn prune(logs_dir: &Path, keep_days: u64, now: DateTime<Utc>) -> std::io::Re
         .filter(|(d, _)| *d < cutoff)
         .map(|(_, p)| p)
         .collect();
-    let mut pruned = chain::read_pruned(logs_dir)?;
+    let range = |through: u64| (through > 0).then_some((1, through));
     if old.is_empty() {
         return Ok(Removed {
             folders: old,
-            audit_range: pruned.map(|p| (p.first_seq, p.last_seq)),
+            audit_range: range(chain::pruned_through(logs_dir)?),
         });
     }
     // The newest audit event among the folders to remove ends the pruned prefix.
-    let mut last: Option<(u64, String)> = None;
+    let mut last: Option<u64> = None;
     for dir in &old {
         for f in std::fs::read_dir(dir)?.flatten() {
             let p = f.path();
@@ -80,31 +80,22 @@ pub fn prune(logs_dir: &Path, keep_days: u64, now: DateTime<Utc>) -> std::io::Re
                 continue;
             }
             if let Some(e) = chain::last_event(&p)?
-                && last.as_ref().is_none_or(|(s, _)| e.seq > *s)
+                && last.is_none_or(|s| e.seq > s)
             {
-                last = Some((e.seq, e.hash));
+                last = Some(e.seq);
             }
         }
     }
-    if let Some((seq, hash)) = last
-        && pruned.as_ref().is_none_or(|p| seq > p.last_seq)
-    {
-        let p = Pruned {
-            first_seq: 1,
-            last_seq: seq,
-            last_hash: hash,
-            pruned_at: rfc3339(now),
-        };
+    if let Some(seq) = last {
         // Recorded before the files go: a crash in between leaves files that start at
         // seq 1, which verify accepts anyway.
-        chain::write_pruned(logs_dir, &p)?;
-        pruned = Some(p);
+        chain::record_pruned(logs_dir, seq, &rfc3339(now))?;
     }
     for dir in &old {
         std::fs::remove_dir_all(dir)?;
     }
     Ok(Removed {
         folders: old,
-        audit_range: pruned.map(|p| (p.first_seq, p.last_seq)),
+        audit_range: range(chain::pruned_through(logs_dir)?),
     })
 }

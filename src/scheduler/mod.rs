@@ -1,12 +1,14 @@
 //! The scheduler: a tick every `SCHEDULER_TICK_SECS` (cron schedules, stuck jobs,
 //! re-queue policy, pruning) and a due loop every second (jobs whose `run_at` arrived,
-//! due schedules, the built-in executors). Steps are plain functions over `AppState`
-//! ([`tick`], [`due`], [`dispatch`]) so tests call them directly; [`run`] is the loop
-//! the supervisor keeps alive.
+//! due schedules, the built-in executors). The [`Scheduler`] holds the narrow handles it
+//! works on (the job queue, the schedules, the clock); its steps are plain functions
+//! ([`tick`], [`due`], [`dispatch`]) so tests call them directly; [`run`] is the loop the
+//! supervisor keeps alive.
 
 pub mod cron;
 pub mod log;
 pub mod schedules;
+pub mod store;
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -18,9 +20,10 @@ use serde::Serialize;
 use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
+use crate::clock::Clock;
 use crate::jobs::executors::{self, Executors};
-use crate::jobs::{BUILTIN_WORKER, ClaimRequest, Job, Status};
+use crate::jobs::{BUILTIN_WORKER, ClaimRequest, Job, Jobs, Status};
+use crate::store::Commit;
 use log::SchedLog;
 use schedules::Schedules;
 
@@ -46,8 +49,23 @@ pub struct TickReport {
     pub errors: Vec<String>,
 }
 
+/// How the tick treats old and stuck jobs (from the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// `SCHEDULER_TICK_SECS`.
+    pub tick_secs: u64,
+    /// Slots for the built-in executors (`EXECUTOR_CONCURRENCY`).
+    pub concurrency: usize,
+    /// Re-queue a stuck job after this long; 0 disables (`STUCK_REQUEUE_AFTER_SECS`).
+    pub stuck_requeue_after_secs: u64,
+    /// Prune finished jobs older than this (`JOB_RETENTION_DAYS`).
+    pub job_retention_days: u64,
+}
+
 struct Inner {
     tick_secs: u64,
+    stuck_requeue_after_secs: u64,
+    job_retention_days: u64,
     paused: AtomicBool,
     alive: AtomicBool,
     restart: AtomicBool,
@@ -62,6 +80,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Scheduler {
     inner: Arc<Inner>,
+    jobs: Jobs,
+    clock: Clock,
     pub schedules: Schedules,
     pub executors: Executors,
     pub log: SchedLog,
@@ -69,25 +89,30 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(
-        tick_secs: u64,
-        concurrency: usize,
+        jobs: Jobs,
         schedules: Schedules,
+        clock: Clock,
         executors: Executors,
         log: SchedLog,
+        policy: Policy,
     ) -> Self {
         let (ticks_tx, _) = broadcast::channel(64);
         Self {
             inner: Arc::new(Inner {
-                tick_secs: tick_secs.max(1),
+                tick_secs: policy.tick_secs.max(1),
+                stuck_requeue_after_secs: policy.stuck_requeue_after_secs,
+                job_retention_days: policy.job_retention_days,
                 paused: AtomicBool::new(false),
                 alive: AtomicBool::new(false),
                 restart: AtomicBool::new(false),
                 ticks: AtomicU64::new(0),
                 last_tick: Mutex::new(None),
                 wake: Notify::new(),
-                slots: Arc::new(Semaphore::new(concurrency)),
+                slots: Arc::new(Semaphore::new(policy.concurrency)),
                 ticks_tx,
             }),
+            jobs,
+            clock,
             schedules,
             executors,
             log,
@@ -163,27 +188,34 @@ impl Scheduler {
 }
 
 /// One scheduler tick: fire due schedules (unless paused), mark stuck jobs, re-queue
-/// per `STUCK_REQUEUE_AFTER_SECS`, prune per `JOB_RETENTION_DAYS`. Writes are synced
-/// before it returns.
-pub async fn tick(state: &AppState) -> TickReport {
-    let sched = &state.scheduler;
-    let now = state.clock.now();
+/// per `STUCK_REQUEUE_AFTER_SECS`, prune per `JOB_RETENTION_DAYS`. Its writes are
+/// durable before it returns (one commit for all).
+pub async fn tick(sched: &Scheduler) -> TickReport {
+    let now = sched.clock.now();
     let mut r = TickReport {
         at: crate::clock::rfc3339(now),
         ..TickReport::default()
     };
+    let mut commit = Commit::done();
     if !sched.is_paused() {
-        match fire_schedules(state, now) {
-            Ok(n) => r.fired = n,
+        match fire_schedules(sched, now) {
+            Ok((n, c)) => {
+                r.fired = n;
+                commit = commit.and(c);
+            }
             Err(e) => r.errors.push(format!("schedules: {e}")),
         }
     }
-    match state.jobs.promote_due() {
-        Ok(n) => r.promoted = n,
+    match sched.jobs.promote_due() {
+        Ok((n, c)) => {
+            r.promoted = n;
+            commit = commit.and(c);
+        }
         Err(e) => r.errors.push(format!("promote: {e}")),
     }
-    match state.jobs.mark_stuck() {
-        Ok(v) => {
+    match sched.jobs.mark_stuck() {
+        Ok((v, c)) => {
+            commit = commit.and(c);
             r.stuck = v.len();
             for j in &v {
                 sched.log.error(&format!(
@@ -197,10 +229,11 @@ pub async fn tick(state: &AppState) -> TickReport {
         }
         Err(e) => r.errors.push(format!("stuck: {e}")),
     }
-    let after = state.config.stuck_requeue_after_secs;
+    let after = sched.inner.stuck_requeue_after_secs;
     if after > 0 {
-        match state.jobs.requeue_stuck(after) {
-            Ok(v) => {
+        match sched.jobs.requeue_stuck(after) {
+            Ok((v, c)) => {
+                commit = commit.and(c);
                 r.requeued = v.len();
                 for j in &v {
                     sched.log.info(&format!(
@@ -212,11 +245,14 @@ pub async fn tick(state: &AppState) -> TickReport {
             Err(e) => r.errors.push(format!("requeue: {e}")),
         }
     }
-    match state.jobs.prune(state.config.job_retention_days) {
-        Ok(n) => r.pruned = n,
+    match sched.jobs.prune(sched.inner.job_retention_days) {
+        Ok((n, c)) => {
+            r.pruned = n;
+            commit = commit.and(c);
+        }
         Err(e) => r.errors.push(format!("prune: {e}")),
     }
-    if let Err(e) = state.store.sync().await {
+    if let Err(e) = commit.durable().await {
         r.errors.push(format!("sync: {e}"));
     }
     *sched
@@ -233,10 +269,10 @@ pub async fn tick(state: &AppState) -> TickReport {
         r.stuck,
         r.requeued,
         r.pruned,
-        state.jobs.count(Status::Queued),
-        state.jobs.count(Status::Running),
-        state.jobs.count(Status::Scheduled),
-        state.jobs.count(Status::Dead),
+        sched.jobs.count(Status::Queued),
+        sched.jobs.count(Status::Running),
+        sched.jobs.count(Status::Scheduled),
+        sched.jobs.count(Status::Dead),
     );
     sched.log.info(&line);
     for e in &r.errors {
@@ -246,52 +282,46 @@ pub async fn tick(state: &AppState) -> TickReport {
     r
 }
 
-fn fire_schedules(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<usize> {
-    let fired = state.scheduler.schedules.fire_due(&state.jobs, now)?;
+fn fire_schedules(sched: &Scheduler, now: DateTime<Utc>) -> anyhow::Result<(usize, Commit)> {
+    let (fired, commit) = sched.schedules.fire_due(&sched.jobs, now)?;
     for (name, r) in &fired {
         match r {
-            Ok(id) => state
-                .scheduler
-                .log
-                .info(&format!("schedule {name} fired: job {id}")),
-            Err(e) => state
-                .scheduler
+            Ok(id) => sched.log.info(&format!("schedule {name} fired: job {id}")),
+            Err(e) => sched
                 .log
                 .error(&format!("schedule {name} failed to fire: {e}")),
         }
     }
-    Ok(fired.iter().filter(|(_, r)| r.is_ok()).count())
+    Ok((fired.iter().filter(|(_, r)| r.is_ok()).count(), commit))
 }
 
 /// The every-second step: promote jobs whose `run_at` arrived, fire due schedules and
 /// hand ready jobs to the built-in executors. Nothing starts while paused.
-pub async fn due(state: &AppState) -> anyhow::Result<()> {
-    if state.scheduler.is_paused() {
+pub async fn due(sched: &Scheduler) -> anyhow::Result<()> {
+    if sched.is_paused() {
         return Ok(());
     }
-    let now = state.clock.now();
-    let fired = fire_schedules(state, now)?;
-    let promoted = state.jobs.promote_due()?;
-    if fired + promoted > 0 {
-        state.store.sync().await?;
-    }
-    dispatch(state).await?;
+    let now = sched.clock.now();
+    let (_, fired) = fire_schedules(sched, now)?;
+    let (_, promoted) = sched.jobs.promote_due()?;
+    fired.and(promoted).durable().await?;
+    dispatch(sched).await?;
     Ok(())
 }
 
 /// Claim ready jobs of the built-in kinds into free executor slots; each runs in its
 /// own task and reports like an external worker would. Returns how many started.
-pub async fn dispatch(state: &AppState) -> anyhow::Result<usize> {
+pub async fn dispatch(sched: &Scheduler) -> anyhow::Result<usize> {
     let kinds = executors::enabled_kinds();
-    if kinds.is_empty() || state.scheduler.is_paused() {
+    if kinds.is_empty() || sched.is_paused() {
         return Ok(0);
     }
     let mut started = 0;
     loop {
-        let Ok(permit) = state.scheduler.inner.slots.clone().try_acquire_owned() else {
+        let Ok(permit) = sched.inner.slots.clone().try_acquire_owned() else {
             break;
         };
-        let claimed = state.jobs.claim(&ClaimRequest {
+        let (claimed, commit) = sched.jobs.claim(&ClaimRequest {
             queues: Vec::new(),
             kinds: kinds.clone(),
             worker: format!("{BUILTIN_WORKER}executor"),
@@ -302,35 +332,38 @@ pub async fn dispatch(state: &AppState) -> anyhow::Result<usize> {
         let Some(job) = claimed.into_iter().next() else {
             break;
         };
-        state.store.sync().await?;
+        // Durable before it runs: after a crash it shows as stuck, never as queued
+        // again with its side effects done.
+        commit.durable().await?;
         started += 1;
-        let st = state.clone();
+        let sched = sched.clone();
         tokio::spawn(async move {
-            execute(&st, job).await;
+            execute(&sched, job).await;
             drop(permit);
-            st.scheduler.inner.wake.notify_one();
+            sched.inner.wake.notify_one();
         });
     }
     Ok(started)
 }
 
-async fn execute(state: &AppState, job: Job) {
-    let outcome = state.scheduler.executors.run(&job).await;
+async fn execute(sched: &Scheduler, job: Job) {
+    let outcome = sched.executors.run(&job).await;
     let res = match outcome {
-        Ok(result) => state.jobs.complete(&job.id, None, Some(result)),
-        Err(e) => state.jobs.fail(&job.id, None, &e),
+        Ok(result) => sched.jobs.complete(&job.id, None, Some(result)),
+        Err(e) => sched.jobs.fail(&job.id, None, &e),
     };
-    if let Err(e) = res {
-        state.scheduler.log.error(&format!(
+    match res {
+        Ok((_, commit)) => {
+            if let Err(e) = commit.durable().await {
+                sched
+                    .log
+                    .error(&format!("job {}: sync failed: {e}", job.id));
+            }
+        }
+        Err(e) => sched.log.error(&format!(
             "job {}: could not record its outcome: {e}",
             job.id
-        ));
-    }
-    if let Err(e) = state.store.sync().await {
-        state
-            .scheduler
-            .log
-            .error(&format!("job {}: sync failed: {e}", job.id));
+        )),
     }
 }
 
@@ -343,53 +376,47 @@ impl Drop for Alive {
 }
 
 /// The scheduler loop, run under the supervisor.
-pub async fn run(state: AppState, token: CancellationToken) -> anyhow::Result<()> {
-    let inner = state.scheduler.inner.clone();
+pub async fn run(sched: Scheduler, token: CancellationToken) -> anyhow::Result<()> {
+    let inner = sched.inner.clone();
     inner.alive.store(true, Ordering::SeqCst);
     let _alive = Alive(inner.clone());
-    state.scheduler.log.info("scheduler started");
+    sched.log.info("scheduler started");
     let mut last_due = tokio::time::Instant::now() - Duration::from_secs(2);
     loop {
         if inner.restart.swap(false, Ordering::SeqCst) {
-            state
-                .scheduler
-                .log
-                .info("scheduler restarted by an operator");
-            tick(&state).await;
+            sched.log.info("scheduler restarted by an operator");
+            tick(&sched).await;
         }
-        let now = state.clock.now();
-        let tick_due = state.scheduler.next_tick().is_none_or(|t| t <= now);
+        let now = sched.clock.now();
+        let tick_due = sched.next_tick().is_none_or(|t| t <= now);
         if tick_due {
-            tick(&state).await;
+            tick(&sched).await;
         }
         // Schedules are checked once a second; an early wake-up only dispatches.
         let r = if last_due.elapsed() >= Duration::from_millis(900) {
             last_due = tokio::time::Instant::now();
-            due(&state).await
+            due(&sched).await
         } else {
-            dispatch(&state).await.map(|_| ())
+            dispatch(&sched).await.map(|_| ())
         };
         if let Err(e) = r {
-            state
-                .scheduler
-                .log
-                .error(&format!("due check failed: {e:#}"));
+            sched.log.error(&format!("due check failed: {e:#}"));
         }
         // Sleep until the next job's run_at, at most a second; wake early on an
         // enqueue, a finished job, resume or restart.
         let mut wait = Duration::from_secs(1);
-        if let Ok(Some(next)) = state.jobs.next_run_at()
-            && let Ok(d) = (next - state.clock.now()).to_std()
+        if let Ok(Some(next)) = sched.jobs.next_run_at()
+            && let Ok(d) = (next - sched.clock.now()).to_std()
         {
             wait = wait.min(d + Duration::from_millis(1));
         }
         tokio::select! {
             _ = token.cancelled() => break,
             _ = inner.wake.notified() => {}
-            _ = state.jobs.ready_notify.notified() => {}
+            _ = sched.jobs.ready_notify.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
-    state.scheduler.log.info("scheduler stopped");
+    sched.log.info("scheduler stopped");
     Ok(())
 }

@@ -11,7 +11,10 @@ use crate::clock::rfc3339;
 use crate::config::ScheduleSpec;
 use crate::jobs::model::{ms, time};
 use crate::jobs::{JobError, Jobs, NewJob, check_name};
-use crate::store::{Record, Store, StoreError, Table};
+use std::sync::Arc;
+
+use super::store::ScheduleStore;
+use crate::store::{Commit, Record, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Schedule {
@@ -123,10 +126,30 @@ pub enum ScheduleError {
     Job(#[from] JobError),
 }
 
+impl crate::error::Classify for ScheduleError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            ScheduleError::NotFound(_) => ErrorKind::NotFound,
+            ScheduleError::Invalid(_) => ErrorKind::Invalid,
+            ScheduleError::Conflict(_) => ErrorKind::Conflict,
+            ScheduleError::Store(s) => s.kind(),
+            ScheduleError::Job(j) => j.kind(),
+        }
+    }
+    fn public_message(&self) -> String {
+        match self {
+            ScheduleError::Store(s) => s.public_message(),
+            ScheduleError::Job(j) => j.public_message(),
+            e => e.to_string(),
+        }
+    }
+}
+
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Schedules {
-    table: Table<Schedule>,
+    store: Arc<dyn ScheduleStore>,
 }
 
 fn check_schedule_name(name: &str) -> Result<(), ScheduleError> {
@@ -134,10 +157,8 @@ fn check_schedule_name(name: &str) -> Result<(), ScheduleError> {
 }
 
 impl Schedules {
-    pub fn open(store: &Store) -> Result<Schedules, StoreError> {
-        Ok(Schedules {
-            table: store.table("schedules")?,
-        })
+    pub fn new(store: Arc<dyn ScheduleStore>) -> Schedules {
+        Schedules { store }
     }
 
     /// Check a definition and build the record (not stored).
@@ -177,7 +198,7 @@ impl Schedules {
         &self,
         specs: &[ScheduleSpec],
         now: DateTime<Utc>,
-    ) -> Result<(), ScheduleError> {
+    ) -> Result<Commit, ScheduleError> {
         self.load(specs, "config", now)
     }
 
@@ -186,7 +207,7 @@ impl Schedules {
         &self,
         specs: &[ScheduleSpec],
         now: DateTime<Utc>,
-    ) -> Result<(), ScheduleError> {
+    ) -> Result<Commit, ScheduleError> {
         self.load(specs, "builtin", now)
     }
 
@@ -195,7 +216,8 @@ impl Schedules {
         specs: &[ScheduleSpec],
         source: &str,
         now: DateTime<Utc>,
-    ) -> Result<(), ScheduleError> {
+    ) -> Result<Commit, ScheduleError> {
+        let mut commit = Commit::done();
         for spec in specs {
             let payload = match &spec.payload {
                 None => None,
@@ -216,59 +238,46 @@ impl Schedules {
             let mut s = Self::build(new, source, now).map_err(|e| {
                 ScheduleError::Invalid(format!("{source} schedule {:?}: {e}", spec.name))
             })?;
-            if let Some(old) = self.table.get(&s.name)? {
+            if let Some(old) = self.store.get(&s.name)? {
                 s.created_at = old.created_at;
                 s.last_run_at = old.last_run_at;
                 s.last_job_id = old.last_job_id;
                 s.runs = old.runs;
                 s.paused = old.paused;
             }
-            self.table.insert(s.name.clone(), &s)?;
+            commit = commit.and(self.store.put(&s)?);
         }
-        Ok(())
+        Ok(commit)
     }
 
     pub fn list(&self) -> Result<Vec<Schedule>, ScheduleError> {
-        Ok(self
-            .table
-            .iter()
-            .map(|r| r.map(|(_, s)| s))
-            .collect::<Result<_, _>>()?)
+        Ok(self.store.list()?)
     }
 
     pub fn get(&self, name: &str) -> Result<Schedule, ScheduleError> {
-        self.table
+        self.store
             .get(name)?
             .ok_or_else(|| ScheduleError::NotFound(name.to_string()))
     }
 
-    pub fn create(&self, s: &Schedule) -> Result<(), ScheduleError> {
-        if self.table.insert_new(&s.name, s)? {
-            Ok(())
-        } else {
-            Err(ScheduleError::Conflict(format!(
-                "schedule {:?} already exists",
-                s.name
-            )))
-        }
+    pub fn create(&self, s: &Schedule) -> Result<Commit, ScheduleError> {
+        self.store
+            .insert_new(s)?
+            .ok_or_else(|| ScheduleError::Conflict(format!("schedule {:?} already exists", s.name)))
     }
 
-    pub fn set_paused(&self, name: &str, paused: bool) -> Result<Schedule, ScheduleError> {
-        let mut found = false;
-        let s = self.table.update(name, |cur| {
-            let mut s = cur?;
-            found = true;
-            s.paused = paused;
-            Some(s)
-        })?;
-        match (found, s) {
-            (true, Some(s)) => Ok(s),
-            _ => Err(ScheduleError::NotFound(name.to_string())),
-        }
+    pub fn set_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<(Schedule, Commit), ScheduleError> {
+        self.store
+            .update(name, &mut |s| s.paused = paused)?
+            .ok_or_else(|| ScheduleError::NotFound(name.to_string()))
     }
 
-    pub fn delete(&self, name: &str) -> Result<Schedule, ScheduleError> {
-        self.table
+    pub fn delete(&self, name: &str) -> Result<(Schedule, Commit), ScheduleError> {
+        self.store
             .remove(name)?
             .ok_or_else(|| ScheduleError::NotFound(name.to_string()))
     }
@@ -279,9 +288,9 @@ impl Schedules {
         jobs: &Jobs,
         name: &str,
         now: DateTime<Utc>,
-    ) -> Result<crate::jobs::Job, ScheduleError> {
+    ) -> Result<(crate::jobs::Job, Commit), ScheduleError> {
         let s = self.get(name)?;
-        let job = jobs.enqueue(NewJob {
+        let (job, enqueued) = jobs.enqueue(NewJob {
             queue: Some(s.queue.clone()),
             kind: s.kind.clone(),
             payload: Some(s.payload.clone()),
@@ -289,35 +298,45 @@ impl Schedules {
             ..NewJob::default()
         })?;
         let id = job.job.id.clone();
-        self.table.update(name, |cur| {
-            let mut s = cur?;
+        let recorded = self.store.update(name, &mut |s| {
             s.last_run_at = Some(ms(now));
             s.last_job_id = Some(id.clone());
             s.runs += 1;
-            Some(s)
         })?;
-        Ok(job.job)
+        let commit = match recorded {
+            Some((_, c)) => enqueued.and(c),
+            None => enqueued,
+        };
+        Ok((job.job, commit))
     }
 
     /// Fire every active schedule that is due at `now`, once each however many runs it
     /// missed. Returns (name, job id) per firing; errors are per schedule.
-    pub fn fire_due(&self, jobs: &Jobs, now: DateTime<Utc>) -> Result<Vec<Fired>, ScheduleError> {
+    pub fn fire_due(
+        &self,
+        jobs: &Jobs,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Fired>, Commit), ScheduleError> {
         let mut fired = Vec::new();
+        let mut commit = Commit::done();
         for s in self.list()? {
             if !s.active() {
                 continue;
             }
             match s.next_due() {
                 Some(due) if due <= now => {
-                    let r = self
-                        .run_now(jobs, &s.name, now)
-                        .map(|j| j.id)
-                        .map_err(|e| e.to_string());
+                    let r = match self.run_now(jobs, &s.name, now) {
+                        Ok((j, c)) => {
+                            commit = commit.and(c);
+                            Ok(j.id)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
                     fired.push((s.name.clone(), r));
                 }
                 _ => {}
             }
         }
-        Ok(fired)
+        Ok((fired, commit))
     }
 }

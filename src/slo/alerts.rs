@@ -14,17 +14,18 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Figures;
-use crate::app::AppState;
+use super::store::AlertStore;
+use super::{Figures, Slo};
 use crate::audit::{Audit, NewEvent};
 use crate::clock::{Clock, rfc3339};
-use crate::store::{Record, Store, StoreError, Table};
+use crate::store::meta::Instance;
+use crate::store::{Record, StoreError};
 
 /// How often the supervised task evaluates the rules.
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(5);
@@ -200,16 +201,16 @@ impl AlertSink for NoSink {
 pub struct Alerts(Arc<Inner>);
 
 struct Inner {
-    table: Table<Alert>,
-    store: Store,
+    store: Arc<dyn AlertStore>,
     audit: Audit,
     clock: Clock,
     /// Firing alerts by name (at most one per name).
     firing: Mutex<BTreeMap<String, Alert>>,
-    next_id: AtomicU64,
     /// One evaluation or transition at a time, so a rule never fires twice.
     turn: tokio::sync::Mutex<()>,
     sink: RwLock<Arc<dyn AlertSink>>,
+    /// This start and the one before (a changed version or commit is a deployment).
+    instance: Instance,
     deployment_checked: AtomicBool,
     /// Conditions other domains hold (a failed backup verification), kept firing by
     /// every evaluation until cleared.
@@ -217,26 +218,25 @@ struct Inner {
 }
 
 impl Alerts {
-    pub fn open(store: &Store, audit: Audit, clock: Clock) -> Result<Alerts, StoreError> {
-        let table: Table<Alert> = store.table("alerts")?;
-        let mut firing = BTreeMap::new();
-        let mut last = 0;
-        for r in table.iter() {
-            let (_, a) = r?;
-            last = last.max(a.id);
-            if a.state == AlertState::Firing {
-                firing.insert(a.name.clone(), a);
-            }
-        }
+    pub fn open(
+        store: Arc<dyn AlertStore>,
+        audit: Audit,
+        clock: Clock,
+        instance: Instance,
+    ) -> Result<Alerts, StoreError> {
+        let firing = store
+            .firing()?
+            .into_iter()
+            .map(|a| (a.name.clone(), a))
+            .collect();
         Ok(Alerts(Arc::new(Inner {
-            table,
-            store: store.clone(),
+            store,
             audit,
             clock,
             firing: Mutex::new(firing),
-            next_id: AtomicU64::new(last + 1),
             turn: tokio::sync::Mutex::new(()),
             sink: RwLock::new(Arc::new(NoSink)),
+            instance,
             deployment_checked: AtomicBool::new(false),
             held: Mutex::default(),
         })))
@@ -265,8 +265,8 @@ impl Alerts {
     /// Newest first, optionally only those in `state`, at most `limit`.
     pub fn list(&self, state: Option<AlertState>, limit: usize) -> Result<Vec<Alert>, StoreError> {
         let mut out = Vec::new();
-        for r in self.0.table.iter().rev() {
-            let (_, a) = r?;
+        for r in self.0.store.newest_first() {
+            let a = r?;
             if state.is_none_or(|s| s == a.state) {
                 out.push(a);
                 if out.len() >= limit {
@@ -326,7 +326,7 @@ impl Alerts {
     async fn fire(&self, name: &str, severity: Severity, message: &str) -> anyhow::Result<()> {
         let now = rfc3339(self.0.clock.now());
         let alert = Alert {
-            id: self.0.next_id.fetch_add(1, Ordering::Relaxed),
+            id: self.0.store.next_id()?,
             name: name.to_string(),
             severity,
             state: AlertState::Firing,
@@ -334,8 +334,7 @@ impl Alerts {
             fired_at: now.clone(),
             resolved_at: String::new(),
         };
-        self.0.table.insert(alert.id.to_be_bytes(), &alert)?;
-        self.0.store.sync().await?;
+        self.0.store.put(&alert)?.durable().await?;
         self.0
             .firing
             .lock()
@@ -354,8 +353,7 @@ impl Alerts {
     async fn resolve(&self, mut alert: Alert, notify: bool) -> anyhow::Result<()> {
         alert.state = AlertState::Resolved;
         alert.resolved_at = rfc3339(self.0.clock.now());
-        self.0.table.insert(alert.id.to_be_bytes(), &alert)?;
-        self.0.store.sync().await?;
+        self.0.store.put(&alert)?.durable().await?;
         self.0
             .firing
             .lock()
@@ -407,11 +405,10 @@ impl Alerts {
 pub type Changes = Vec<(String, AlertState)>;
 
 /// Evaluate every rule once and fire or resolve alerts accordingly.
-pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
-    let alerts = &state.alerts;
+pub async fn evaluate(alerts: &Alerts, slo: &Slo) -> anyhow::Result<Changes> {
     let _turn = alerts.0.turn.lock().await;
-    let figures = state.slo.figures()?;
-    let mut wanted = conditions(&figures, state.slo.tick_secs(), state.slo.ticks_expected());
+    let figures = slo.figures()?;
+    let mut wanted = conditions(&figures, slo.tick_secs(), slo.ticks_expected());
     for (name, (severity, message)) in alerts
         .0
         .held
@@ -428,7 +425,7 @@ pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
     let mut changes = Changes::new();
 
     if !alerts.0.deployment_checked.swap(true, Ordering::Relaxed) {
-        let i = &state.instance;
+        let i = &alerts.0.instance;
         if !i.previous_version.is_empty()
             && (i.previous_version != i.version || i.previous_commit != i.commit)
         {
@@ -449,7 +446,7 @@ pub async fn evaluate(state: &AppState) -> anyhow::Result<Changes> {
     }
 
     let firing = alerts.firing();
-    let now = state.clock.now();
+    let now = alerts.0.clock.now();
     for a in &firing {
         let stale = if a.severity == Severity::Info {
             chrono::DateTime::parse_from_rfc3339(&a.fired_at)

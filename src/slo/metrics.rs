@@ -11,8 +11,10 @@
 
 use std::fmt::Write;
 
+use super::Slo;
+use super::alerts::Alerts;
 use super::hist::{BOUNDS_MS, BUCKETS};
-use crate::app::AppState;
+use crate::audit::Audit;
 use crate::build_info;
 
 /// The content type Prometheus expects for this format.
@@ -112,9 +114,18 @@ impl Text {
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// What `/metrics` reads: the SLO counters (and, through them, the queue's gauges), the
+/// alerts, the audit trail's length and the process uptime.
+pub struct Sources<'a> {
+    pub slo: &'a Slo,
+    pub alerts: &'a Alerts,
+    pub audit: &'a Audit,
+    pub uptime: std::time::Duration,
+}
+
 /// Render every metric of this server.
-pub fn render(state: &AppState) -> anyhow::Result<String> {
-    let slo = &state.slo;
+pub fn render(sources: &Sources<'_>) -> anyhow::Result<String> {
+    let slo = sources.slo;
     let snap = slo.snapshot();
     let figures = slo.figures()?;
     let mut t = Text::default();
@@ -136,7 +147,7 @@ pub fn render(state: &AppState) -> anyhow::Result<String> {
         "echopilot_uptime_seconds",
         "gauge",
         "Seconds since this process started serving.",
-        state.uptime().as_secs_f64(),
+        sources.uptime.as_secs_f64(),
     );
 
     t.family(
@@ -247,7 +258,7 @@ pub fn render(state: &AppState) -> anyhow::Result<String> {
         "Requests refused by the rate limiter since start.",
         snap.rate_limited as f64,
     );
-    let audit_events = state.audit.recent(1)?.first().map(|e| e.seq).unwrap_or(0);
+    let audit_events = sources.audit.recent(1)?.first().map(|e| e.seq).unwrap_or(0);
     t.single(
         "echopilot_audit_events",
         "gauge",
@@ -259,7 +270,7 @@ pub fn render(state: &AppState) -> anyhow::Result<String> {
         "gauge",
         "Alerts firing now, by severity.",
     );
-    let firing = state.alerts.firing();
+    let firing = sources.alerts.firing();
     for sev in ["critical", "warning", "info"] {
         let n = firing.iter().filter(|a| a.severity.as_str() == sev).count();
         t.sample("echopilot_alerts_firing", &[("severity", sev)], n as f64);

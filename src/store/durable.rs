@@ -53,12 +53,6 @@ impl GroupCommit {
         })
     }
 
-    /// Return once every write made before this call is on stable storage.
-    pub(crate) async fn sync(&self) -> Result<(), StoreError> {
-        let ticket = self.ticket();
-        self.wait(ticket).await
-    }
-
     /// A ticket covering every write made before this call; [`GroupCommit::wait`] for it
     /// later. Taking it costs nothing: no sync starts until someone waits.
     pub(crate) fn ticket(&self) -> u64 {
@@ -145,8 +139,13 @@ impl GroupCommit {
 fn sync_now(db: &sled::Db, files: &[File]) -> Result<(), StoreError> {
     db.flush()?;
     for f in files {
-        f.sync_data()
-            .map_err(|e| StoreError::Sync(format!("fdatasync: {e}")))?;
+        f.sync_data().map_err(|e| match e.raw_os_error() {
+            Some(28) => StoreError::Full {
+                free: 0,
+                reserve: 0,
+            },
+            _ => StoreError::Sync(format!("fdatasync: {e}")),
+        })?;
     }
     Ok(())
 }
@@ -160,15 +159,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let before = store.syncs();
-        let ticket = store.sync_ticket();
-        // Someone else's sync, started after the ticket, covers it.
-        store.sync().await.unwrap();
-        store.sync_until(ticket).await.unwrap();
+        let first = store.pending();
+        // Someone else's sync, started after the first commit, covers it.
+        store.pending().durable().await.unwrap();
+        first.durable().await.unwrap();
         assert_eq!(store.syncs() - before, 1);
-        // A ticket nobody synced for leads its own sync.
-        let ticket = store.sync_ticket();
-        store.sync_until(ticket).await.unwrap();
+        // A commit nobody synced for leads its own sync.
+        store.pending().durable().await.unwrap();
         assert_eq!(store.syncs() - before, 2);
+        // Joined commits cost one sync; a done one costs none.
+        let joined = store
+            .pending()
+            .and(store.pending())
+            .and(super::super::Commit::done());
+        joined.durable().await.unwrap();
+        super::super::Commit::done().durable().await.unwrap();
+        assert_eq!(store.syncs() - before, 3);
     }
 
     #[tokio::test]
@@ -179,7 +185,7 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..32 {
             let s = store.clone();
-            tasks.push(tokio::spawn(async move { s.sync().await }));
+            tasks.push(tokio::spawn(async move { s.pending().durable().await }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();
@@ -196,12 +202,16 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         for _ in 0..50 {
             let s = store.clone();
-            let leader = tokio::spawn(async move { s.sync().await });
+            let leader = tokio::spawn(async move { s.pending().durable().await });
             // Let it take the lead and start its blocking sync, then drop it.
             tokio::task::yield_now().await;
             leader.abort();
             let _ = leader.await;
-            let next = tokio::time::timeout(std::time::Duration::from_secs(10), store.sync()).await;
+            let next = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                store.pending().durable(),
+            )
+            .await;
             assert!(matches!(next, Ok(Ok(()))), "a later sync never finished");
         }
     }

@@ -114,7 +114,7 @@ pub fn record_boot(
             },
         })
     })?;
-    store.sync_blocking()?;
+    store.checkpoint()?;
     next.ok_or_else(|| StoreError::Probe("instance record vanished".into()))
 }
 
@@ -153,7 +153,7 @@ mod tests {
                     },
                 )
                 .unwrap();
-            s.sync_blocking().unwrap();
+            s.checkpoint().unwrap();
         }
         let e = Store::open(dir.path()).unwrap_err();
         assert!(matches!(e, StoreError::SchemaTooNew { .. }), "{e}");

@@ -1,14 +1,50 @@
 //! The store: one sled database at `<home>/data/echopilot.sled`, one tree per domain.
 //!
-//! No sled type leaves this module: domains use [`Table`] (typed records through the
-//! [`codec`]) and [`Store::sync`] (group commit), so a second backend (`DATABASE_URL`)
-//! can be added as a new module without touching domain code.
+//! Each domain says what it needs from storage as a trait in its own words, beside its
+//! code: [`JobStore`](crate::jobs::JobStore), [`ScheduleStore`](crate::scheduler::store::ScheduleStore),
+//! [`AuditStore`](crate::audit::store::AuditStore),
+//! [`MinuteStore`](crate::slo::store::MinuteStore) and
+//! [`AlertStore`](crate::slo::store::AlertStore). The sled implementations live in
+//! `sled_impl/<domain>.rs`, and only there are byte-key layouts, index trees,
+//! compare-and-swap loops and tree names. The store's own facts (schema version, boots,
+//! the probe key) are in [`meta`]. A PostgreSQL backend (`DATABASE_URL`) is a second
+//! set of implementations; no domain changes.
+//!
+//! **Durability is decided here.** An operation that changes state hands back a
+//! [`Commit`]; the caller awaits [`Commit::durable`] once, after whatever else it
+//! writes, before it answers (the web layer: change, audit event, then the commit, so
+//! both share one group commit). Nobody outside this module syncs; the composition root
+//! calls [`Store::checkpoint`] after start-up recovery and at shutdown.
+//!
+//! How each operation maps, sled now and SQL later:
+//!
+//! | operation | sled (`sled_impl`) | PostgreSQL |
+//! |---|---|---|
+//! | `Commit` | a group-commit ticket: flush + fdatasync shared by every writer waiting (`durable.rs`) | [`Commit::done`]: the transaction committed before the call returned |
+//! | `JobStore::insert` | record in `jobs`, index entry in `jobs_ready`/`jobs_sched`; unique key by `insert_new` / CAS in `jobs_unique` | `INSERT … ON CONFLICT (unique_key) WHERE unfinished DO NOTHING RETURNING`, else `SELECT` the holder |
+//! | `JobStore::update(id, f)` | read, `f`, compare-and-swap the record (retry on conflict), move index entries | `BEGIN; SELECT … FOR UPDATE; f; UPDATE; COMMIT` |
+//! | `JobStore::claim(queues, kinds, n, f)` | peek each (queue, kind) head of `jobs_ready`, take the best by *removing* its entry (atomic: one claimer wins), then `update` | `UPDATE jobs SET … WHERE id IN (SELECT id FROM jobs WHERE status='queued' AND queue = ANY($1) … ORDER BY priority DESC, run_at, id LIMIT $n FOR UPDATE SKIP LOCKED) RETURNING *` |
+//! | `JobStore::list / ids` | reverse range over `jobs` (ids are UUIDv7: time order), filter in memory | `SELECT … WHERE … AND id < $cursor ORDER BY id DESC LIMIT $n` |
+//! | `JobStore::counts` | counters in memory, rebuilt at open, moved with each change | `SELECT queue, kind, status, count(*) … GROUP BY` (or a counts table updated in the same transaction) |
+//! | `JobStore::expired_leases / due / next_run_at` | scan `jobs_running` / range over `jobs_sched` | `WHERE status='running' AND lease_expires_at <= $now` / `WHERE status='scheduled' AND run_at <= $now` / `min(run_at)`, with indexes on those columns |
+//! | `JobStore::prune` | CAS-remove finished records, release unique keys | `DELETE … WHERE finished_at < $t AND status IN (…)` |
+//! | `ScheduleStore` | `schedules` tree by name; `update` by CAS | one row per schedule; `SELECT … FOR UPDATE` in `update` |
+//! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → insert at big-endian seq | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
+//! | `AuditStore::since_seq / newest_first` | range over `audit` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
+//! | `MinuteStore::merge(minute, f)` | CAS update of the big-endian minute key | `INSERT … ON CONFLICT (minute) DO UPDATE` inside a transaction (`f` on the locked row) |
+//! | `AlertStore::next_id / put` | counter read at open / insert by id | a sequence / `INSERT … ON CONFLICT (id) DO UPDATE` |
+//!
+//! Record formats go through [`codec`]: a version byte, then bincode; an older record
+//! is migrated by its type's `Record::migrate`, a newer one refused. A change of layout
+//! that a record version cannot say (a tree renamed, a key layout changed) bumps
+//! [`SCHEMA_VERSION`]; a store with a newer one is refused at open, never half-read.
 
 mod capture;
 pub mod codec;
 mod durable;
 pub mod meta;
 pub(crate) mod sled_impl;
+mod space;
 mod table;
 
 use std::fs::File;
@@ -50,6 +86,11 @@ pub enum StoreError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("store probe failed: {0}")]
     Probe(String),
+    #[error(
+        "storage full: {free} bytes free on the data disk, below the {reserve}-byte reserve \
+         (STORE_MIN_FREE_BYTES); changes resume by themselves once space is freed"
+    )]
+    Full { free: u64, reserve: u64 },
 }
 
 impl StoreError {
@@ -59,15 +100,24 @@ impl StoreError {
             source,
         }
     }
+
+    /// The disk is out of space (our reserve, or the system's `ENOSPC`).
+    pub fn is_full(&self) -> bool {
+        let enospc = |e: &std::io::Error| {
+            e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+        };
+        match self {
+            StoreError::Full { .. } => true,
+            StoreError::Io { source, .. } => enospc(source),
+            StoreError::Sled(sled::Error::Io(e)) => enospc(e),
+            _ => false,
+        }
+    }
 }
 
 /// The home's lock, held by the process that owns the store (see [`Store::lock_home`]).
 #[derive(Debug)]
 pub struct HomeLock(File);
-
-/// A point in the group commit's sequence (see [`Store::sync_ticket`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncTicket(u64);
 
 /// A change that is written but not yet known to be durable. Store operations that
 /// change state hand one back; the caller awaits [`Commit::durable`] once before it
@@ -88,6 +138,17 @@ impl Commit {
     /// A commit that is durable already.
     pub fn done() -> Commit {
         Commit(CommitInner::Done)
+    }
+
+    /// One token for two changes: durable when both are. In the group commit a later
+    /// ticket covers every earlier one, so this keeps the later.
+    pub fn and(self, other: Commit) -> Commit {
+        match (self.0, other.0) {
+            (CommitInner::Done, o) | (o, CommitInner::Done) => Commit(o),
+            (CommitInner::Pending(gc, a), CommitInner::Pending(_, b)) => {
+                Commit(CommitInner::Pending(gc, a.max(b)))
+            }
+        }
     }
 
     /// Return once the change is on stable storage.
@@ -112,6 +173,8 @@ impl std::fmt::Debug for Commit {
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
+    /// The free-space reserve every change is checked against.
+    space: Arc<space::Space>,
     path: PathBuf,
     commit: GroupCommit,
     /// Change groups and snapshot captures (point-in-time reads across trees).
@@ -161,6 +224,7 @@ impl Store {
             path,
             commit,
             gate: Arc::default(),
+            space: Arc::new(space::Space::new(home.join("data"))),
             _lock: Arc::new(lock.0),
         };
         meta::open(&store)?;
@@ -188,9 +252,25 @@ impl Store {
         }
     }
 
+    /// Refuse changes while the data disk has less than `bytes` free
+    /// (`STORE_MIN_FREE_BYTES`).
+    pub fn set_min_free_bytes(&self, bytes: u64) {
+        self.space.set_min_free(bytes);
+    }
+
+    /// Is the data disk below the free-space reserve (changes refused)? The error says
+    /// how much is free, for an operator.
+    pub fn full(&self) -> Option<StoreError> {
+        self.space.is_full().then(|| self.space.full_error())
+    }
+
     /// A typed view of the tree `name`.
     pub fn table<T: Record>(&self, name: &str) -> Result<Table<T>, StoreError> {
-        Ok(Table::new(self.db.open_tree(name)?, self.gate.clone()))
+        Ok(Table::new(
+            self.db.open_tree(name)?,
+            self.gate.clone(),
+            self.space.clone(),
+        ))
     }
 
     /// Run `f` as one change group: a snapshot holds all of its writes or none. A
@@ -210,25 +290,9 @@ impl Store {
         ))
     }
 
-    /// Wait until every write made before this call is on stable storage (group commit).
-    pub async fn sync(&self) -> Result<(), StoreError> {
-        self.commit.sync().await
-    }
-
-    /// Note "every write made so far" without syncing yet. Pass the ticket to
-    /// [`Store::sync_until`] after other work that syncs anyway (an audit record): one
-    /// sync then covers both, instead of one each.
-    pub fn sync_ticket(&self) -> SyncTicket {
-        SyncTicket(self.commit.ticket())
-    }
-
-    /// Wait until every write made before `ticket` was taken is on stable storage.
-    pub async fn sync_until(&self, ticket: SyncTicket) -> Result<(), StoreError> {
-        self.commit.wait(ticket.0).await
-    }
-
-    /// Flush and fdatasync now, blocking (start-up, shutdown, CLI).
-    pub fn sync_blocking(&self) -> Result<(), StoreError> {
+    /// Make every write so far durable now, blocking: the composition root calls it
+    /// after start-up recovery and at shutdown; CLI commands before they exit.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.commit.sync_blocking()
     }
 

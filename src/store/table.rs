@@ -7,12 +7,14 @@ use std::sync::Arc;
 use super::StoreError;
 use super::capture::Gate;
 use super::codec::{self, Record};
+use super::space::Space;
 
 /// One tree holding records of type `T`. Cloning is cheap. Every write passes the
 /// store's [`Gate`], so a running snapshot keeps what it changes.
 pub struct Table<T> {
     tree: sled::Tree,
     gate: Arc<Gate>,
+    space: Arc<Space>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -21,6 +23,7 @@ impl<T> Clone for Table<T> {
         Self {
             tree: self.tree.clone(),
             gate: self.gate.clone(),
+            space: self.space.clone(),
             _t: PhantomData,
         }
     }
@@ -38,10 +41,11 @@ pub enum Cas<T> {
 type Entry<T> = Result<(Vec<u8>, T), StoreError>;
 
 impl<T: Record> Table<T> {
-    pub(super) fn new(tree: sled::Tree, gate: Arc<Gate>) -> Self {
+    pub(super) fn new(tree: sled::Tree, gate: Arc<Gate>, space: Arc<Space>) -> Self {
         Self {
             tree,
             gate,
+            space,
             _t: PhantomData,
         }
     }
@@ -59,6 +63,7 @@ impl<T: Record> Table<T> {
     }
 
     pub fn insert(&self, key: impl AsRef<[u8]>, value: &T) -> Result<(), StoreError> {
+        self.space.check()?;
         let (key, bytes) = (key.as_ref(), codec::encode(value)?);
         self.write(key, || self.tree.insert(key, bytes))?;
         Ok(())
@@ -66,6 +71,7 @@ impl<T: Record> Table<T> {
 
     /// Insert only if the key is absent; `false` when it was already there.
     pub fn insert_new(&self, key: impl AsRef<[u8]>, value: &T) -> Result<bool, StoreError> {
+        self.space.check()?;
         let (key, bytes) = (key.as_ref(), codec::encode(value)?);
         Ok(self
             .write(key, || {
@@ -76,6 +82,7 @@ impl<T: Record> Table<T> {
     }
 
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
+        self.space.check()?;
         let key = key.as_ref();
         match self.write(key, || self.tree.remove(key))? {
             Some(v) => Ok(Some(codec::decode(&v)?)),
@@ -93,6 +100,7 @@ impl<T: Record> Table<T> {
     ) -> Result<Cas<T>, StoreError> {
         let old = old.map(codec::encode).transpose()?;
         let new = new.map(codec::encode).transpose()?;
+        self.space.check()?;
         let key = key.as_ref();
         match self.write(key, || self.tree.compare_and_swap(key, old, new))? {
             Ok(()) => Ok(Cas::Swapped),
@@ -109,6 +117,7 @@ impl<T: Record> Table<T> {
         F: FnMut(Option<T>) -> Option<T>,
     {
         let key = key.as_ref();
+        self.space.check()?;
         loop {
             let current_raw = self.tree.get(key)?;
             let current = current_raw
@@ -189,6 +198,7 @@ impl<T: Record> Table<T> {
         for k in removes {
             batch.remove(k.as_slice());
         }
+        self.space.check()?;
         let mut keys = puts
             .iter()
             .map(|(k, _)| k.as_slice())
@@ -200,6 +210,7 @@ impl<T: Record> Table<T> {
 
     /// Remove every record.
     pub fn clear(&self) -> Result<(), StoreError> {
+        self.space.check()?;
         self.gate.write_all(&self.tree, || self.tree.clear())?;
         Ok(())
     }

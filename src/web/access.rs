@@ -1,22 +1,98 @@
-//! The access middlewares: `guard` (rate limits, the brute-force block, and an audit
-//! event for every 401, 403 and first refusal per window) and `request_log` (one line
-//! per request in `logs/app.log`, plus `Slow request` lines).
+//! The access story's HTTP side: `guard` (who the client is, and an audit event for
+//! every 401 and 403), the route classes as a layer ([`limited`]: the rate limit and the
+//! brute-force block, an audit event for the first refusal per window), and
+//! `request_log` (one line per request in `logs/app.log`, plus `Slow request` lines).
+//! Keys and roles are `crate::auth`'s; the limiter's core is `crate::ratelimit`.
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
 use tower_http::request_id::RequestId;
+use utoipa_axum::router::OpenApiRouter;
 
-use crate::access::{Class, Verdict, client_ip};
 use crate::app::AppState;
 use crate::audit::NewEvent;
 use crate::auth::{Caller, KEY_HEADER, key_id};
 use crate::clock::rfc3339;
-use crate::error::{AppError, ErrorMessage};
+use crate::logfile::Appender;
+use crate::ratelimit::{Class, Limits, Verdict};
+use crate::web::error::{AppError, ErrorMessage};
+
+/// The access handle in `AppState`: the limits and the request log. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Access {
+    pub limits: Arc<Limits>,
+    /// `logs/app.log`.
+    pub request_log: Appender,
+}
+
+/// One request, as the request log writes it.
+#[derive(Debug, Clone)]
+pub struct RequestLine<'a> {
+    pub ts: &'a str,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// The matched route (`/api/job/{id}`), or `-` when none matched.
+    pub route: &'a str,
+    pub status: u16,
+    pub duration_ms: u64,
+    pub client: &'a str,
+    /// The caller's key id, or `-`.
+    pub key_id: &'a str,
+}
+
+impl RequestLine<'_> {
+    fn fields(&self) -> String {
+        format!(
+            "request_id={} method={} route={} status={} duration_ms={} client={} key={}",
+            self.request_id,
+            self.method,
+            self.route,
+            self.status,
+            self.duration_ms,
+            self.client,
+            self.key_id
+        )
+    }
+
+    /// The line for every request.
+    pub fn line(&self) -> String {
+        format!("{} INFO request {}", self.ts, self.fields())
+    }
+
+    /// The extra line for a request at least `SLOW_REQUEST_MS` long.
+    pub fn slow_line(&self) -> String {
+        format!("{} WARN Slow request {}", self.ts, self.fields())
+    }
+}
+
+/// The client's address: the peer, or with `TRUST_PROXY` the last address in
+/// `X-Forwarded-For` (the one our proxy appended; earlier ones are the client's word).
+pub fn client_ip(
+    peer: Option<SocketAddr>,
+    forwarded_for: Option<&str>,
+    trust_proxy: bool,
+) -> String {
+    if trust_proxy
+        && let Some(ip) = forwarded_for
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+    {
+        return ip.to_string();
+    }
+    peer.map(|p| p.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
 
 /// Who sent a request, as far as the access layer could tell. Put in the response's
 /// extensions for the request log.
@@ -111,51 +187,146 @@ async fn refuse(
     resp
 }
 
-/// Rate limits before the handler; audit events for auth failures after it.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let client = identify(&req, &state);
-    let rid = request_id(&req);
-    let class = Class::of(req.uri().path());
-    let limits = state.access.limits.clone();
-    if class != Class::Exempt {
-        if let Verdict::Limited {
-            retry_after_secs,
-            report,
-        } = limits.blocked(&client.ip)
-        {
-            return refuse(
-                &state,
-                &client,
-                rid,
-                target(&req),
-                retry_after_secs,
-                report,
-                "too many failed keys from this address",
-            )
-            .await;
-        }
-        let who = match &client.caller {
-            Some(c) => format!("key:{}", c.key_id),
-            None => format!("ip:{}", client.ip),
+/// What the class layer needs to refuse a request: put in the request's extensions by
+/// [`guard`], so a route class is a plain layer with no state of its own.
+#[derive(Clone)]
+struct Gate {
+    state: AppState,
+    client: Client,
+    request_id: Option<String>,
+}
+
+impl Gate {
+    /// `Some(429)` when `class`'s limit (or the brute-force block) refuses the request.
+    async fn refusal(&self, class: Class, target: String) -> Option<Response> {
+        let limits = &self.state.access.limits;
+        let (verdict, why) = match limits.blocked(&self.client.ip) {
+            Verdict::Allowed => {
+                let who = match &self.client.caller {
+                    Some(c) => format!("key:{}", c.key_id),
+                    None => format!("ip:{}", self.client.ip),
+                };
+                (
+                    limits.check(class, &who),
+                    format!("{} limit", class.as_str()),
+                )
+            }
+            blocked => (
+                blocked,
+                "too many failed keys from this address".to_string(),
+            ),
         };
-        if let Verdict::Limited {
+        let Verdict::Limited {
             retry_after_secs,
             report,
-        } = limits.check(class, &who)
+        } = verdict
+        else {
+            return None;
+        };
+        let (state, client) = (&self.state, &self.client);
+        let resp = refuse(
+            state,
+            client,
+            self.request_id.clone(),
+            target,
+            retry_after_secs,
+            report,
+            &why,
+        )
+        .await;
+        Some(resp)
+    }
+}
+
+/// Give every route of `router` the rate limit of `class`, and say so in the OpenAPI
+/// document (`x-rate-limit`, and a 429 answer). The limit applies behind [`guard`].
+pub fn limited(class: Class, mut router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    for item in router.get_openapi_mut().paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
         {
-            let why = format!("{} limit", class.as_str());
-            return refuse(
-                &state,
-                &client,
-                rid,
-                target(&req),
-                retry_after_secs,
-                report,
-                &why,
-            )
-            .await;
+            op.extensions
+                .get_or_insert_with(Default::default)
+                .insert(RATE_LIMIT_EXT.into(), class.as_str().into());
         }
     }
+    router.route_layer(ClassLayer(class))
+}
+
+/// The OpenAPI extension that names an operation's rate-limit class.
+pub const RATE_LIMIT_EXT: &str = "x-rate-limit";
+
+/// The route class as a tower layer (for routers built without [`limited`]: the
+/// fallback, a test's router).
+#[derive(Debug, Clone, Copy)]
+pub struct ClassLayer(pub Class);
+
+impl<S> Layer<S> for ClassLayer {
+    type Service = ClassLimit<S>;
+    fn layer(&self, inner: S) -> ClassLimit<S> {
+        ClassLimit {
+            inner,
+            class: self.0,
+        }
+    }
+}
+
+/// Refuses past its class's limit; otherwise calls the route.
+#[derive(Debug, Clone)]
+pub struct ClassLimit<S> {
+    inner: S,
+    class: Class,
+}
+
+impl<S> Service<Request> for ClassLimit<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let Some(gate) = req.extensions().get::<Gate>().cloned() else {
+            return Box::pin(self.inner.call(req));
+        };
+        // The ready service goes into the future; a fresh clone stays for the next call.
+        let fresh = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, fresh);
+        let class = self.class;
+        let tgt = target(&req);
+        Box::pin(async move {
+            match gate.refusal(class, tgt).await {
+                Some(resp) => Ok(resp),
+                None => inner.call(req).await,
+            }
+        })
+    }
+}
+
+/// Who the client is, before the route runs (the route's class layer reads it); audit
+/// events for auth failures after it, and wrong keys counted against the address.
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let client = identify(&req, &state);
+    let rid = request_id(&req);
+    let limits = state.access.limits.clone();
+    req.extensions_mut().insert(Gate {
+        state: state.clone(),
+        client: client.clone(),
+        request_id: rid.clone(),
+    });
     let tgt = target(&req);
     let mut resp = next.run(req).await;
     let status = resp.status();
@@ -235,7 +406,7 @@ pub async fn request_log(
         None => ("-".to_string(), None),
     };
     let ts = rfc3339(state.clock.now());
-    let line = crate::access::RequestLine {
+    let line = RequestLine {
         ts: &ts,
         request_id: &rid,
         method: &method,
@@ -284,5 +455,20 @@ impl axum::extract::FromRequestParts<AppState> for Origin {
                 .map(str::to_string),
             ip: client_ip(peer, xff, state.config.trust_proxy),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_trusts_forwarded_for_only_when_told() {
+        let peer: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let xff = Some("1.2.3.4, 5.6.7.8");
+        assert_eq!(client_ip(Some(peer), xff, false), "10.0.0.1");
+        assert_eq!(client_ip(Some(peer), xff, true), "5.6.7.8");
+        assert_eq!(client_ip(Some(peer), Some("garbage"), true), "10.0.0.1");
+        assert_eq!(client_ip(None, None, false), "unknown");
     }
 }

@@ -6,7 +6,7 @@ use axum::http::request::Parts;
 
 use crate::app::AppState;
 use crate::auth::{Caller, KEY_HEADER, Need};
-use crate::error::AppError;
+use crate::web::error::AppError;
 
 /// The caller if a valid key came with the request; `None` when no key was sent.
 /// An invalid key is still a 401: a wrong key must never be treated as anonymous.

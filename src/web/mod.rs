@@ -3,10 +3,13 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod change_group;
+pub mod error;
 pub mod extract;
 pub mod measure;
+pub mod openapi;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -14,7 +17,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{AppError, ErrorMessage};
+use crate::web::error::{AppError, ErrorMessage};
 
 /// Unknown routes: our JSON 404 under `/api`, a plain one elsewhere.
 pub async fn fallback(req: Request) -> Response {

@@ -6,6 +6,18 @@ use serde_json::Value;
 
 use super::TestApp;
 
+/// Call `router` once in-process (no peer address: the client is "unknown") and give
+/// the status.
+pub async fn oneshot_status(router: &axum::Router, method: &str, path: &str) -> u16 {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    router.clone().oneshot(req).await.unwrap().status().as_u16()
+}
+
 impl TestApp {
     /// Every queued audit and request-log line is on disk.
     pub async fn flush_logs(&self) {

@@ -34,6 +34,12 @@ pub fn base_env() -> HashMap<String, String> {
     HashMap::from([
         ("DASHBOARD_KEY".to_string(), ADMIN_KEY.to_string()),
         ("ROLES_JSON".to_string(), roles.to_string()),
+        // The host's own disk must not decide a test's health: only the disk tests
+        // judge free space.
+        ("DISK_DEGRADED_FREE_PCT".to_string(), "0".to_string()),
+        ("DISK_DEGRADED_FREE_BYTES".to_string(), "0".to_string()),
+        ("DISK_UNHEALTHY_FREE_PCT".to_string(), "0".to_string()),
+        ("DISK_UNHEALTHY_FREE_BYTES".to_string(), "0".to_string()),
     ])
 }
 

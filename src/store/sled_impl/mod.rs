@@ -1,6 +1,10 @@
 //! The sled backend of each domain's storage trait: byte-key layouts, compare-and-swap
 //! loops and index trees live here, one file per domain, and nowhere else.
-
+pub(crate) mod audit;
+pub(crate) mod jobs;
+pub(crate) mod maintenance;
+pub(crate) mod schedules;
+pub(crate) mod slo;
 mod snapshot;
 
 pub use snapshot::SledTarget;

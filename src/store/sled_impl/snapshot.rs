@@ -109,7 +109,7 @@ impl SnapshotSink for Sink {
     }
 
     fn finish(&mut self) -> Result<Vec<(String, u64)>, BackupError> {
-        self.store.sync_blocking()?;
+        self.store.checkpoint()?;
         Ok(self
             .store
             .tree_counts()

@@ -1,29 +1,40 @@
 //! `GET /api/alerts` (viewer): alerts newest first, `?state=firing|resolved`, `?limit=N`.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::app::AppState;
-use crate::error::{AppError, Result};
 use crate::slo::alerts::AlertState;
+use crate::web::api::schemas::OkBody;
 use crate::web::auth::Viewer;
+use crate::web::error::{AppError, Result};
 use crate::web::extract::{AppJson, AppQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/alerts", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// `firing` or `resolved`.
+    #[param(pattern = "^(firing|resolved)$")]
     state: Option<String>,
+    /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 const MAX_LIMIT: usize = 1000;
 
+#[utoipa::path(get, path = "/api/alerts", tag = "alerts", params(ListQuery),
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(
     _viewer: Viewer,
     State(state): State<AppState>,

@@ -1,35 +1,48 @@
 //! `GET /api/audit`: the audit trail, newest first, with filters and a cursor.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::audit::Filter;
 use crate::clock::rfc3339;
-use crate::error::{AppError, Result};
+use crate::web::api::schemas::OkBody;
 use crate::web::auth::Viewer;
-use crate::web::extract::{AppJson, AppQuery};
+use crate::web::error::{AppError, Result};
+use crate::web::extract::{AppJson, AppQuery, in_range};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/audit", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
 /// Most events one page may hold.
 pub const MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only successes (`true`) or only failures (`false`).
     ok: Option<bool>,
+    /// An action such as `auth.failed` (empty: any).
     action: Option<String>,
+    /// A caller's key id (empty: any).
     actor: Option<String>,
+    /// At or after this time.
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// At or before this time.
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
+    #[param(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     cursor: Option<u64>,
 }
 
@@ -43,6 +56,9 @@ fn time_bound(name: &str, v: Option<String>) -> Result<Option<String>> {
 }
 
 /// `?ok=false&action=auth.failed&actor=<key id>&since=..&until=..&limit=50&cursor=..`
+#[utoipa::path(get, path = "/api/audit", tag = "audit", params(ListQuery),
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Viewer,
@@ -60,7 +76,10 @@ pub async fn list(
         actor: q.actor.filter(|s| !s.is_empty()),
         since: time_bound("since", q.since)?,
         until: time_bound("until", q.until)?,
-        before: q.cursor,
+        before: q
+            .cursor
+            .map(|c| in_range("cursor", c, 0, i64::MAX as u64))
+            .transpose()?,
         limit,
     };
     let audit = state.audit.clone();

@@ -3,24 +3,25 @@
 //! `POST /api/backups/{name}/verify` (admin) verifies one again. Every call that
 //! changes something is audited by the runner (`backup.create`, `backup.verify`, …).
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::app::backup::{Asker, RunError, Runner};
 use crate::audit::NewEvent;
-use crate::error::{AppError, Result};
-use crate::glue_backup::{Asker, RunError, Runner};
 use crate::web::access::Origin;
+use crate::web::api::schemas::OkBody;
 use crate::web::auth::{Admin, Viewer};
-use crate::web::extract::AppJson;
+use crate::web::error::{AppError, Result};
+use crate::web::extract::{AppJson, AppPath};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/backups", get(list).post(create))
-        .route("/api/backups/{name}/verify", post(verify))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(verify))
 }
 
 fn asker(caller: crate::auth::Caller, origin: Origin) -> Asker {
@@ -44,6 +45,10 @@ fn answer(r: std::result::Result<Value, RunError>, key: &str) -> Result<AppJson<
     }
 }
 
+/// `GET /api/backups` (viewer).
+#[utoipa::path(get, path = "/api/backups", tag = "backups",
+    responses((status = 200, description = "the snapshots in BACKUP_DIR, newest first, and their ages", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<Value>> {
     let backups = state.backups.clone();
     let entries = tokio::task::spawn_blocking(move || backups.list())
@@ -61,6 +66,11 @@ pub async fn list(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<V
     })))
 }
 
+/// `POST /api/backups` (admin): take a snapshot now and verify it.
+#[utoipa::path(post, path = "/api/backups", tag = "backups",
+    responses((status = 201, description = "the snapshot taken and verified", body = OkBody),
+        (status = 500, description = "the snapshot could not be taken or failed its check")),
+    extensions(("x-required-role" = json!("admin"))))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -70,11 +80,19 @@ pub async fn create(
     answer(r, "backup").map(|j| (StatusCode::CREATED, j))
 }
 
+/// `POST /api/backups/{name}/verify` (admin).
+#[utoipa::path(post, path = "/api/backups/{name}/verify", tag = "backups",
+    params(("name" = String, Path, description = "a snapshot's file name in BACKUP_DIR")),
+    responses((status = 200, description = "the snapshot's checks passed", body = OkBody),
+        (status = 400, description = "not a snapshot name"),
+        (status = 404, description = "no such snapshot"),
+        (status = 422, description = "the snapshot is damaged")),
+    extensions(("x-required-role" = json!("admin"))))]
 pub async fn verify(
     State(state): State<AppState>,
     Admin(caller): Admin,
     origin: Origin,
-    Path(name): Path<String>,
+    AppPath(name): AppPath<String>,
 ) -> Result<AppJson<Value>> {
     let r = Runner::new(&state)
         .verify(&asker(caller, origin), &name)

@@ -1,21 +1,26 @@
 //! `GET /api/db/stats` (viewer): the store's size, schema version and records per tree —
 //! what `echopilot db stats` prints, for a store the running server holds.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde_json::{Value, json};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::app::AppState;
-use crate::error::Result;
 use crate::store::meta;
+use crate::web::api::schemas::OkBody;
 use crate::web::auth::Viewer;
+use crate::web::error::Result;
 use crate::web::extract::AppJson;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/db/stats", get(stats))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stats))
 }
 
+#[utoipa::path(get, path = "/api/db/stats", tag = "db",
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn stats(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<Value>> {
     let store = state.store.clone();
     let archive = state.config.logs_dir().join("archive");
@@ -27,16 +32,17 @@ pub async fn stats(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<
             .into_iter()
             .map(|(name, n)| (name, json!(n)))
             .collect();
-        let times: serde_json::Map<String, Value> = crate::maintenance::tree_times(&store)?
-            .into_iter()
-            .map(|(tree, (first, last))| {
-                let t = json!({
-                    "oldest": first.map(crate::clock::rfc3339),
-                    "newest": last.map(crate::clock::rfc3339),
-                });
-                (tree.to_string(), t)
-            })
-            .collect();
+        let times: serde_json::Map<String, Value> =
+            crate::store::sled_impl::maintenance::tree_times(&store)?
+                .into_iter()
+                .map(|(tree, (first, last))| {
+                    let t = json!({
+                        "oldest": first.map(crate::clock::rfc3339),
+                        "newest": last.map(crate::clock::rfc3339),
+                    });
+                    (tree.to_string(), t)
+                })
+                .collect();
         Ok(json!({
             "ok": true,
             "path": store.path().display().to_string(),
@@ -48,6 +54,6 @@ pub async fn stats(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<
         }))
     })
     .await
-    .map_err(crate::error::AppError::internal)??;
+    .map_err(crate::web::error::AppError::internal)??;
     Ok(AppJson(out))
 }

@@ -1,285 +1,217 @@
-//! `/api/jobs` and `/api/job/{id}`: enqueue, list, stats, stuck, retry, cancel, and the
-//! worker protocol (claim, heartbeat, complete, fail, batch complete).
+//! `/api/jobs` and `/api/job/{id}`: enqueue, list, stats, stuck, retry, cancel. The
+//! worker protocol is in `workers`.
 //!
 //! Every change is synced (group commit) and audited before the answer. Worker calls
 //! are audited once per call (a batch claim or batch complete is one event naming the
 //! count), which keeps the hot path to one audit write per request.
 
-use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::audit::NewEvent;
 use crate::auth::Caller;
-use crate::error::{AppError, Result};
-use crate::jobs::{
-    ClaimRequest, DEFAULT_LEASE_SECS, Filter, Job, JobError, MAX_CLAIM, NewJob, Status,
-};
+use crate::jobs::ids::{JobId, JobKind, QueueName};
+use crate::jobs::{Filter, Job, JobError, NewJob, Status};
+use crate::store::Commit;
 use crate::web::access::Origin;
-use crate::web::auth::{MaybeCaller, Operator, Viewer, Worker};
-use crate::web::extract::{AppJson, AppPath, AppQuery};
+use crate::web::api::schemas::{JobAnswer, JobPage, OkBody};
+use crate::web::audit::audited;
+use crate::web::auth::{MaybeCaller, Operator, Viewer};
+use crate::web::error::{AppError, ErrorBody, Result};
+use crate::web::extract::{AppJson, AppPath, AppQuery, MaybeJson, in_range};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs", post(create).get(list))
-        .route("/api/jobs/stats", get(stats))
-        .route("/api/jobs/stuck", get(stuck))
-        .route("/api/jobs/retry", post(retry_bulk))
-        .route("/api/jobs/claim", post(claim))
-        .route("/api/jobs/complete", post(complete_batch))
-        .route("/api/job/{id}", get(show))
-        .route("/api/job/{id}/retry", post(retry))
-        .route("/api/job/{id}/cancel", post(cancel))
-        .route("/api/job/{id}/heartbeat", post(heartbeat))
-        .route("/api/job/{id}/complete", post(complete))
-        .route("/api/job/{id}/fail", post(fail))
+/// The operators' and viewers' routes (the general rate limit).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(stats))
+        .routes(routes!(stuck))
+        .routes(routes!(retry_bulk))
+        .routes(routes!(show))
+        .routes(routes!(retry))
+        .routes(routes!(cancel))
 }
 
-impl From<JobError> for AppError {
-    fn from(e: JobError) -> Self {
-        match e {
-            JobError::NotFound(_) => AppError::not_found(e.to_string()),
-            JobError::Invalid(m) => AppError::bad_request(m),
-            JobError::Conflict(m) => AppError::conflict(m),
-            JobError::Store(s) => s.into(),
+/// A status to filter on: a job status, or `failed` (scheduled again after an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusFilter {
+    Failed,
+    #[serde(untagged)]
+    Is(Status),
+}
+
+impl StatusFilter {
+    fn apply(self, f: &mut Filter) {
+        match self {
+            StatusFilter::Failed => f.failed = true,
+            StatusFilter::Is(s) => f.status = Some(s),
         }
     }
 }
 
-/// Make a change durable and audit it (failures too), then answer; the change and its
-/// audit event share one group commit.
-pub async fn audited(
-    state: &AppState,
-    meta: Origin,
-    caller: &Caller,
-    action: &str,
-    target: String,
-    outcome: Result<(StatusCode, Value)>,
-) -> Response {
-    let (ok, status, error) = match &outcome {
-        Ok((s, _)) => (true, s.as_u16(), None),
-        Err(e) => (false, e.status.as_u16(), Some(e.message.clone())),
-    };
-    let event = NewEvent {
-        request_id: meta.request_id,
-        actor: Some(caller.clone()),
-        action: action.to_string(),
-        target,
-        ip: Some(meta.ip),
-        ok,
-        status,
-        error,
-        ..NewEvent::default()
-    };
-    // The change's ticket is taken first, then the audit record syncs: that one sync
-    // covers both, so a request costs one sync rather than two.
-    let ticket = state.store.sync_ticket();
-    let recorded = state.audit.record(event).await;
-    let synced = state.store.sync_until(ticket).await;
-    if let Err(e) = synced.map_err(AppError::from) {
-        return e.into_response();
-    }
-    if let Err(e) = recorded {
-        return AppError::from(e).into_response();
-    }
-    match outcome {
-        Ok((s, v)) => (s, AppJson(v)).into_response(),
-        Err(e) => e.into_response(),
+/// The names of [`Status`] and `failed`, from the domain's own list.
+impl utoipa::PartialSchema for StatusFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let names = Status::ALL.iter().map(|s| s.as_str()).chain(["failed"]);
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(names))
+            .into()
     }
 }
 
-// ----- reading JSON fields with errors that name them -----
+impl ToSchema for StatusFilter {}
 
-/// An optional JSON body: empty means `{}`.
-fn body_json(body: &Bytes) -> Result<Value> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(json!({}));
-    }
-    serde_json::from_slice(body).map_err(|e| AppError::bad_request(format!("malformed JSON: {e}")))
+/// What the document says of `CreateJob` that its types cannot: `run_at` and
+/// `delay_secs` exclude each other.
+pub fn refine_document(doc: &mut Value) {
+    doc["components"]["schemas"]["CreateJob"]["not"] =
+        json!({"required": ["run_at", "delay_secs"]});
 }
 
-fn object(v: Value) -> Result<Map<String, Value>> {
-    match v {
-        Value::Object(m) => Ok(m),
-        _ => Err(AppError::bad_request("body: expected a JSON object")),
-    }
+/// The body of `POST /api/jobs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// Default `default`.
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    queue: Option<QueueName>,
+    #[schema(value_type = String, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    kind: JobKind,
+    /// Any JSON; stored as given.
+    payload: Option<Value>,
+    #[schema(minimum = -1_000_000, maximum = 1_000_000)]
+    priority: Option<i32>,
+    #[schema(minimum = 1, maximum = 1000)]
+    max_attempts: Option<u32>,
+    /// Run at or after this time (or give `delay_secs`, not both).
+    run_at: Option<DateTime<Utc>>,
+    #[schema(minimum = 0, maximum = 315_360_000)]
+    delay_secs: Option<u64>,
+    #[schema(minimum = 1, maximum = 86_400)]
+    timeout_secs: Option<u64>,
+    /// A second enqueue with the same key returns the first job.
+    #[schema(min_length = 1, max_length = 200)]
+    unique_key: Option<String>,
 }
 
-fn refuse_unknown(m: &Map<String, Value>, known: &[&str]) -> Result<()> {
-    match m.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(AppError::bad_request(format!(
-            "{k}: unknown field (expected one of {})",
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn opt_str(m: &Map<String, Value>, field: &str) -> Result<Option<String>> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(AppError::bad_request(format!("{field}: must be a string"))),
-    }
-}
-
-fn opt_int(m: &Map<String, Value>, field: &str, min: i64, max: i64) -> Result<Option<i64>> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64() {
-            Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
-            _ => Err(AppError::bad_request(format!(
-                "{field}: must be an integer from {min} to {max}"
-            ))),
-        },
-    }
-}
-
-fn opt_strings(m: &Map<String, Value>, field: &str) -> Result<Vec<String>> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| {
-                    AppError::bad_request(format!("{field}: must be a list of strings"))
-                })
-            })
-            .collect(),
-        Some(_) => Err(AppError::bad_request(format!(
-            "{field}: must be a list of strings"
-        ))),
+impl CreateJob {
+    fn into_new_job(self) -> Result<NewJob> {
+        Ok(NewJob {
+            queue: self.queue.map(QueueName::into_string),
+            kind: self.kind.into_string(),
+            payload: self.payload.filter(|v| !v.is_null()).map(|v| v.to_string()),
+            priority: self
+                .priority
+                .map(|p| in_range("priority", p, -1_000_000, 1_000_000))
+                .transpose()?,
+            max_attempts: self.max_attempts,
+            run_at: self.run_at,
+            delay_secs: self.delay_secs,
+            timeout_secs: self.timeout_secs,
+            unique_key: self.unique_key,
+            schedule: None,
+        })
     }
 }
-
-fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.to_utc())
-        .map_err(|_| AppError::bad_request(format!("{field}: must be an RFC 3339 time")))
-}
-
-fn parse_status(field: &str, s: &str) -> Result<Status> {
-    Status::parse(s).ok_or_else(|| {
-        AppError::bad_request(format!(
-            "{field}: unknown status {s:?} (scheduled, queued, running, stuck, succeeded, dead, cancelled)"
-        ))
-    })
-}
-
-/// The body of `POST /api/jobs` (also used by the benchmark and the schedules).
-pub fn parse_new_job(body: Value) -> Result<NewJob> {
-    let m = object(body)?;
-    refuse_unknown(
-        &m,
-        &[
-            "queue",
-            "kind",
-            "payload",
-            "priority",
-            "max_attempts",
-            "run_at",
-            "delay_secs",
-            "timeout_secs",
-            "unique_key",
-        ],
-    )?;
-    let kind = opt_str(&m, "kind")?.ok_or_else(|| AppError::bad_request("kind: required"))?;
-    let payload = match m.get("payload") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.to_string()),
-    };
-    Ok(NewJob {
-        queue: opt_str(&m, "queue")?,
-        kind,
-        payload,
-        priority: opt_int(&m, "priority", -1_000_000, 1_000_000)?.map(|p| p as i32),
-        max_attempts: opt_int(&m, "max_attempts", 1, 1000)?.map(|n| n as u32),
-        run_at: opt_str(&m, "run_at")?
-            .map(|s| parse_time("run_at", &s))
-            .transpose()?,
-        delay_secs: opt_int(&m, "delay_secs", 0, 10 * 365 * 86_400)?.map(|n| n as u64),
-        timeout_secs: opt_int(&m, "timeout_secs", 1, 86_400)?.map(|n| n as u64),
-        unique_key: opt_str(&m, "unique_key")?,
-        schedule: None,
-    })
-}
-
-// ----- handlers -----
 
 /// `POST /api/jobs` (operator).
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs",
+    request_body = CreateJob,
+    responses(
+        (status = 201, description = "queued or scheduled", body = JobAnswer),
+        (status = 200, description = "a job with this unique_key already exists", body = JobAnswer),
+    ),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn create(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
-    AppJson(body): AppJson<Value>,
+    origin: Origin,
+    AppJson(body): AppJson<CreateJob>,
 ) -> Response {
-    let mut target = String::new();
-    let outcome = (|| {
-        let new = parse_new_job(body)?;
-        let r = state.jobs.enqueue(new)?;
-        target = format!("job:{}", r.job.id);
+    let enqueued = body
+        .into_new_job()
+        .and_then(|new| Ok(state.jobs.enqueue(new)?));
+    let target = match &enqueued {
+        Ok((r, _)) => format!("job:{}", r.job.id),
+        Err(_) => String::new(),
+    };
+    let outcome = enqueued.map(|(r, commit)| {
         let status = if r.duplicate {
             StatusCode::OK
         } else {
             StatusCode::CREATED
         };
-        Ok((
-            status,
-            json!({"ok": true, "duplicate": r.duplicate, "job": r.job.full_json()}),
-        ))
-    })();
-    audited(&state, meta, &caller, "job.create", target, outcome).await
+        let body = json!({"ok": true, "duplicate": r.duplicate, "job": r.job.full_json()});
+        (status, body, commit)
+    });
+    audited(&state, origin, &caller, "job.create", target, outcome).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    status: Option<String>,
-    queue: Option<String>,
-    kind: Option<String>,
-    since: Option<String>,
+    #[param(inline)]
+    status: Option<StatusFilter>,
+    #[param(value_type = Option<String>, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    queue: Option<QueueName>,
+    #[param(value_type = Option<String>, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    kind: Option<JobKind>,
+    /// Created at or after this time.
+    since: Option<DateTime<Utc>>,
+    /// 1 to 500, default 50 (larger values are cut to 500).
+    #[param(minimum = 1)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page (empty: the first page).
+    #[param(
+        pattern = r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     cursor: Option<String>,
 }
 
+/// A filter from its parts.
 fn filter_from(
-    status: Option<&str>,
-    queue: Option<String>,
-    kind: Option<String>,
-    since: Option<&str>,
-) -> Result<Filter> {
+    status: Option<StatusFilter>,
+    queue: Option<QueueName>,
+    kind: Option<JobKind>,
+    since: Option<DateTime<Utc>>,
+) -> Filter {
     let mut f = Filter {
-        queue,
-        kind,
+        queue: queue.map(QueueName::into_string),
+        kind: kind.map(JobKind::into_string),
+        since,
         ..Filter::default()
     };
-    match status {
-        None | Some("") => {}
-        Some("failed") => f.failed = true,
-        Some(s) => f.status = Some(parse_status("status", s)?),
+    if let Some(s) = status {
+        s.apply(&mut f);
     }
-    if let Some(s) = since.filter(|s| !s.is_empty()) {
-        f.since = Some(parse_time("since", s)?);
-    }
-    Ok(f)
+    f
 }
 
 /// `GET /api/jobs` (viewer): newest first; `next_cursor` pages on.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = JobPage)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(
     State(state): State<AppState>,
     _: Viewer,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> Result<AppJson<Value>> {
-    let filter = filter_from(q.status.as_deref(), q.queue, q.kind, q.since.as_deref())?;
-    let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let (jobs, next) = state.jobs.list(&filter, q.cursor.as_deref(), limit)?;
+    let filter = filter_from(q.status, q.queue, q.kind, q.since);
+    let limit = in_range("limit", q.limit.unwrap_or(50), 1, usize::MAX)?.min(500);
+    let cursor = q.cursor.as_deref().filter(|c| !c.is_empty());
+    if cursor.is_some_and(|c| c.len() != 36 || JobId::parse(c).is_err()) {
+        return Err(AppError::bad_request("cursor: not a job id"));
+    }
+    let (jobs, next) = state.jobs.list(&filter, cursor, limit)?;
     let jobs: Vec<Value> = jobs.iter().map(|j| j.full_json()).collect();
     Ok(AppJson(json!({
         "ok": true,
@@ -290,18 +222,21 @@ pub async fn list(
 }
 
 /// `GET /api/jobs/stats` (viewer): counts per status per queue, and totals.
+#[utoipa::path(get, path = "/api/jobs/stats", tag = "jobs",
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn stats(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Value>> {
     let counts = state.jobs.counts();
-    let mut totals: Map<String, Value> = Status::ALL
-        .iter()
-        .map(|s| (s.as_str().to_string(), json!(0)))
-        .collect();
-    let mut queues = Map::new();
-    for (q, per) in &counts {
-        let mut m: Map<String, Value> = Status::ALL
+    let zeros = || -> Map<String, Value> {
+        Status::ALL
             .iter()
             .map(|s| (s.as_str().to_string(), json!(0)))
-            .collect();
+            .collect()
+    };
+    let mut totals = zeros();
+    let mut queues = Map::new();
+    for (q, per) in &counts {
+        let mut m = zeros();
         for (s, n) in per {
             m.insert(s.as_str().into(), json!(n));
             let t = totals.get(s.as_str()).and_then(Value::as_u64).unwrap_or(0);
@@ -315,6 +250,9 @@ pub async fn stats(State(state): State<AppState>, _: Viewer) -> Result<AppJson<V
 }
 
 /// `GET /api/jobs/stuck` (viewer): with how long each has been stuck and its worker.
+#[utoipa::path(get, path = "/api/jobs/stuck", tag = "jobs",
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn stuck(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Value>> {
     let now = state.clock.now();
     let jobs = state.jobs.stuck(now)?;
@@ -341,12 +279,17 @@ pub async fn stuck(State(state): State<AppState>, _: Viewer) -> Result<AppJson<V
 
 /// `GET /api/job/{id}`: public fields for anyone; everything for a key holder. A wrong
 /// key is a 401, not an anonymous read.
+#[utoipa::path(get, path = "/api/job/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "the job's id")),
+    responses((status = 200, body = JobAnswer)),
+    extensions(("x-required-role" = json!("public")), ("x-key-optional" = json!(true))))]
 pub async fn show(
     State(state): State<AppState>,
     MaybeCaller(caller): MaybeCaller,
     AppPath(id): AppPath<String>,
 ) -> Result<AppJson<Value>> {
-    let job = state.jobs.get(&id)?;
+    let id = JobId::parse(&id)?;
+    let job = state.jobs.get(id.as_str())?;
     let v = match caller {
         Some(_) => job.full_json(),
         None => job.public_json(),
@@ -355,27 +298,44 @@ pub async fn show(
 }
 
 /// `POST /api/job/{id}/retry` (operator).
+#[utoipa::path(post, path = "/api/job/{id}/retry", tag = "jobs",
+    params(("id" = String, Path, description = "the job's id")),
+    responses((status = 200, body = JobAnswer), (status = 409, description = "the job's status does not allow this", body = ErrorBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn retry(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
+    origin: Origin,
     AppPath(id): AppPath<String>,
 ) -> Response {
-    let outcome = state.jobs.retry(&id).map_err(AppError::from);
-    answer_job(&state, meta, &caller, "job.retry", &id, outcome, View::Full).await
+    let outcome = change(&id, |id| state.jobs.retry(id));
+    answer_job(
+        &state,
+        origin,
+        &caller,
+        "job.retry",
+        &id,
+        outcome,
+        View::Full,
+    )
+    .await
 }
 
 /// `POST /api/job/{id}/cancel` (operator).
+#[utoipa::path(post, path = "/api/job/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "the job's id")),
+    responses((status = 200, body = JobAnswer), (status = 409, description = "the job's status does not allow this", body = ErrorBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn cancel(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
+    origin: Origin,
     AppPath(id): AppPath<String>,
 ) -> Response {
-    let outcome = state.jobs.cancel(&id).map_err(AppError::from);
+    let outcome = change(&id, |id| state.jobs.cancel(id));
     answer_job(
         &state,
-        meta,
+        origin,
         &caller,
         "job.cancel",
         &id,
@@ -385,284 +345,121 @@ pub async fn cancel(
     .await
 }
 
+/// Apply `f` to the job named by the path's `id` (a malformed id names no job: 404).
+pub(crate) fn change(
+    id: &str,
+    f: impl FnOnce(&str) -> Result<(Job, Commit), JobError>,
+) -> Result<(Job, Commit)> {
+    let id = JobId::parse(id)?;
+    Ok(f(id.as_str())?)
+}
+
 /// Which fields of a job an answer shows: workers get the public ones.
 #[derive(Clone, Copy)]
-enum View {
+pub(crate) enum View {
     Public,
     Full,
 }
 
 /// Answer a change to one job with the job, audited (failures too).
-async fn answer_job(
+pub(crate) async fn answer_job(
     state: &AppState,
-    meta: Origin,
+    origin: Origin,
     caller: &Caller,
     action: &str,
     id: &str,
-    outcome: Result<Job>,
+    outcome: Result<(Job, Commit)>,
     view: View,
 ) -> Response {
-    let outcome = outcome.map(|j| {
+    let outcome = outcome.map(|(j, commit)| {
         let v = match view {
             View::Public => j.public_json(),
             View::Full => j.full_json(),
         };
-        (StatusCode::OK, json!({"ok": true, "job": v}))
+        (StatusCode::OK, json!({"ok": true, "job": v}), commit)
     });
-    audited(state, meta, caller, action, format!("job:{id}"), outcome).await
+    audited(state, origin, caller, action, format!("job:{id}"), outcome).await
+}
+
+/// What a bulk retry may select.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryStatus {
+    #[default]
+    Dead,
+    Stuck,
+    Cancelled,
+    Failed,
+}
+
+impl RetryStatus {
+    fn filter(self) -> StatusFilter {
+        match self {
+            RetryStatus::Dead => StatusFilter::Is(Status::Dead),
+            RetryStatus::Stuck => StatusFilter::Is(Status::Stuck),
+            RetryStatus::Cancelled => StatusFilter::Is(Status::Cancelled),
+            RetryStatus::Failed => StatusFilter::Failed,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RetryStatus::Dead => "dead",
+            RetryStatus::Stuck => "stuck",
+            RetryStatus::Cancelled => "cancelled",
+            RetryStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The body of `POST /api/jobs/retry`; empty means every dead job.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBulk {
+    /// Default `dead`.
+    #[serde(default)]
+    status: RetryStatus,
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    queue: Option<QueueName>,
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    kind: Option<JobKind>,
+    /// At most this many (default 10000).
+    #[schema(minimum = 1, maximum = 100_000)]
+    limit: Option<usize>,
 }
 
 /// `POST /api/jobs/retry` (operator): every job matching a filter (`status`, default
 /// `dead`; `failed`, `stuck`, `cancelled`; `queue`, `kind`, `limit`).
+#[utoipa::path(post, path = "/api/jobs/retry", tag = "jobs",
+    request_body(content = Option<RetryBulk>, description = "optional; empty retries every dead job"),
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn retry_bulk(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
-    body: Bytes,
+    origin: Origin,
+    MaybeJson(body): MaybeJson<RetryBulk>,
 ) -> Response {
-    let mut target = String::from("jobs");
-    let outcome = (|| {
-        let m = object(body_json(&body)?)?;
-        refuse_unknown(&m, &["status", "queue", "kind", "limit"])?;
-        let status = opt_str(&m, "status")?.unwrap_or_else(|| "dead".into());
-        if !matches!(status.as_str(), "dead" | "stuck" | "cancelled" | "failed") {
-            return Err(AppError::bad_request(
-                "status: must be dead, stuck, cancelled or failed",
-            ));
-        }
-        let filter = filter_from(
-            Some(&status),
-            opt_str(&m, "queue")?,
-            opt_str(&m, "kind")?,
-            None,
-        )?;
-        let limit = opt_int(&m, "limit", 1, 100_000)?.unwrap_or(10_000) as usize;
-        let moved = state.jobs.retry_bulk(&filter, limit)?;
-        target = format!(
-            "jobs status={status} queue={} kind={} moved={}",
-            filter.queue.as_deref().unwrap_or("*"),
-            filter.kind.as_deref().unwrap_or("*"),
-            moved.len()
-        );
-        Ok((
+    let status = body.status;
+    let filter = filter_from(Some(status.filter()), body.queue, body.kind, None);
+    let moved = body
+        .limit
+        .map(|n| in_range("limit", n, 1, 100_000))
+        .transpose()
+        .and_then(|limit| Ok(state.jobs.retry_bulk(&filter, limit.unwrap_or(10_000))?));
+    let target = format!(
+        "jobs status={} queue={} kind={} moved={}",
+        status.as_str(),
+        filter.queue.as_deref().unwrap_or("*"),
+        filter.kind.as_deref().unwrap_or("*"),
+        moved.as_ref().map_or(0, |(ids, _)| ids.len())
+    );
+    let outcome = moved.map(|(ids, commit)| {
+        (
             StatusCode::OK,
-            json!({"ok": true, "moved": moved.len(), "ids": moved}),
-        ))
-    })();
-    audited(&state, meta, &caller, "job.retry_bulk", target, outcome).await
-}
-
-/// `POST /api/jobs/claim` (worker): `{"queues", "kinds", "worker", "lease_secs",
-/// "count"}` → `{"job": ...}`, or `{"jobs": [...]}` when `count` is given. Paused: none.
-pub async fn claim(
-    State(state): State<AppState>,
-    Worker(caller): Worker,
-    meta: Origin,
-    body: Bytes,
-) -> Response {
-    let mut target = String::from("jobs");
-    let outcome = (|| {
-        let m = object(body_json(&body)?)?;
-        refuse_unknown(&m, &["queues", "kinds", "worker", "lease_secs", "count"])?;
-        let worker = opt_str(&m, "worker")?.unwrap_or_else(|| format!("key:{}", caller.key_id));
-        if worker.is_empty()
-            || worker.len() > 100
-            || worker.starts_with(crate::jobs::BUILTIN_WORKER)
-        {
-            return Err(AppError::bad_request(
-                "worker: must be 1-100 characters and not start with \"builtin:\"",
-            ));
-        }
-        let count = opt_int(&m, "count", 1, MAX_CLAIM as i64)?;
-        let req = ClaimRequest {
-            queues: opt_strings(&m, "queues")?,
-            kinds: opt_strings(&m, "kinds")?,
-            lease_secs: opt_int(&m, "lease_secs", 1, 86_400)?
-                .map(|n| n as u64)
-                .unwrap_or(DEFAULT_LEASE_SECS),
-            count: count.unwrap_or(1) as usize,
-            worker: worker.clone(),
-        };
-        let jobs = if state.scheduler.is_paused() {
-            Vec::new()
-        } else {
-            state.jobs.claim(&req)?
-        };
-        target = format!("worker:{worker} claimed={}", jobs.len());
-        if let Some(j) = jobs.first()
-            && jobs.len() == 1
-        {
-            target = format!("job:{} worker:{worker}", j.id);
-        }
-        let list: Vec<Value> = jobs.iter().map(|j| j.full_json()).collect();
-        Ok((
-            StatusCode::OK,
-            if count.is_some() {
-                json!({"ok": true, "jobs": list})
-            } else {
-                json!({"ok": true, "job": list.into_iter().next()})
-            },
-        ))
-    })();
-    audited(&state, meta, &caller, "job.claim", target, outcome).await
-}
-
-fn worker_body(body: &Bytes, known: &[&str]) -> Result<Map<String, Value>> {
-    let m = object(body_json(body)?)?;
-    refuse_unknown(&m, known)?;
-    Ok(m)
-}
-
-/// `POST /api/job/{id}/heartbeat` (worker): `{"worker", "lease_secs"}`.
-pub async fn heartbeat(
-    State(state): State<AppState>,
-    Worker(caller): Worker,
-    meta: Origin,
-    AppPath(id): AppPath<String>,
-    body: Bytes,
-) -> Response {
-    let outcome = (|| {
-        let m = worker_body(&body, &["worker", "lease_secs"])?;
-        let lease = opt_int(&m, "lease_secs", 1, 86_400)?
-            .map(|n| n as u64)
-            .unwrap_or(DEFAULT_LEASE_SECS);
-        Ok(state
-            .jobs
-            .heartbeat(&id, opt_str(&m, "worker")?.as_deref(), lease)?)
-    })();
-    answer_job(
-        &state,
-        meta,
-        &caller,
-        "job.heartbeat",
-        &id,
-        outcome,
-        View::Public,
-    )
-    .await
-}
-
-/// `POST /api/job/{id}/complete` (worker): `{"worker", "result"}`.
-pub async fn complete(
-    State(state): State<AppState>,
-    Worker(caller): Worker,
-    meta: Origin,
-    AppPath(id): AppPath<String>,
-    body: Bytes,
-) -> Response {
-    let outcome = (|| {
-        let m = worker_body(&body, &["worker", "result"])?;
-        let result = m
-            .get("result")
-            .filter(|v| !v.is_null())
-            .map(Value::to_string);
-        Ok(state
-            .jobs
-            .complete(&id, opt_str(&m, "worker")?.as_deref(), result)?)
-    })();
-    answer_job(
-        &state,
-        meta,
-        &caller,
-        "job.complete",
-        &id,
-        outcome,
-        View::Public,
-    )
-    .await
-}
-
-/// `POST /api/job/{id}/fail` (worker): `{"worker", "error"}`.
-pub async fn fail(
-    State(state): State<AppState>,
-    Worker(caller): Worker,
-    meta: Origin,
-    AppPath(id): AppPath<String>,
-    body: Bytes,
-) -> Response {
-    let outcome = (|| {
-        let m = worker_body(&body, &["worker", "error"])?;
-        let error = opt_str(&m, "error")?.unwrap_or_else(|| "failed".into());
-        Ok(state
-            .jobs
-            .fail(&id, opt_str(&m, "worker")?.as_deref(), &error)?)
-    })();
-    answer_job(
-        &state,
-        meta,
-        &caller,
-        "job.fail",
-        &id,
-        outcome,
-        View::Public,
-    )
-    .await
-}
-
-/// `POST /api/jobs/complete` (worker): `{"worker", "results": [{"id", "result"} |
-/// {"id", "error"}]}`, up to 1,000 at once; one sync and one audit event for the batch.
-/// Each entry answers on its own: `{"id", "ok", "status" | "error"}`.
-pub async fn complete_batch(
-    State(state): State<AppState>,
-    Worker(caller): Worker,
-    meta: Origin,
-    AppJson(body): AppJson<Value>,
-) -> Response {
-    let mut target = String::from("jobs");
-    let outcome = (|| {
-        let m = object(body)?;
-        refuse_unknown(&m, &["worker", "results"])?;
-        let worker = opt_str(&m, "worker")?;
-        let Some(Value::Array(results)) = m.get("results") else {
-            return Err(AppError::bad_request("results: required, a list"));
-        };
-        if results.len() > 1000 {
-            return Err(AppError::bad_request("results: at most 1000 at once"));
-        }
-        let mut answers = Vec::with_capacity(results.len());
-        let (mut done, mut failed, mut refused) = (0, 0, 0);
-        for (i, r) in results.iter().enumerate() {
-            let Some(e) = r.as_object() else {
-                return Err(AppError::bad_request(format!(
-                    "results[{i}]: must be an object"
-                )));
-            };
-            let Some(id) = e.get("id").and_then(Value::as_str) else {
-                return Err(AppError::bad_request(format!("results[{i}].id: required")));
-            };
-            let r = match e.get("error").and_then(Value::as_str) {
-                Some(err) => state
-                    .jobs
-                    .fail(id, worker.as_deref(), err)
-                    .inspect(|_| failed += 1),
-                None => {
-                    let result = e
-                        .get("result")
-                        .filter(|v| !v.is_null())
-                        .map(Value::to_string);
-                    state
-                        .jobs
-                        .complete(id, worker.as_deref(), result)
-                        .inspect(|_| done += 1)
-                }
-            };
-            answers.push(match r {
-                Ok(j) => json!({"id": id, "ok": true, "status": j.status}),
-                Err(JobError::Store(e)) => return Err(e.into()),
-                Err(e) => {
-                    refused += 1;
-                    json!({"id": id, "ok": false, "error": e.to_string()})
-                }
-            });
-        }
-        target = format!(
-            "worker:{} completed={done} failed={failed} refused={refused}",
-            worker.as_deref().unwrap_or("-")
-        );
-        Ok((
-            StatusCode::OK,
-            json!({"ok": true, "completed": done, "failed": failed, "refused": refused, "results": answers}),
-        ))
-    })();
-    audited(&state, meta, &caller, "job.complete_batch", target, outcome).await
+            json!({"ok": true, "moved": ids.len(), "ids": ids}),
+            commit,
+        )
+    });
+    audited(&state, origin, &caller, "job.retry_bulk", target, outcome).await
 }

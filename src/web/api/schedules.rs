@@ -1,43 +1,38 @@
 //! `/api/schedules`: cron schedules (list with their next three runs, create, run now,
 //! pause, resume, delete).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::{AppError, Result};
-use crate::scheduler::schedules::{NewSchedule, ScheduleError, Schedules};
+use crate::jobs::ids::{JobKind, QueueName};
+use crate::scheduler::schedules::{NewSchedule, Schedules};
 use crate::web::access::Origin;
-use crate::web::api::jobs::audited;
+use crate::web::api::schemas::{JobAnswer, OkBody};
+use crate::web::audit::audited;
 use crate::web::auth::{Operator, Viewer};
+use crate::web::error::Result;
 use crate::web::extract::{AppJson, AppPath};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/schedules", get(list).post(create))
-        .route("/api/schedules/{name}", axum::routing::delete(delete))
-        .route("/api/schedules/{name}/run", post(run))
-        .route("/api/schedules/{name}/pause", post(pause))
-        .route("/api/schedules/{name}/resume", post(resume))
-}
-
-impl From<ScheduleError> for AppError {
-    fn from(e: ScheduleError) -> Self {
-        match e {
-            ScheduleError::NotFound(_) => AppError::not_found(e.to_string()),
-            ScheduleError::Invalid(m) => AppError::bad_request(m),
-            ScheduleError::Conflict(m) => AppError::conflict(m),
-            ScheduleError::Store(s) => s.into(),
-            ScheduleError::Job(j) => j.into(),
-        }
-    }
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(delete))
+        .routes(routes!(run))
+        .routes(routes!(pause))
+        .routes(routes!(resume))
 }
 
 /// `GET /api/schedules` (viewer).
+#[utoipa::path(get, path = "/api/schedules", tag = "schedules",
+    responses((status = 200, description = "every schedule with its next three runs", body = OkBody)),
+    extensions(("x-required-role" = json!("viewer"))))]
 pub async fn list(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Value>> {
     let now = state.clock.now();
     let list: Vec<Value> = state
@@ -52,72 +47,72 @@ pub async fn list(State(state): State<AppState>, _: Viewer) -> Result<AppJson<Va
     ))
 }
 
-fn parse(body: Value) -> Result<NewSchedule> {
-    let Value::Object(m) = body else {
-        return Err(AppError::bad_request("body: expected a JSON object"));
-    };
-    let known = [
-        "name", "cron", "timezone", "queue", "kind", "payload", "enabled",
-    ];
-    if let Some(k) = m.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(AppError::bad_request(format!(
-            "{k}: unknown field (expected one of {})",
-            known.join(", ")
-        )));
-    }
-    let s = |f: &str| -> Result<Option<String>> {
-        match m.get(f) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(v)) => Ok(Some(v.clone())),
-            Some(_) => Err(AppError::bad_request(format!("{f}: must be a string"))),
+/// The body of `POST /api/schedules`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    name: String,
+    /// 5 fields (`min hour dom mon dow`, Sunday 0 or 7) or 6 with seconds first.
+    #[schema(example = "0 3 * * *")]
+    cron: String,
+    /// An IANA name (`Europe/Paris`) or a fixed offset (`+02:00`); default UTC.
+    timezone: Option<String>,
+    #[schema(value_type = Option<String>, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    queue: Option<QueueName>,
+    #[schema(value_type = String, pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    kind: JobKind,
+    /// Any JSON: the payload of each job it enqueues.
+    payload: Option<Value>,
+    /// Default true.
+    enabled: Option<bool>,
+}
+
+impl From<CreateSchedule> for NewSchedule {
+    fn from(b: CreateSchedule) -> NewSchedule {
+        NewSchedule {
+            name: b.name,
+            cron: b.cron,
+            timezone: b.timezone,
+            queue: b.queue.map(QueueName::into_string),
+            kind: b.kind.into_string(),
+            payload: b.payload.filter(|v| !v.is_null()).map(|v| v.to_string()),
+            enabled: b.enabled,
         }
-    };
-    let enabled = match m.get("enabled") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => Some(*b),
-        Some(_) => return Err(AppError::bad_request("enabled: must be true or false")),
-    };
-    Ok(NewSchedule {
-        name: s("name")?.ok_or_else(|| AppError::bad_request("name: required"))?,
-        cron: s("cron")?.ok_or_else(|| AppError::bad_request("cron: required"))?,
-        timezone: s("timezone")?,
-        queue: s("queue")?,
-        kind: s("kind")?.ok_or_else(|| AppError::bad_request("kind: required"))?,
-        payload: m
-            .get("payload")
-            .filter(|v| !v.is_null())
-            .map(Value::to_string),
-        enabled,
-    })
+    }
 }
 
 /// `POST /api/schedules` (operator).
+#[utoipa::path(post, path = "/api/schedules", tag = "schedules", request_body = CreateSchedule,
+    responses((status = 201, body = OkBody), (status = 409, description = "a schedule of this name exists")),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn create(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
-    AppJson(body): AppJson<Value>,
+    origin: Origin,
+    AppJson(body): AppJson<CreateSchedule>,
 ) -> Response {
-    let mut target = String::from("schedule");
+    let target = format!("schedule:{}", body.name);
     let now = state.clock.now();
-    let outcome = (|| {
-        let new = parse(body)?;
-        target = format!("schedule:{}", new.name);
-        let s = Schedules::build(new, "api", now)?;
-        state.scheduler.schedules.create(&s)?;
-        Ok((
-            StatusCode::CREATED,
-            json!({"ok": true, "schedule": s.to_json(now)}),
-        ))
-    })();
-    audited(&state, meta, &caller, "schedule.create", target, outcome).await
+    let outcome = Schedules::build(body.into(), "api", now)
+        .and_then(|s| state.scheduler.schedules.create(&s).map(|c| (s, c)))
+        .map(|(s, commit)| {
+            let body = json!({"ok": true, "schedule": s.to_json(now)});
+            (StatusCode::CREATED, body, commit)
+        })
+        .map_err(Into::into);
+    audited(&state, origin, &caller, "schedule.create", target, outcome).await
 }
 
 /// `POST /api/schedules/{name}/run` (operator): enqueue its job now.
+#[utoipa::path(post, path = "/api/schedules/{name}/run", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses((status = 200, body = JobAnswer)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn run(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
+    origin: Origin,
     AppPath(name): AppPath<String>,
 ) -> Response {
     let now = state.clock.now();
@@ -125,11 +120,14 @@ pub async fn run(
         .scheduler
         .schedules
         .run_now(&state.jobs, &name, now)
-        .map(|j| (StatusCode::OK, json!({"ok": true, "job": j.full_json()})))
-        .map_err(AppError::from);
+        .map(|(j, commit)| {
+            let body = json!({"ok": true, "job": j.full_json()});
+            (StatusCode::OK, body, commit)
+        })
+        .map_err(Into::into);
     audited(
         &state,
-        meta,
+        origin,
         &caller,
         "schedule.run",
         format!("schedule:{name}"),
@@ -141,7 +139,7 @@ pub async fn run(
 async fn set_paused(
     state: AppState,
     caller: crate::auth::Caller,
-    meta: Origin,
+    origin: Origin,
     name: String,
     paused: bool,
 ) -> Response {
@@ -150,13 +148,14 @@ async fn set_paused(
         .scheduler
         .schedules
         .set_paused(&name, paused)
-        .map(|s| {
+        .map(|(s, commit)| {
             (
                 StatusCode::OK,
                 json!({"ok": true, "schedule": s.to_json(now)}),
+                commit,
             )
         })
-        .map_err(AppError::from);
+        .map_err(Into::into);
     let action = if paused {
         "schedule.pause"
     } else {
@@ -164,7 +163,7 @@ async fn set_paused(
     };
     audited(
         &state,
-        meta,
+        origin,
         &caller,
         action,
         format!("schedule:{name}"),
@@ -174,47 +173,60 @@ async fn set_paused(
 }
 
 /// `POST /api/schedules/{name}/pause` (operator).
+#[utoipa::path(post, path = "/api/schedules/{name}/pause", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn pause(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
+    origin: Origin,
     AppPath(name): AppPath<String>,
 ) -> Response {
-    set_paused(state, caller, meta, name, true).await
+    set_paused(state, caller, origin, name, true).await
 }
 
 /// `POST /api/schedules/{name}/resume` (operator).
+#[utoipa::path(post, path = "/api/schedules/{name}/resume", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn resume(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
+    origin: Origin,
     AppPath(name): AppPath<String>,
 ) -> Response {
-    set_paused(state, caller, meta, name, false).await
+    set_paused(state, caller, origin, name, false).await
 }
 
 /// `DELETE /api/schedules/{name}` (operator). A schedule from `echopilot.toml` comes
 /// back at the next start unless it is removed from the file too.
+#[utoipa::path(delete, path = "/api/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = "the schedule's name")),
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("operator"))))]
 pub async fn delete(
     State(state): State<AppState>,
     Operator(caller): Operator,
-    meta: Origin,
+    origin: Origin,
     AppPath(name): AppPath<String>,
 ) -> Response {
     let outcome = state
         .scheduler
         .schedules
         .delete(&name)
-        .map(|s| {
+        .map(|(s, commit)| {
             (
                 StatusCode::OK,
                 json!({"ok": true, "deleted": s.name, "source": s.source}),
+                commit,
             )
         })
-        .map_err(AppError::from);
+        .map_err(Into::into);
     audited(
         &state,
-        meta,
+        origin,
         &caller,
         "schedule.delete",
         format!("schedule:{name}"),

@@ -1,20 +1,25 @@
 //! `GET /api/slo/status` (public): the SLO figures, error budget, burn rates and alerts.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde_json::{Map, Value, json};
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::app::AppState;
-use crate::error::Result;
 use crate::slo::{Figures, round4};
+use crate::web::api::schemas::OkBody;
+use crate::web::error::Result;
 use crate::web::extract::AppJson;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/slo/status", get(status))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(status))
 }
 
 /// The figures as the runbook's daily check reads them.
+#[utoipa::path(get, path = "/api/slo/status", tag = "slo",
+    responses((status = 200, body = OkBody)),
+    extensions(("x-required-role" = json!("public"))))]
 pub async fn status(State(state): State<AppState>) -> Result<AppJson<Value>> {
     let f = state.slo.figures()?;
     Ok(AppJson(to_json(&state, &f)))

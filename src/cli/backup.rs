@@ -4,7 +4,7 @@
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -93,7 +93,7 @@ pub fn backup(home: HomeArg, action: Option<BackupAction>) -> anyhow::Result<()>
             Err(e) => Err(e.into()),
         },
         Some(BackupAction::Verify { file }) => {
-            let backups = crate::glue_backup::open(&config, None, Clock::system());
+            let backups = crate::app::backup::open(&config, None, Clock::system());
             let p = Progress::new("verify");
             let r = backups.verify(&file, Some(&|d, t| p.report(d, t)));
             p.done();
@@ -112,7 +112,7 @@ pub fn backup(home: HomeArg, action: Option<BackupAction>) -> anyhow::Result<()>
             Ok(())
         }
         Some(BackupAction::List) => {
-            let backups = crate::glue_backup::open(&config, None, Clock::system());
+            let backups = crate::app::backup::open(&config, None, Clock::system());
             let list = backups.list().map_err(|e| anyhow::anyhow!("{e}"))?;
             if list.is_empty() {
                 println!("no snapshots in {}", backups.dir().display());
@@ -147,7 +147,7 @@ fn print_taken(t: &backup::Taken) {
 }
 
 fn backup_here(config: &Config, store: &Store) -> anyhow::Result<()> {
-    let backups = crate::glue_backup::open(config, Some(store), Clock::system());
+    let backups = crate::app::backup::open(config, Some(store), Clock::system());
     let p = Progress::new("snapshot");
     let taken = backups.take(Some(&|d, t| p.report(d, t)));
     p.done();
@@ -286,10 +286,13 @@ pub fn restore(home: HomeArg, file: &Path) -> anyhow::Result<()> {
     }
     drop(lock);
     let store = Store::open(&dir)?;
-    let jobs = crate::jobs::Jobs::open(&store, Clock::system())?;
-    let stuck = jobs.mark_all_stuck("restored from a snapshot: the worker that ran it is gone")?;
+    let job_store = crate::store::sled_impl::jobs::SledJobs::open(&store)?;
+    // The checkpoint below makes these changes durable: their commits need no awaiting.
+    let (jobs, _recovered) = crate::jobs::Jobs::open(Arc::new(job_store), Clock::system())?;
+    let (stuck, _marked) =
+        jobs.mark_all_stuck("restored from a snapshot: the worker that ran it is gone")?;
     let events = write_audit_file(&store, &logs)?;
-    store.sync_blocking()?;
+    store.checkpoint()?;
     println!("ok: restored {} (sha256 {sha})", file.display());
     println!("snapshot taken at {}", header.created_at);
     for t in &header.trees {
@@ -307,7 +310,10 @@ pub fn restore(home: HomeArg, file: &Path) -> anyhow::Result<()> {
 fn write_audit_file(store: &Store, logs: &Path) -> anyhow::Result<u64> {
     let path = logs.join("ndjson").join("audit.ndjson");
     std::fs::create_dir_all(logs.join("ndjson"))?;
-    let audit = crate::audit::Audit::open_for_verify(store, logs)?;
+    let audit = crate::audit::Audit::open_for_verify(
+        Arc::new(crate::store::sled_impl::audit::SledAudit::open(store)?),
+        logs,
+    )?;
     let mut out = BufWriter::new(
         std::fs::File::create(&path)
             .with_context(|| format!("while creating {}", path.display()))?,
@@ -323,7 +329,8 @@ fn write_audit_file(store: &Store, logs: &Path) -> anyhow::Result<u64> {
 
 /// `echopilot db check --deep`.
 pub fn deep_check(store: &Store) -> anyhow::Result<()> {
-    let r = crate::maintenance::deep_check(store).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let r = crate::store::sled_impl::maintenance::deep_check(store)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     for (tree, n, decoded) in &r.trees {
         let how = if *decoded { "decoded" } else { "framed" };
         println!("tree {tree}: {n} records ({how})");
@@ -343,7 +350,7 @@ pub fn deep_check(store: &Store) -> anyhow::Result<()> {
 
 /// The lines `db stats` adds: oldest and newest record times, archive and backup sizes.
 pub fn print_stats_extra(store: &Store, home: &Path) -> anyhow::Result<()> {
-    for (tree, (first, last)) in crate::maintenance::tree_times(store)? {
+    for (tree, (first, last)) in crate::store::sled_impl::maintenance::tree_times(store)? {
         let show = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(rfc3339).unwrap_or("-".into());
         println!("tree {tree}: oldest {} newest {}", show(first), show(last));
     }

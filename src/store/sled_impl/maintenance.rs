@@ -30,7 +30,7 @@ fn check<T: Record>(v: &[u8]) -> Result<(), CodecError> {
 /// How to read the values of a tree, for the trees whose type is known here.
 type Checker = fn(&[u8]) -> Result<(), CodecError>;
 /// Oldest and newest record time.
-pub type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+pub(crate) type Span = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 fn checker(tree: &str) -> Option<Checker> {
     Some(match tree {
@@ -45,7 +45,7 @@ fn checker(tree: &str) -> Option<Checker> {
 
 /// What the deep check found.
 #[derive(Debug, Default)]
-pub struct DeepReport {
+pub(crate) struct DeepReport {
     /// (tree, records, decoded through the codec or only framed).
     pub trees: Vec<(String, u64, bool)>,
     pub problems: Vec<String>,
@@ -53,7 +53,7 @@ pub struct DeepReport {
 
 /// Read every record: decode the known types, check every value carries a format
 /// version byte, and every job index entry names a stored job.
-pub fn deep_check(store: &Store) -> Result<DeepReport, BackupError> {
+pub(crate) fn deep_check(store: &Store) -> Result<DeepReport, BackupError> {
     let mut report = DeepReport::default();
     store.read_snapshot(&mut |view| {
         let mut job_ids: HashSet<Vec<u8>> = HashSet::new();
@@ -113,7 +113,7 @@ fn ends<T: Record + DeserializeOwned>(
 }
 
 /// Oldest and newest record time of each tree that has times (keys in time order).
-pub fn tree_times(store: &Store) -> Result<BTreeMap<&'static str, Span>, StoreError> {
+pub(crate) fn tree_times(store: &Store) -> Result<BTreeMap<&'static str, Span>, StoreError> {
     let mut out = BTreeMap::new();
     out.insert(
         "jobs",

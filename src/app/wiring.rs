@@ -1,6 +1,6 @@
-//! Where domains meet, so none of them depends on another: the SLO counts job outcomes
-//! and scheduler ticks, `/metrics` reads the queue's gauges, and alerts are delivered
-//! through the job queue.
+//! Where domains meet, so none of them depends on another: the background tasks, the
+//! SLO counting job outcomes and scheduler ticks, `/metrics` reading the queue's gauges,
+//! and alerts delivered through the job queue.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,18 +9,89 @@ use std::sync::Arc;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::app::AppState;
+use super::AppState;
 use crate::jobs::executors::ALERT_KIND;
 use crate::jobs::{Jobs, NewJob, Status};
-use crate::slo::GaugeSource;
-use crate::slo::alerts::AlertSink;
-use crate::store::Store;
+use crate::scheduler;
+use crate::slo::alerts::{self, AlertSink};
+use crate::slo::{self, GaugeSource};
 
 /// Attempts for an alert message: with the queue's backoff, about a day of retries.
 const ALERT_ATTEMPTS: u32 = 10;
 
+/// Start the background tasks (scheduler, executors, flushers) under the supervisor.
+pub(super) fn start_background(state: &AppState) {
+    // Domains register their tasks here as they arrive.
+    let limits = state.access.limits.clone();
+    state.supervisor.spawn("rate-limits", move |token| {
+        let limits = limits.clone();
+        async move {
+            let mut every = tokio::time::interval(limits.window());
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = every.tick() => limits.retain_recent(),
+                }
+            }
+        }
+    });
+    start_slo(state);
+    start_jobs(state);
+    start(state);
+    super::backup::start(state);
+}
+
+/// Start the SLO's background tasks: the flusher (every [`slo::FLUSH_EVERY`], and once more
+/// when cancelled so a graceful stop loses nothing), the alert evaluator and, with
+/// `ALERT_WEBHOOK_URL`, the webhook sender.
+fn start_slo(state: &AppState) {
+    let slo = state.slo.clone();
+    state.supervisor.spawn("slo_flush", move |token| {
+        let slo = slo.clone();
+        async move {
+            loop {
+                slo.flush_durable().await?;
+                tokio::select! {
+                    _ = token.cancelled() => {
+                        slo.flush_durable().await?;
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep(slo::FLUSH_EVERY) => {}
+                }
+            }
+        }
+    });
+    let st = state.clone();
+    state.supervisor.spawn("alerts", move |token| {
+        let st = st.clone();
+        async move {
+            loop {
+                if let Err(e) = alerts::evaluate(&st.alerts, &st.slo).await {
+                    tracing::error!(error = %e, "alert evaluation failed");
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(alerts::EVALUATE_EVERY) => {}
+                }
+            }
+        }
+    });
+}
+
+fn start_jobs(state: &AppState) {
+    let sched = state.scheduler.clone();
+    state.scheduler.mark_starting();
+    state.supervisor.spawn("scheduler", move |token| {
+        scheduler::run(sched.clone(), token)
+    });
+    let st = state.clone();
+    state.supervisor.spawn("scheduler-log", move |token| {
+        scheduler::log::follow_outcomes(st.scheduler.log.clone(), st.jobs.subscribe(), token)
+    });
+}
+
 /// Install the cross-domain hooks and start the task that feeds the SLO counters.
-pub fn start(state: &AppState) {
+fn start(state: &AppState) {
     state.slo.set_gauges(Arc::new(QueueGauges(
         state.jobs.clone(),
         state.backups.clone(),
@@ -29,7 +100,6 @@ pub fn start(state: &AppState) {
     if state.config.alert_webhook_url.is_some() {
         state.alerts.set_sink(Arc::new(QueueSink {
             jobs: state.jobs.clone(),
-            store: state.store.clone(),
         }));
     }
     // Outcomes arrive at drain speed (thousands a second): counted in the writer's
@@ -103,7 +173,6 @@ impl GaugeSource for QueueGauges {
 /// backoff, visible at `/api/jobs?kind=alert.webhook`, retryable by hand.
 struct QueueSink {
     jobs: Jobs,
-    store: Store,
 }
 
 impl AlertSink for QueueSink {
@@ -112,14 +181,14 @@ impl AlertSink for QueueSink {
         text: String,
     ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + '_>> {
         Box::pin(async move {
-            self.jobs.enqueue(NewJob {
+            let (_, commit) = self.jobs.enqueue(NewJob {
                 queue: Some("alerts".into()),
                 kind: ALERT_KIND.into(),
                 payload: Some(json!({ "text": text }).to_string()),
                 max_attempts: Some(ALERT_ATTEMPTS),
                 ..NewJob::default()
             })?;
-            self.store.sync().await?;
+            commit.durable().await?;
             Ok(())
         })
     }

@@ -1,0 +1,398 @@
+//! The queue's service: [`Jobs`] applies the [`transitions`](super::transitions) through
+//! a [`JobStore`], tells listeners about outcomes and wakes the built-in executors.
+//! Every change hands back the store's [`Commit`]; the caller awaits it before it
+//! answers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Notify, broadcast};
+
+use super::executors;
+use super::model::{self, Job, Status, ms};
+use super::store::{Inserted, JobStore};
+use super::transitions;
+use super::types::{
+    BUILTIN_WORKER, ClaimRequest, Enqueued, Filter, JobError, JobEvent, MAX_CLAIM, NewJob, truncate,
+};
+use crate::clock::Clock;
+use crate::store::Commit;
+
+/// See [`Jobs::on_outcome`].
+type OutcomeHook = Box<dyn Fn(&JobEvent) + Send + Sync>;
+
+/// Cheap to clone: handles and `Arc`s.
+#[derive(Clone)]
+pub struct Jobs {
+    store: Arc<dyn JobStore>,
+    clock: Clock,
+    events: broadcast::Sender<JobEvent>,
+    /// Called for every outcome, in the writer's thread: counters that must not miss
+    /// one (a broadcast receiver that falls behind loses events).
+    outcome_hook: Arc<OnceLock<OutcomeHook>>,
+    /// Woken when a job becomes queued (the dispatcher waits on it).
+    pub ready_notify: Arc<Notify>,
+    /// Tests fix the random part of the backoff; `u64::MAX` means random.
+    jitter: Arc<AtomicU64>,
+}
+
+/// Keep going past jobs that changed under us; stop on a store failure.
+fn skip_conflicts<T>(r: Result<T, JobError>) -> Result<Option<T>, JobError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(JobError::Conflict(_)) | Err(JobError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl Jobs {
+    /// The queue over `store`. Jobs a built-in executor was running when the last
+    /// process died are stuck now; the returned commit covers that recovery.
+    pub fn open(store: Arc<dyn JobStore>, clock: Clock) -> Result<(Jobs, Commit), JobError> {
+        let (events, _) = broadcast::channel(4096);
+        let jobs = Jobs {
+            store,
+            clock,
+            events,
+            outcome_hook: Arc::default(),
+            ready_notify: Arc::new(Notify::new()),
+            jitter: Arc::new(AtomicU64::new(u64::MAX)),
+        };
+        let now = jobs.now();
+        let mut commit = Commit::done();
+        for id in jobs
+            .store
+            .ids(&Filter::status(Status::Running), usize::MAX)?
+        {
+            let r = jobs.store.update(&id, &mut |j| {
+                if !j
+                    .worker
+                    .as_deref()
+                    .is_some_and(|w| w.starts_with(BUILTIN_WORKER))
+                {
+                    return Err(JobError::Conflict("an external worker's".into()));
+                }
+                transitions::orphaned(j, now)
+            });
+            if let Some((_, _, c)) = skip_conflicts(r)? {
+                commit = commit.and(c);
+            }
+        }
+        Ok((jobs, commit))
+    }
+
+    /// Outcomes as they happen (succeeded, failed, dead, stuck, cancelled).
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.events.subscribe()
+    }
+
+    /// Install the function called for every outcome, synchronously and without loss
+    /// (unlike [`Jobs::subscribe`]). It must be cheap. Only the first call takes effect.
+    pub fn on_outcome(&self, hook: impl Fn(&JobEvent) + Send + Sync + 'static) {
+        let _ = self.outcome_hook.set(Box::new(hook));
+    }
+
+    /// Fix the random part of the backoff (tests); `None` makes it random again.
+    pub fn set_jitter(&self, fixed: Option<u64>) {
+        self.jitter
+            .store(fixed.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn jitter(&self) -> u64 {
+        match self.jitter.load(Ordering::Relaxed) {
+            u64::MAX => {
+                use rand::RngExt;
+                rand::rng().random_range(0..30)
+            }
+            fixed => fixed,
+        }
+    }
+
+    fn now(&self) -> i64 {
+        ms(self.clock.now())
+    }
+
+    // ----- reading -----
+
+    pub fn get(&self, id: &str) -> Result<Job, JobError> {
+        self.store
+            .get(id)?
+            .ok_or_else(|| JobError::NotFound(id.to_string()))
+    }
+
+    /// Newest first, starting after the job `cursor` (an id), at most `limit`.
+    /// Returns the jobs and the cursor for the next page.
+    pub fn list(
+        &self,
+        filter: &Filter,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Job>, Option<String>), JobError> {
+        self.store.list(filter, cursor, limit)
+    }
+
+    /// Counts per queue per status.
+    pub fn counts(&self) -> BTreeMap<String, BTreeMap<Status, u64>> {
+        let mut out: BTreeMap<String, BTreeMap<Status, u64>> = BTreeMap::new();
+        for ((q, _, s), n) in self.store.counts() {
+            *out.entry(q).or_default().entry(s).or_default() += n;
+        }
+        out
+    }
+
+    /// Total jobs with `status`, all queues.
+    pub fn count(&self, status: Status) -> u64 {
+        self.store
+            .counts()
+            .iter()
+            .filter(|((_, _, s), _)| *s == status)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Stuck jobs: marked stuck, plus running ones whose lease already ran out.
+    pub fn stuck(&self, now: DateTime<Utc>) -> Result<Vec<Job>, JobError> {
+        let mut out = self.store.expired_leases(ms(now))?;
+        for id in self.store.ids(&Filter::status(Status::Stuck), usize::MAX)? {
+            if let Some(j) = self.store.get(&id)? {
+                out.push(j);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest `run_at` of a scheduled job (the dispatcher sleeps until then).
+    pub fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, JobError> {
+        Ok(self.store.next_run_at()?.map(model::time))
+    }
+
+    // ----- writing -----
+
+    /// Tell the listeners, and wake the executors when a job became ready.
+    fn changed(&self, old: &Job, new: &Job) {
+        if new.status == Status::Queued && old.status != Status::Queued {
+            self.wake_executors(&new.kind);
+        }
+        let Some(outcome) = transitions::outcome(old, new) else {
+            return;
+        };
+        let event = JobEvent {
+            id: new.id.clone(),
+            queue: new.queue.clone(),
+            kind: new.kind.clone(),
+            outcome,
+            attempts: new.attempts,
+            error: new.last_error.clone(),
+            at: model::time(new.updated_at),
+        };
+        if let Some(hook) = self.outcome_hook.get() {
+            hook(&event);
+        }
+        let _ = self.events.send(event);
+    }
+
+    /// Only the built-in executors wait on this; external workers poll.
+    fn wake_executors(&self, kind: &str) {
+        if executors::KINDS.contains(&kind) {
+            self.ready_notify.notify_waiters();
+        }
+    }
+
+    /// Change one job through `f`, then tell the listeners.
+    fn apply(
+        &self,
+        id: &str,
+        mut f: impl FnMut(&Job) -> Result<Job, JobError>,
+    ) -> Result<(Job, Commit), JobError> {
+        let (old, new, commit) = self.store.update(id, &mut f)?;
+        self.changed(&old, &new);
+        Ok((new, commit))
+    }
+
+    /// Put a new job in.
+    pub fn enqueue(&self, new: NewJob) -> Result<(Enqueued, Commit), JobError> {
+        let job = transitions::new_job(new, uuid::Uuid::now_v7().to_string(), self.now())?;
+        let (inserted, commit) = self.store.insert(&job)?;
+        Ok(match inserted {
+            Inserted::New(job) => {
+                if job.status == Status::Queued {
+                    self.wake_executors(&job.kind);
+                }
+                (
+                    Enqueued {
+                        job,
+                        duplicate: false,
+                    },
+                    commit,
+                )
+            }
+            Inserted::Duplicate(job) => (
+                Enqueued {
+                    job,
+                    duplicate: true,
+                },
+                commit,
+            ),
+        })
+    }
+
+    /// Move scheduled jobs whose `run_at` arrived to the ready queue. Returns how many.
+    pub fn promote_due(&self) -> Result<(usize, Commit), JobError> {
+        let now = self.now();
+        let mut moved = 0;
+        let mut commit = Commit::done();
+        for id in self.store.due(now)? {
+            if let Some((_, c)) =
+                skip_conflicts(self.apply(&id, |j| transitions::promoted(j, now)))?
+            {
+                moved += 1;
+                commit = commit.and(c);
+            }
+        }
+        Ok((moved, commit))
+    }
+
+    /// Claim up to `req.count` ready jobs: best priority first, then earliest `run_at`,
+    /// then oldest id. Exclusive: each job goes to exactly one claimer.
+    pub fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Job>, Commit), JobError> {
+        let (_, promoted) = self.promote_due()?;
+        let now = self.now();
+        let count = req.count.clamp(1, MAX_CLAIM);
+        let (jobs, commit) = self.store.claim(&req.queues, &req.kinds, count, &mut |j| {
+            transitions::claimed(j, &req.worker, req.lease_secs, now)
+        })?;
+        Ok((jobs, promoted.and(commit)))
+    }
+
+    /// Extend a running job's lease (a stuck one comes back to running).
+    pub fn heartbeat(
+        &self,
+        id: &str,
+        worker: Option<&str>,
+        lease_secs: u64,
+    ) -> Result<(Job, Commit), JobError> {
+        let now = self.now();
+        self.apply(id, |j| transitions::heartbeat(j, worker, lease_secs, now))
+    }
+
+    /// A successful attempt. `result` is JSON text.
+    pub fn complete(
+        &self,
+        id: &str,
+        worker: Option<&str>,
+        result: Option<String>,
+    ) -> Result<(Job, Commit), JobError> {
+        let now = self.now();
+        self.apply(id, |j| {
+            transitions::completed(j, worker, result.clone(), now)
+        })
+    }
+
+    /// A failed attempt: back to `scheduled` with backoff, or `dead` after the last one.
+    pub fn fail(
+        &self,
+        id: &str,
+        worker: Option<&str>,
+        error: &str,
+    ) -> Result<(Job, Commit), JobError> {
+        let now = self.now();
+        let jitter = self.jitter();
+        let error = truncate(error, 4096);
+        self.apply(id, |j| {
+            transitions::failed_by(j, worker, &error, now, jitter)
+        })
+    }
+
+    /// Back to `queued` now: a stuck, dead, cancelled or failed (scheduled after an
+    /// error) job. The attempt count is kept.
+    pub fn retry(&self, id: &str) -> Result<(Job, Commit), JobError> {
+        let now = self.now();
+        self.apply(id, |j| transitions::retried(j, now))
+    }
+
+    /// Cancel a job that is not finished. A worker still running it gets 409 when it
+    /// reports.
+    pub fn cancel(&self, id: &str) -> Result<(Job, Commit), JobError> {
+        let now = self.now();
+        self.apply(id, |j| transitions::cancelled(j, now))
+    }
+
+    /// Retry every job matching `filter` (at most `limit`); returns the ids moved.
+    pub fn retry_bulk(
+        &self,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<(Vec<String>, Commit), JobError> {
+        let mut moved = Vec::new();
+        let mut commit = Commit::done();
+        for id in self.store.ids(filter, limit)? {
+            if let Some((_, c)) = skip_conflicts(self.retry(&id))? {
+                moved.push(id);
+                commit = commit.and(c);
+            }
+        }
+        Ok((moved, commit))
+    }
+
+    /// Mark running jobs whose lease ran out as stuck. Returns them.
+    pub fn mark_stuck(&self) -> Result<(Vec<Job>, Commit), JobError> {
+        let now = self.now();
+        let mut out = Vec::new();
+        let mut commit = Commit::done();
+        for j in self.store.expired_leases(now)? {
+            if let Some((j, c)) =
+                skip_conflicts(self.apply(&j.id, |j| transitions::marked_stuck(j, now)))?
+            {
+                out.push(j);
+                commit = commit.and(c);
+            }
+        }
+        Ok((out, commit))
+    }
+
+    /// Mark every running job stuck now, whatever its lease says: after a restore the
+    /// workers that held them are gone. They are then recovered as after a crash.
+    pub fn mark_all_stuck(&self, why: &str) -> Result<(usize, Commit), JobError> {
+        let now = self.now();
+        let mut n = 0;
+        let mut commit = Commit::done();
+        for id in self
+            .store
+            .ids(&Filter::status(Status::Running), usize::MAX)?
+        {
+            if let Some((_, c)) =
+                skip_conflicts(self.apply(&id, |j| transitions::abandoned(j, now, why)))?
+            {
+                n += 1;
+                commit = commit.and(c);
+            }
+        }
+        Ok((n, commit))
+    }
+
+    /// Re-queue, as a failed attempt, stuck jobs whose lease ran out at least
+    /// `after_secs` ago. Returns them.
+    pub fn requeue_stuck(&self, after_secs: u64) -> Result<(Vec<Job>, Commit), JobError> {
+        let now = self.now();
+        let limit = now - (after_secs as i64) * 1000;
+        let mut out = Vec::new();
+        let mut commit = Commit::done();
+        for id in self.store.ids(&Filter::status(Status::Stuck), usize::MAX)? {
+            let jitter = self.jitter();
+            if let Some((j, c)) =
+                skip_conflicts(self.apply(&id, |j| transitions::requeued(j, limit, now, jitter)))?
+            {
+                out.push(j);
+                commit = commit.and(c);
+            }
+        }
+        Ok((out, commit))
+    }
+
+    /// Remove finished jobs older than `days`. Returns how many.
+    pub fn prune(&self, days: u64) -> Result<(usize, Commit), JobError> {
+        self.store.prune(self.now() - (days as i64) * 86_400_000)
+    }
+}
