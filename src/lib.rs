@@ -5,12 +5,14 @@
 //!
 //! Composition and HTTP:
 //! - [`app`]         the composition root: `AppState` (mod), background tasks and
-//!   cross-domain hooks (`wiring`), the router and the server's life (`server`)
+//!   cross-domain hooks (`wiring`), the router and the server's life (`server`), backups
+//!   meeting the rest (`backup`: API/schedule runner, alerts, health, log retention)
 //! - [`web`]         HTTP only: `web::api` (one module per resource), the OpenAPI document,
 //!   extractors, errors, the audit helper, the guard and route-class layers
 //! - [`error`]       `Classify`: how a domain error is answered (`web::error::AppError`
 //!   turns it into `{"ok": false, "error": ...}` with its status)
-//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`)
+//! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`);
+//!   `cli::backup`: `backup`, `restore`, `db compact`, `db check --deep`, `logs prune`
 //! - [`config`]      the CLI, environment variables and `echopilot.toml`; each default once
 //!
 //! Domains (plain types; each declares its storage as a trait in its own `store` module):
