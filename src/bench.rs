@@ -22,6 +22,7 @@ use crate::jobs::{ClaimRequest, NewJob};
 use crate::store::Commit;
 
 mod payments;
+mod snapshot;
 
 /// Options of `echopilot bench`.
 #[derive(Debug, Clone)]
@@ -548,6 +549,10 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     }
     if want("reconcile") {
         payments::reconcile(&parent, 100_000).await?;
+    }
+    if opts.only.as_deref().is_some_and(|o| "snapshot".contains(o)) {
+        // Heavy (a 10⁶-event store): only when asked for by name.
+        snapshot::run(&parent).await?;
     }
     let disk_after = tokio::task::spawn_blocking({
         let p = parent.clone();

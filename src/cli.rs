@@ -1,6 +1,8 @@
 //! Subcommands: `serve` and the operator's tools (`db check`, `db stats`, `keygen`,
 //! `audit verify`, `logs rotate`, `bench`).
 
+pub mod backup;
+
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
@@ -147,8 +149,11 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     match action {
-        DbAction::Check => {
+        DbAction::Check { deep } => {
             store.probe()?;
+            if deep {
+                return backup::deep_check(&store);
+            }
             println!(
                 "ok: store {} answers (schema version {})",
                 store.path().display(),
@@ -162,9 +167,20 @@ pub fn db(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
             for (tree, count) in store.tree_counts() {
                 println!("tree {tree}: {count} records");
             }
+            backup::print_stats_extra(&store, &home_dir(&home))?;
+        }
+        DbAction::Compact => {
+            drop(store);
+            return backup::compact(&home_dir(&home));
         }
     }
     Ok(())
+}
+
+/// The running server's base URL (from its home's address record) and the key to send
+/// (`ECHOPILOT_KEY`, else `DASHBOARD_KEY`).
+pub(crate) fn server(home: HomeArg) -> anyhow::Result<(String, Option<String>)> {
+    Ok((server_base(&home_dir(&home))?, server_key()))
 }
 
 fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
@@ -172,7 +188,13 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
     small_runtime()?.block_on(async move {
         let client = reqwest::Client::new();
         match action {
-            DbAction::Check => {
+            DbAction::Check { deep: true } | DbAction::Compact => {
+                anyhow::bail!(
+                    "a server holds the store on this home: stop it first (db check --deep and \
+                     db compact read or rewrite the whole store)"
+                );
+            }
+            DbAction::Check { deep: false } => {
                 let url = format!("{base}/api/status/summary");
                 let v: serde_json::Value = client
                     .get(&url)
@@ -203,6 +225,7 @@ fn db_via_server(home: HomeArg, action: DbAction) -> anyhow::Result<()> {
                         println!("tree {tree}: {count} records");
                     }
                 }
+                backup::print_remote_stats_extra(&v);
             }
         }
         Ok(())
@@ -215,7 +238,7 @@ pub fn keygen() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn home_dir(home: &HomeArg) -> std::path::PathBuf {
+pub(crate) fn home_dir(home: &HomeArg) -> std::path::PathBuf {
     home.home.clone().unwrap_or_else(|| ".".into())
 }
 
@@ -294,6 +317,7 @@ pub fn logs(home: HomeArg, action: LogsAction) -> anyhow::Result<()> {
             }
             println!("ok: {} files rotated", archived.len());
         }
+        LogsAction::Prune => backup::prune_logs(&home)?,
     }
     Ok(())
 }

@@ -16,7 +16,9 @@ use std::str::FromStr;
 mod cli;
 mod file;
 
-pub use cli::{AuditAction, BenchArgs, Cli, Command, DbAction, HomeArg, LogsAction, ServeArgs};
+pub use cli::{
+    AuditAction, BackupAction, BenchArgs, Cli, Command, DbAction, HomeArg, LogsAction, ServeArgs,
+};
 use file::read_file_config;
 pub use file::{CommandSpec, ScheduleSpec};
 
@@ -140,6 +142,9 @@ pub struct Config {
     pub commands: BTreeMap<String, CommandSpec>,
     /// Cron schedules declared in `echopilot.toml` `[[schedules]]`.
     pub schedules: Vec<ScheduleSpec>,
+    /// Disaster recovery (`BACKUP_DIR`, `BACKUP_KEEP`, `BACKUP_CRON`,
+    /// `BACKUP_COPY_COMMAND`) and log retention (`LOG_ARCHIVE_KEEP_DAYS`).
+    pub backup: BackupConfig,
     /// Stripe intake and reconciliation.
     pub payments: PaymentSettings,
 }
@@ -155,6 +160,21 @@ pub struct PaymentSettings {
     pub reconcile_grace_secs: u64,
     /// When the built-in reconciliation runs (`RECONCILE_CRON`).
     pub reconcile_cron: String,
+}
+
+/// Snapshot and log-retention settings.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    /// Where snapshots go (`BACKUP_DIR`, relative to the home; `backups/disaster_recovery`).
+    pub dir: PathBuf,
+    /// Newest snapshots kept (`BACKUP_KEEP`, 14).
+    pub keep: usize,
+    /// The built-in backup schedule, UTC (`BACKUP_CRON`, `0 3 * * *`; empty disables).
+    pub cron: String,
+    /// Run after each verified snapshot with its path (`BACKUP_COPY_COMMAND`).
+    pub copy_command: Option<Secret>,
+    /// Days of `logs/archive/` kept (`LOG_ARCHIVE_KEEP_DAYS`, 90).
+    pub log_archive_keep_days: u64,
 }
 
 /// The environment variables we read, each with its default: the one place a default
@@ -197,6 +217,11 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("STRIPE_TOLERANCE_SECS", "300"),
     ("RECONCILE_GRACE_SECS", "3600"),
     ("RECONCILE_CRON", "0 3 * * 1"),
+    ("BACKUP_DIR", "backups/disaster_recovery"),
+    ("BACKUP_KEEP", "14"),
+    ("BACKUP_CRON", "0 3 * * *"),
+    ("BACKUP_COPY_COMMAND", ""),
+    ("LOG_ARCHIVE_KEEP_DAYS", "90"),
 ];
 
 const SECRETS: &[&str] = &[
@@ -362,7 +387,7 @@ impl Config {
             roles.iter().map(|(k, _)| k.expose()),
         )?;
         let config = Config {
-            home,
+            home: home.clone(),
             bind,
             dashboard_key,
             roles,
@@ -408,6 +433,19 @@ impl Config {
             cookie_secure: lookup.bool("COOKIE_SECURE")?,
             commands: file.commands,
             schedules: file.schedules,
+            backup: BackupConfig {
+                dir: home.join(lookup.value("BACKUP_DIR")),
+                keep: lookup.positive("BACKUP_KEEP")?,
+                // Set but empty disables the schedule; unset takes the default.
+                cron: lookup
+                    .raw("BACKUP_CRON")
+                    .unwrap_or_else(|| lookup.value("BACKUP_CRON")),
+                copy_command: lookup
+                    .raw("BACKUP_COPY_COMMAND")
+                    .filter(|c| !c.is_empty())
+                    .map(Secret::new),
+                log_archive_keep_days: lookup.positive("LOG_ARCHIVE_KEEP_DAYS")?,
+            },
             payments: PaymentSettings {
                 tolerance_secs: lookup.parse("STRIPE_TOLERANCE_SECS")?,
                 reconcile_grace_secs: lookup.parse("RECONCILE_GRACE_SECS")?,
@@ -424,7 +462,7 @@ impl Config {
         self.home.join("logs")
     }
     pub fn backups_dir(&self) -> PathBuf {
-        self.home.join("backups").join("disaster_recovery")
+        self.backup.dir.clone()
     }
 }
 

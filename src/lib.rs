@@ -5,7 +5,8 @@
 //!
 //! Composition and HTTP:
 //! - [`app`]         the composition root: `AppState` (mod), background tasks and
-//!   cross-domain hooks (`wiring`), the router and the server's life (`server`)
+//!   cross-domain hooks (`wiring`), the router and the server's life (`server`), backups
+//!   meeting the rest (`backup`: API/schedule runner, alerts, health, log retention)
 //! - [`web`]         HTTP only: `web::api` (one module per resource), the OpenAPI document,
 //!   `web::dashboard` (the v2 and v1 pages, sessions, CSRF, static assets),
 //!   extractors, errors, the audit helper, the guard and route-class layers; `web::listener`
@@ -14,6 +15,7 @@
 //!   turns it into `{"ok": false, "error": ...}` with its status)
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`);
 //!   `cli::running_server` finds the home's running server
+//!   `cli::backup`: `backup`, `restore`, `db compact`, `db check --deep`, `logs prune`
 //! - [`config`]      the CLI, environment variables and `echopilot.toml`; each default once
 //!
 //! Domains (plain types; each declares its storage as a trait in its own `store` module):
@@ -25,6 +27,8 @@
 //! - [`audit`]       the audit trail: `AuditStore` + `logs/ndjson/audit.ndjson`, hash chain, `verify`
 //! - [`slo`]         per-minute SLO counters (`MinuteStore`), budget and burn rates, alerts
 //!   (`AlertStore`), `/metrics` text
+//! - [`backup`]      disaster recovery: snapshots (`SnapshotSource`), verify, restore,
+//!   retention, log archive pruning
 //! - [`auth`]        keys (as SHA-256 digests), roles and what a route needs; `web::auth`
 //!   holds the extractors
 //! - [`ratelimit`]   the rate limiter's core: limits per route class, the failed-key block
@@ -49,6 +53,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 mod bench;
 pub mod build_info;
 pub mod cli;

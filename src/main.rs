@@ -17,6 +17,8 @@ fn main() -> ExitCode {
         Some(Command::Audit { home, action }) => cli::audit(home, action),
         Some(Command::Logs { home, action }) => cli::logs(home, action),
         Some(Command::Bench(args)) => cli::bench(args),
+        Some(Command::Backup { home, action }) => echopilot::cli::backup::backup(home, action),
+        Some(Command::Restore { home, file }) => echopilot::cli::backup::restore(home, &file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

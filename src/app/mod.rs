@@ -3,6 +3,7 @@
 //! server (`server`). Only this module
 //! and `web` know every domain; domains know none of it.
 
+pub mod backup;
 mod ops;
 mod payments;
 mod server;
@@ -95,6 +96,8 @@ pub struct Shared {
     pub payments: Payments,
     /// Signs the dashboard's session cookies and CSRF tokens (`data/session.key`).
     pub session_key: Arc<crate::web::dashboard::SessionKey>,
+    /// Disaster-recovery snapshots.
+    pub backups: crate::backup::Backups,
 }
 
 impl AppState {
@@ -185,6 +188,10 @@ impl AppState {
             .load_config(&config.schedules, now)
             .context("while loading the schedules of echopilot.toml")?;
         let payments = payments::open(&config, &store, &jobs, &schedules, &clock)?;
+        let _builtin = schedules
+            .load_builtin(&[backup::schedule(&config)], now)
+            .context("while loading the backup schedule (BACKUP_CRON)")?;
+        let backups = backup::open(&config, Some(&store), clock.clone());
         let scheduler = Scheduler::new(
             jobs.clone(),
             schedules,
@@ -221,6 +228,7 @@ impl AppState {
             jobs,
             scheduler,
             payments,
+            backups,
             keys: Arc::new(Keys::new(config.keys())),
             config: Arc::new(config),
             store,

@@ -39,6 +39,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             web::api::flags::dashboard_v2,
         ))
+        // A mutating request is one change group: a snapshot holds all of it or none.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::change_group::layer,
+        ))
         // Innermost: sees the caller's key and the handler's 401/403.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -39,6 +39,7 @@ pub(super) fn start_background(state: &AppState) {
     start_jobs(state);
     super::payments::start(state);
     start(state);
+    super::backup::start(state);
 }
 
 /// Start the SLO's background tasks: the flusher (every [`slo::FLUSH_EVERY`], and once more
@@ -92,9 +93,11 @@ fn start_jobs(state: &AppState) {
 
 /// Install the cross-domain hooks and start the task that feeds the SLO counters.
 fn start(state: &AppState) {
-    state
-        .slo
-        .set_gauges(Arc::new(QueueGauges(state.jobs.clone())));
+    state.slo.set_gauges(Arc::new(QueueGauges(
+        state.jobs.clone(),
+        state.backups.clone(),
+        state.clock.clone(),
+    )));
     if state.config.alert_webhook_url.is_some() {
         let sink = Arc::new(QueueSink {
             jobs: state.jobs.clone(),
@@ -143,8 +146,8 @@ fn start(state: &AppState) {
 }
 
 /// Jobs by queue and status, queue depth and stuck jobs for `/metrics`, from the
-/// queue's in-memory counters (no store scan per scrape).
-struct QueueGauges(Jobs);
+/// queue's in-memory counters (no store scan per scrape); backup ages from the folder.
+struct QueueGauges(Jobs, crate::backup::Backups, crate::clock::Clock);
 
 impl GaugeSource for QueueGauges {
     fn jobs_by_queue_status(&self) -> Vec<(String, String, u64)> {
@@ -168,6 +171,14 @@ impl GaugeSource for QueueGauges {
 
     fn stuck_jobs(&self) -> Option<u64> {
         Some(self.0.count(Status::Stuck))
+    }
+
+    fn last_backup_age_secs(&self) -> Option<f64> {
+        self.1.ages(self.2.now()).0
+    }
+
+    fn last_verified_backup_age_secs(&self) -> Option<f64> {
+        self.1.ages(self.2.now()).1
     }
 }
 

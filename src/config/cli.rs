@@ -59,6 +59,33 @@ pub enum Command {
     },
     /// Measure the durable job queue: disk sync rate, enqueue and drain (a benchmark).
     Bench(BenchArgs),
+    /// Take a snapshot into `BACKUP_DIR` (asks the running server when there is one);
+    /// `backup verify FILE`, `backup list`.
+    Backup {
+        #[command(flatten)]
+        home: HomeArg,
+        #[command(subcommand)]
+        action: Option<BackupAction>,
+    },
+    /// Restore a snapshot into the home (server stopped); the old store and logs are
+    /// moved aside, never deleted.
+    Restore {
+        #[command(flatten)]
+        home: HomeArg,
+        /// The snapshot file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupAction {
+    /// Check the checksum, restore into a scratch store and compare counts.
+    Verify {
+        /// The snapshot file.
+        file: PathBuf,
+    },
+    /// The snapshots with size, time and whether they were verified.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +100,9 @@ pub enum LogsAction {
     /// Move `logs/ndjson/audit.ndjson`, `logs/app.log` and the other logs into
     /// `logs/archive/YYYYMMDD/` (while a server runs, it is asked to do it), audited.
     Rotate,
+    /// Remove `logs/archive/YYYYMMDD/` folders older than `LOG_ARCHIVE_KEEP_DAYS`,
+    /// recording the audit range they held (the server also does this hourly).
+    Prune,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -88,7 +118,8 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     pub max_secs: u64,
     /// Run only the workloads whose name contains this: enqueue-http, enqueue-local,
-    /// drain-http, drain-local, webhooks, reconcile.
+    /// drain-http, drain-local, webhooks, reconcile; `snapshot` (100,000 jobs + 10⁶ audit
+    /// events) runs only when named.
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -96,9 +127,15 @@ pub struct BenchArgs {
 #[derive(Debug, Subcommand)]
 pub enum DbAction {
     /// Open the store, write and read a probe key, print the schema version.
-    Check,
+    Check {
+        /// Also read every record through the codec and check the job indexes.
+        #[arg(long)]
+        deep: bool,
+    },
     /// Print per-tree record counts and the size of the store on disk.
     Stats,
+    /// Rewrite the store into a fresh one and swap it in (server stopped).
+    Compact,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -15,7 +16,19 @@ use super::{Job, tail, truncate};
 use crate::config::{CommandSpec, Secret};
 
 /// The kinds the server runs itself; every other kind waits for an external worker.
-pub const KINDS: [&str; 3] = ["http", "command", ALERT_KIND];
+pub const KINDS: [&str; 4] = ["http", "command", ALERT_KIND, BACKUP_KIND];
+
+/// The built-in backup schedule's job: take a snapshot and verify it (run by the
+/// handler the server installs with [`Executors::set_backup`]).
+pub const BACKUP_KIND: &str = "backup.snapshot";
+
+/// A built-in job run by another domain (so this one does not depend on it).
+pub trait Builtin: Send + Sync {
+    fn run<'a>(
+        &'a self,
+        job: &'a Job,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
+}
 
 /// Alert messages: payload `{"text": ...}`, posted as Slack-compatible JSON to
 /// `ALERT_WEBHOOK_URL`. The URL stays in the configuration, never in a job (Slack puts
@@ -36,6 +49,7 @@ pub struct Executors {
     home: std::path::PathBuf,
     alert_webhook_url: Option<Secret>,
     gate: Option<Gate>,
+    backup: Arc<RwLock<Option<Arc<dyn Builtin>>>>,
 }
 
 impl Executors {
@@ -54,9 +68,9 @@ impl Executors {
             home: home.to_path_buf(),
             alert_webhook_url,
             gate: None,
+            backup: Arc::default(),
         }
     }
-
     /// Ask `gate` before every claim: a kind it refuses is not claimed, so its jobs wait.
     pub fn with_gate(mut self, gate: Gate) -> Self {
         self.gate = Some(gate);
@@ -72,12 +86,28 @@ impl Executors {
             .collect()
     }
 
+    /// Install the runner of [`BACKUP_KIND`] jobs.
+    pub fn set_backup(&self, runner: Arc<dyn Builtin>) {
+        *self.backup.write().unwrap_or_else(|p| p.into_inner()) = Some(runner);
+    }
+
     /// Run `job`; `Ok(result JSON)` on success, `Err(message)` on failure.
     pub async fn run(&self, job: &Job) -> Result<String, String> {
         match job.kind.as_str() {
             "http" => self.http(job).await,
             "command" => self.command(job).await,
             ALERT_KIND => self.alert(job).await,
+            BACKUP_KIND => {
+                let runner = self
+                    .backup
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                match runner {
+                    Some(r) => r.run(job).await,
+                    None => Err("no backup runner in this process".into()),
+                }
+            }
             other => Err(format!("no built-in executor for kind {other:?}")),
         }
     }

@@ -359,6 +359,26 @@ impl Jobs {
         Ok((out, commit))
     }
 
+    /// Mark every running job stuck now, whatever its lease says: after a restore the
+    /// workers that held them are gone. They are then recovered as after a crash.
+    pub fn mark_all_stuck(&self, why: &str) -> Result<(usize, Commit), JobError> {
+        let now = self.now();
+        let mut n = 0;
+        let mut commit = Commit::done();
+        for id in self
+            .store
+            .ids(&Filter::status(Status::Running), usize::MAX)?
+        {
+            if let Some((_, c)) =
+                skip_conflicts(self.apply(&id, |j| transitions::abandoned(j, now, why)))?
+            {
+                n += 1;
+                commit = commit.and(c);
+            }
+        }
+        Ok((n, commit))
+    }
+
     /// Re-queue, as a failed attempt, stuck jobs whose lease ran out at least
     /// `after_secs` ago. Returns them.
     pub fn requeue_stuck(&self, after_secs: u64) -> Result<(Vec<Job>, Commit), JobError> {

@@ -243,13 +243,19 @@ pub fn marked_stuck(j: &Job, now: i64) -> Result<Job, JobError> {
 
 /// A job a built-in executor ran when the previous process died: stuck at once.
 pub fn orphaned(j: &Job, now: i64) -> Result<Job, JobError> {
+    abandoned(j, now, "the server stopped while it ran")
+}
+
+/// A running job whose worker is gone, whatever its lease says (`why` goes into its
+/// attempt): stuck at once.
+pub fn abandoned(j: &Job, now: i64, why: &str) -> Result<Job, JobError> {
     if j.status != Status::Running {
         return Err(JobError::Conflict("not running".into()));
     }
     let mut n = j.clone();
     n.status = Status::Stuck;
     n.updated_at = now;
-    n.close_attempt(now, "stuck", Some("the server stopped while it ran"));
+    n.close_attempt(now, "stuck", Some(why));
     Ok(n)
 }
 

@@ -199,6 +199,24 @@ impl Schedules {
         specs: &[ScheduleSpec],
         now: DateTime<Utc>,
     ) -> Result<Commit, ScheduleError> {
+        self.load(specs, "config", now)
+    }
+
+    /// Install the server's own schedules (the nightly backup), as [`Self::load_config`].
+    pub fn load_builtin(
+        &self,
+        specs: &[ScheduleSpec],
+        now: DateTime<Utc>,
+    ) -> Result<Commit, ScheduleError> {
+        self.load(specs, "builtin", now)
+    }
+
+    fn load(
+        &self,
+        specs: &[ScheduleSpec],
+        source: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Commit, ScheduleError> {
         let mut commit = Commit::done();
         for spec in specs {
             let payload = match &spec.payload {
@@ -217,8 +235,8 @@ impl Schedules {
                 payload,
                 enabled: Some(spec.enabled),
             };
-            let mut s = Self::build(new, "config", now).map_err(|e| {
-                ScheduleError::Invalid(format!("echopilot.toml schedule {:?}: {e}", spec.name))
+            let mut s = Self::build(new, source, now).map_err(|e| {
+                ScheduleError::Invalid(format!("{source} schedule {:?}: {e}", spec.name))
             })?;
             if let Some(old) = self.store.get(&s.name)? {
                 s.created_at = old.created_at;

@@ -224,6 +224,9 @@ struct Inner {
     deployment_checked: AtomicBool,
     sources: RwLock<Vec<Arc<dyn AlertSource>>>,
     fired_hooks: RwLock<Vec<FiredHook>>,
+    /// Conditions other domains hold (a failed backup verification), kept firing by
+    /// every evaluation until cleared.
+    held: Mutex<BTreeMap<&'static str, (Severity, String)>>,
 }
 
 impl Alerts {
@@ -249,6 +252,7 @@ impl Alerts {
             deployment_checked: AtomicBool::new(false),
             sources: RwLock::default(),
             fired_hooks: RwLock::default(),
+            held: Mutex::default(),
         })))
     }
 
@@ -313,6 +317,35 @@ impl Alerts {
             }
         }
         Ok(out)
+    }
+
+    /// Hold a condition another domain sees (a backup that failed verification): it
+    /// fires now unless already firing, and stays until [`Alerts::clear`].
+    pub async fn raise(
+        &self,
+        name: &'static str,
+        severity: Severity,
+        message: &str,
+    ) -> anyhow::Result<()> {
+        self.0
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, (severity, message.to_string()));
+        let _turn = self.0.turn.lock().await;
+        if self.firing().iter().any(|a| a.name == name) {
+            return Ok(());
+        }
+        self.fire(name, severity, message).await
+    }
+
+    /// Drop a held condition; the next evaluation resolves its alert.
+    pub fn clear(&self, name: &str) {
+        self.0
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// Raise an info alert now (a feature flag changed, ...). A firing info alert of the
@@ -428,6 +461,19 @@ pub async fn evaluate(alerts: &Alerts, slo: &Slo) -> anyhow::Result<Changes> {
     let figures = slo.figures()?;
     let mut wanted = conditions(&figures, slo.tick_secs(), slo.ticks_expected());
     wanted.extend(alerts.sourced());
+    for (name, (severity, message)) in alerts
+        .0
+        .held
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+    {
+        wanted.push(Wanted {
+            name,
+            severity: *severity,
+            message: message.clone(),
+        });
+    }
     let mut changes = Changes::new();
 
     if !alerts.0.deployment_checked.swap(true, Ordering::Relaxed) {

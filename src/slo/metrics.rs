@@ -338,6 +338,14 @@ pub fn render(sources: &Sources<'_>) -> anyhow::Result<String> {
                 age,
             );
         }
+        if let Some(age) = g.last_verified_backup_age_secs() {
+            t.single(
+                "echopilot_backup_last_verified_age_seconds",
+                "gauge",
+                "Seconds since the newest snapshot that passed verification was taken.",
+                age,
+            );
+        }
     }
     Ok(t.finish())
 }

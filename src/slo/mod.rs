@@ -49,6 +49,9 @@ pub trait GaugeSource: Send + Sync {
     fn last_backup_age_secs(&self) -> Option<f64> {
         None
     }
+    fn last_verified_backup_age_secs(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// Minutes that count neither against uptime nor against the error budget (planned

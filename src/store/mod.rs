@@ -39,6 +39,7 @@
 //! that a record version cannot say (a tree renamed, a key layout changed) bumps
 //! [`SCHEMA_VERSION`]; a store with a newer one is refused at open, never half-read.
 
+mod capture;
 pub mod codec;
 mod durable;
 pub mod meta;
@@ -51,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use codec::{CodecError, Record};
+pub use sled_impl::SledTarget;
 pub use table::{Cas, Table};
 
 use durable::GroupCommit;
@@ -113,6 +115,10 @@ impl StoreError {
     }
 }
 
+/// The home's lock, held by the process that owns the store (see [`Store::lock_home`]).
+#[derive(Debug)]
+pub struct HomeLock(File);
+
 /// A change that is written but not yet known to be durable. Store operations that
 /// change state hand one back; the caller awaits [`Commit::durable`] once before it
 /// answers. Several changes (a job and its audit event) awaited together share one group
@@ -171,6 +177,8 @@ pub struct Store {
     space: Arc<space::Space>,
     path: PathBuf,
     commit: GroupCommit,
+    /// Change groups and snapshot captures (point-in-time reads across trees).
+    gate: Arc<capture::Gate>,
     /// Held for the life of the process: a second server on the same home fails to take it.
     _lock: Arc<File>,
 }
@@ -199,6 +207,48 @@ pub fn lock_held(home: &Path) -> bool {
 impl Store {
     /// Open (or create) the store under `<home>/data`, taking the home's lock first.
     pub fn open(home: &Path) -> Result<Store, StoreError> {
+        Self::open_tuned(home, |c| c)
+    }
+
+    /// As [`Store::open`] for a store being filled in bulk (a restore, a compaction):
+    /// a big cache, sled's high-throughput mode and no background flush until the
+    /// filler syncs. The files are the same; a later [`Store::open`] reads them.
+    pub(crate) fn open_bulk(home: &Path) -> Result<Store, StoreError> {
+        Self::open_tuned(home, |c| {
+            c.cache_capacity(512 * 1024 * 1024)
+                .mode(sled::Mode::HighThroughput)
+                .flush_every_ms(None)
+        })
+    }
+
+    fn open_tuned(
+        home: &Path,
+        tune: impl FnOnce(sled::Config) -> sled::Config,
+    ) -> Result<Store, StoreError> {
+        let lock = Self::lock_home(home)?;
+        let path = home.join("data").join("echopilot.sled");
+        let db = tune(
+            sled::Config::new()
+                .path(&path)
+                .cache_capacity(64 * 1024 * 1024),
+        )
+        .open()?;
+        let commit = GroupCommit::new(db.clone(), &path)?;
+        let store = Store {
+            db,
+            path,
+            commit,
+            gate: Arc::default(),
+            space: Arc::new(space::Space::new(home.join("data"))),
+            _lock: Arc::new(lock.0),
+        };
+        meta::open(&store)?;
+        Ok(store)
+    }
+
+    /// Take the home's lock without opening the store: proves no server runs there
+    /// (restore and compaction hold it while they swap the store's folder).
+    pub fn lock_home(home: &Path) -> Result<HomeLock, StoreError> {
         let data = home.join("data");
         std::fs::create_dir_all(&data).map_err(|e| StoreError::io(&data, e))?;
         let lock_path = lock_path(home);
@@ -209,27 +259,12 @@ impl Store {
             .open(&lock_path)
             .map_err(|e| StoreError::io(&lock_path, e))?;
         match lock.try_lock() {
-            Ok(()) => {}
+            Ok(()) => Ok(HomeLock(lock)),
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::AlreadyRunning { path: lock_path });
+                Err(StoreError::AlreadyRunning { path: lock_path })
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&lock_path, e)),
         }
-        let path = data.join("echopilot.sled");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()?;
-        let commit = GroupCommit::new(db.clone(), &path)?;
-        let store = Store {
-            db,
-            space: Arc::new(space::Space::new(data.clone())),
-            path,
-            commit,
-            _lock: Arc::new(lock),
-        };
-        meta::open(&store)?;
-        Ok(store)
     }
 
     /// Refuse changes while the data disk has less than `bytes` free
@@ -246,7 +281,18 @@ impl Store {
 
     /// A typed view of the tree `name`.
     pub fn table<T: Record>(&self, name: &str) -> Result<Table<T>, StoreError> {
-        Ok(Table::new(self.db.open_tree(name)?, self.space.clone()))
+        Ok(Table::new(
+            self.db.open_tree(name)?,
+            self.gate.clone(),
+            self.space.clone(),
+        ))
+    }
+
+    /// Run `f` as one change group: a snapshot holds all of its writes or none. A
+    /// request that changes several trees (a record and its audit event) runs in one;
+    /// nested groups join the outer one.
+    pub async fn grouped<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.gate.grouped(f).await
     }
 
     /// A [`Commit`] covering every write made before this call (no sync starts until

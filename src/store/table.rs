@@ -5,12 +5,15 @@ use std::ops::RangeBounds;
 use std::sync::Arc;
 
 use super::StoreError;
+use super::capture::Gate;
 use super::codec::{self, Record};
 use super::space::Space;
 
-/// One tree holding records of type `T`. Cloning is cheap.
+/// One tree holding records of type `T`. Cloning is cheap. Every write passes the
+/// store's [`Gate`], so a running snapshot keeps what it changes.
 pub struct Table<T> {
     tree: sled::Tree,
+    gate: Arc<Gate>,
     space: Arc<Space>,
     _t: PhantomData<fn() -> T>,
 }
@@ -19,6 +22,7 @@ impl<T> Clone for Table<T> {
     fn clone(&self) -> Self {
         Self {
             tree: self.tree.clone(),
+            gate: self.gate.clone(),
             space: self.space.clone(),
             _t: PhantomData,
         }
@@ -37,12 +41,18 @@ pub enum Cas<T> {
 type Entry<T> = Result<(Vec<u8>, T), StoreError>;
 
 impl<T: Record> Table<T> {
-    pub(super) fn new(tree: sled::Tree, space: Arc<Space>) -> Self {
+    pub(super) fn new(tree: sled::Tree, gate: Arc<Gate>, space: Arc<Space>) -> Self {
         Self {
             tree,
+            gate,
             space,
             _t: PhantomData,
         }
+    }
+
+    /// One write of `key`, through the gate.
+    fn write<R>(&self, key: &[u8], f: impl FnOnce() -> sled::Result<R>) -> sled::Result<R> {
+        self.gate.write(&self.tree, &mut std::iter::once(key), f)
     }
 
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
@@ -54,23 +64,27 @@ impl<T: Record> Table<T> {
 
     pub fn insert(&self, key: impl AsRef<[u8]>, value: &T) -> Result<(), StoreError> {
         self.space.check()?;
-        self.tree.insert(key.as_ref(), codec::encode(value)?)?;
+        let (key, bytes) = (key.as_ref(), codec::encode(value)?);
+        self.write(key, || self.tree.insert(key, bytes))?;
         Ok(())
     }
 
     /// Insert only if the key is absent; `false` when it was already there.
     pub fn insert_new(&self, key: impl AsRef<[u8]>, value: &T) -> Result<bool, StoreError> {
-        let bytes = codec::encode(value)?;
         self.space.check()?;
+        let (key, bytes) = (key.as_ref(), codec::encode(value)?);
         Ok(self
-            .tree
-            .compare_and_swap(key.as_ref(), None as Option<&[u8]>, Some(bytes))?
+            .write(key, || {
+                self.tree
+                    .compare_and_swap(key, None as Option<&[u8]>, Some(bytes))
+            })?
             .is_ok())
     }
 
     pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<Option<T>, StoreError> {
         self.space.check()?;
-        match self.tree.remove(key)? {
+        let key = key.as_ref();
+        match self.write(key, || self.tree.remove(key))? {
             Some(v) => Ok(Some(codec::decode(&v)?)),
             None => Ok(None),
         }
@@ -87,7 +101,8 @@ impl<T: Record> Table<T> {
         let old = old.map(codec::encode).transpose()?;
         let new = new.map(codec::encode).transpose()?;
         self.space.check()?;
-        match self.tree.compare_and_swap(key.as_ref(), old, new)? {
+        let key = key.as_ref();
+        match self.write(key, || self.tree.compare_and_swap(key, old, new))? {
             Ok(()) => Ok(Cas::Swapped),
             Err(e) => Ok(Cas::Conflict(
                 e.current.map(|v| codec::decode(&v)).transpose()?,
@@ -112,8 +127,9 @@ impl<T: Record> Table<T> {
             let next = f(current);
             let next_raw = next.as_ref().map(codec::encode).transpose()?;
             if self
-                .tree
-                .compare_and_swap(key, current_raw, next_raw)?
+                .write(key, || {
+                    self.tree.compare_and_swap(key, current_raw, next_raw)
+                })?
                 .is_ok()
             {
                 return Ok(next);
@@ -183,14 +199,19 @@ impl<T: Record> Table<T> {
             batch.remove(k.as_slice());
         }
         self.space.check()?;
-        self.tree.apply_batch(batch)?;
+        let mut keys = puts
+            .iter()
+            .map(|(k, _)| k.as_slice())
+            .chain(removes.iter().map(Vec::as_slice));
+        self.gate
+            .write(&self.tree, &mut keys, || self.tree.apply_batch(batch))?;
         Ok(())
     }
 
     /// Remove every record.
     pub fn clear(&self) -> Result<(), StoreError> {
         self.space.check()?;
-        self.tree.clear()?;
+        self.gate.write_all(&self.tree, || self.tree.clear())?;
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod change_group;
 pub mod dashboard;
 pub mod error;
 pub mod extract;

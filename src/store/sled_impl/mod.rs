@@ -2,6 +2,7 @@
 //! loops and index trees live here, one file per domain, and nowhere else.
 
 pub(crate) mod audit;
+pub(crate) mod db_maintenance;
 pub(crate) mod flags;
 pub(crate) mod incidents;
 mod job_keys;
@@ -10,3 +11,6 @@ pub(crate) mod maintenance;
 pub(crate) mod payments;
 pub(crate) mod schedules;
 pub(crate) mod slo;
+mod snapshot;
+
+pub use snapshot::SledTarget;

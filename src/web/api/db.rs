@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     extensions(("x-required-role" = json!("viewer"))))]
 pub async fn stats(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<Value>> {
     let store = state.store.clone();
+    let archive = state.config.logs_dir().join("archive");
     // Counting walks every tree: keep it off the async workers.
     let out = tokio::task::spawn_blocking(move || -> Result<Value> {
         store.probe()?;
@@ -31,12 +32,25 @@ pub async fn stats(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<
             .into_iter()
             .map(|(name, n)| (name, json!(n)))
             .collect();
+        let times: serde_json::Map<String, Value> =
+            crate::store::sled_impl::db_maintenance::tree_times(&store)?
+                .into_iter()
+                .map(|(tree, (first, last))| {
+                    let t = json!({
+                        "oldest": first.map(crate::clock::rfc3339),
+                        "newest": last.map(crate::clock::rfc3339),
+                    });
+                    (tree.to_string(), t)
+                })
+                .collect();
         Ok(json!({
             "ok": true,
             "path": store.path().display().to_string(),
             "size_on_disk_bytes": store.size_on_disk(),
             "schema_version": meta::schema_version(&store)?,
             "trees": trees,
+            "times": times,
+            "archive_bytes": crate::backup::archive::size_of(&archive),
         }))
     })
     .await

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod backups;
 pub mod db;
 pub mod flags;
 pub mod incidents;
@@ -51,6 +52,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(maintenance::router())
         .merge(markers::router())
         .merge(payments::router())
+        .merge(backups::router())
         .routes(routes!(openapi::show));
     // Monitoring must get through: never limited.
     let exempt = OpenApiRouter::new()

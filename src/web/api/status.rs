@@ -65,5 +65,13 @@ pub fn components(state: &AppState) -> Vec<(&'static str, Component)> {
             health::scheduler(&state.scheduler, state.clock.now(), state.started_at),
         ),
         ("jobs", health::jobs(&state.jobs)),
+        (
+            "backups",
+            crate::app::backup::component(
+                &state.backups,
+                state.clock.now(),
+                &state.instance.first_started_at,
+            ),
+        ),
     ]
 }
