@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod measure;
 pub mod openapi;
+pub mod request_id;
 
 use axum::body::Body;
 use axum::extract::Request;
