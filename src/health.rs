@@ -239,9 +239,11 @@ pub fn scheduler(s: &Scheduler, now: DateTime<Utc>, started_at: DateTime<Utc>) -
         .with("tick_interval_secs", interval)
 }
 
-/// Counts; degraded while any job is stuck.
+/// Counts; degraded while any job is stuck. A running job whose lease ran out counts as
+/// stuck at once, as `/api/jobs/stuck` lists it, not only after the next tick.
 pub fn jobs(j: &Jobs) -> Component {
-    let stuck = j.count(Status::Stuck);
+    let lapsed = j.lapsed().unwrap_or(0);
+    let stuck = j.count(Status::Stuck) + lapsed;
     let status = if stuck > 0 {
         Health::Degraded
     } else {
@@ -249,7 +251,7 @@ pub fn jobs(j: &Jobs) -> Component {
     };
     Component::new(status)
         .with("queued", j.count(Status::Queued))
-        .with("running", j.count(Status::Running))
+        .with("running", j.count(Status::Running).saturating_sub(lapsed))
         .with("scheduled", j.count(Status::Scheduled))
         .with("stuck", stuck)
         .with("dead", j.count(Status::Dead))
