@@ -84,10 +84,12 @@ pub fn disk(path: &std::path::Path, rules: &DiskRules) -> Component {
             } else {
                 Health::Healthy
             };
+            // Shown coarse (two significant digits, whole percent) so an idle server's
+            // summary does not change with every log line written.
             Component::new(status)
-                .with("free_bytes", free)
+                .with("free_bytes", two_digits(free))
                 .with("total_bytes", total)
-                .with("free_pct", (pct * 10.0).round() / 10.0)
+                .with("free_pct", pct.floor() as u64)
         }
         Err(e) => Component::new(Health::Unhealthy).with("error", e.to_string()),
     }
@@ -123,7 +125,8 @@ pub fn slo(slo: &Slo, alerts: &Alerts) -> Component {
             .with("error_budget_remaining_pct", round4(f.budget.remaining_pct))
             .with("availability_pct", round4(f.availability_pct))
             .with("uptime_pct", round4(f.uptime_pct))
-            .with("latency_p95_ms", round4(f.latency_p95_ms)),
+            // Whole milliseconds: the summary's own requests move it a little each call.
+            .with("latency_p95_ms", f.latency_p95_ms.round()),
         Err(e) => Component::new(Health::Unhealthy).with("error", e.to_string()),
     }
 }
@@ -140,6 +143,15 @@ pub fn alerts(alerts: &Alerts) -> Component {
             "firing",
             firing.iter().map(|a| a.name.clone()).collect::<Vec<_>>(),
         )
+}
+
+/// `n` rounded down to two significant digits (18,345,678 → 18,000,000).
+fn two_digits(n: u64) -> u64 {
+    let mut unit = 1;
+    while n / unit >= 100 {
+        unit *= 10;
+    }
+    n / unit * unit
 }
 
 /// Unhealthy when the store does not answer a probe.
@@ -227,9 +239,11 @@ pub fn scheduler(s: &Scheduler, now: DateTime<Utc>, started_at: DateTime<Utc>) -
         .with("tick_interval_secs", interval)
 }
 
-/// Counts; degraded while any job is stuck.
+/// Counts; degraded while any job is stuck. A running job whose lease ran out counts as
+/// stuck at once, as `/api/jobs/stuck` lists it, not only after the next tick.
 pub fn jobs(j: &Jobs) -> Component {
-    let stuck = j.count(Status::Stuck);
+    let lapsed = j.lapsed().unwrap_or(0);
+    let stuck = j.count(Status::Stuck) + lapsed;
     let status = if stuck > 0 {
         Health::Degraded
     } else {
@@ -237,8 +251,21 @@ pub fn jobs(j: &Jobs) -> Component {
     };
     Component::new(status)
         .with("queued", j.count(Status::Queued))
-        .with("running", j.count(Status::Running))
+        .with("running", j.count(Status::Running).saturating_sub(lapsed))
         .with("scheduled", j.count(Status::Scheduled))
         .with("stuck", stuck)
         .with("dead", j.count(Status::Dead))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_bytes_keep_two_significant_digits() {
+        assert_eq!(two_digits(0), 0);
+        assert_eq!(two_digits(99), 99);
+        assert_eq!(two_digits(18_345_678), 18_000_000);
+        assert_eq!(two_digits(1_299), 1_200);
+    }
 }

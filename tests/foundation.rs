@@ -62,6 +62,52 @@ async fn summary_is_healthy_with_stable_keys_and_request_ids() {
     app.stop().await;
 }
 
+/// Two summaries of an idle healthy server a second apart, compared with `diff`: one
+/// field a line, and only a few coarse figures move.
+#[tokio::test]
+async fn two_idle_summaries_differ_in_a_few_lines() {
+    let app = TestApp::spawn().await;
+    let text = |app: &TestApp| {
+        let req = app.client.get(app.url("/api/status/summary"));
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.json"), tmp.path().join("b.json"));
+    let first = text(&app).await;
+    std::fs::write(&a, &first).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(&b, text(&app).await).unwrap();
+
+    // Pretty-printed: one field a line.
+    assert!(first.starts_with("{\n  \"ok\": true,\n"), "{first}");
+    assert!(first.lines().count() > 40, "{first}");
+    let v: Value = serde_json::from_str(&first).unwrap();
+    assert!(v["components"]["disk"]["free_pct"].is_u64(), "{v}");
+
+    let out = std::process::Command::new("diff")
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .expect("diff");
+    let diff = String::from_utf8_lossy(&out.stdout);
+    let changed: Vec<&str> = diff.lines().filter(|l| l.starts_with('<')).collect();
+    // uptime and tick age move each second; the shared host's free space and the P95
+    // may move a step.
+    assert!(changed.len() <= 4, "{diff}");
+    let moving = [
+        "uptime_secs",
+        "tick_age_secs",
+        "last_tick",
+        "latency_p95_ms",
+        "free_pct",
+        "free_bytes",
+    ];
+    for line in &changed {
+        assert!(moving.iter().any(|k| line.contains(k)), "{diff}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn unknown_api_routes_and_wrong_methods_answer_json() {
     let app = TestApp::spawn().await;

@@ -478,7 +478,17 @@ async fn stuck_jobs_are_listed_retried_and_requeued_by_policy() {
     assert_eq!(stuck["count"], 2, "{stuck}");
     assert_eq!(stuck["jobs"][0]["last_worker"], "w-dies");
     assert_eq!(stuck["jobs"][0]["stuck_for_secs"], 15);
-    // The tick marks them stuck; the summary says degraded.
+    assert_eq!(app.job_full(&b).await["status"], "stuck");
+    let (_, listed) = app.jobs_list("?status=running").await;
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["status"] == "stuck"),
+        "{listed}"
+    );
+    // The tick marks them stuck in the store; the summary says degraded.
     let r = scheduler::tick(&app.state.scheduler).await;
     assert!(r.stuck <= 2);
     assert_eq!(app.job_full(&a).await["status"], "stuck");
@@ -533,8 +543,16 @@ async fn a_job_listed_as_stuck_can_be_retried_before_any_tick() {
     clock.advance(chrono::Duration::seconds(6));
     let stuck = app.stuck_jobs().await;
     assert_eq!(stuck["jobs"][0]["id"], id.as_str(), "{stuck}");
+    // The job and the summary agree with the stuck list at once, before any tick.
     let (s, v) = app.get(&format!("/api/job/{id}"), None).await;
-    assert_eq!((s, v["job"]["status"].as_str()), (200, Some("running")));
+    assert_eq!((s, v["job"]["status"].as_str()), (200, Some("stuck")));
+    let summary = app.summary().await;
+    let jobs = &summary["components"]["jobs"];
+    assert_eq!(
+        (jobs["status"].as_str(), &jobs["stuck"], &jobs["running"]),
+        (Some("degraded"), &json!(1), &json!(0)),
+        "{summary}"
+    );
     let (s, v) = app.retry(&id).await;
     assert_eq!(
         (s, v["job"]["status"].as_str()),

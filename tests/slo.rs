@@ -197,15 +197,15 @@ async fn a_three_minute_stop_is_three_minutes_down() {
     let home = tempfile::tempdir().unwrap();
     let state = manual_state(home.path(), &[], t0());
     let first = minute_of(t0());
-    // Up for minutes 0..=9, stopped for 10, 11, 12, up again 13..=19.
-    mark_up(&state, first, first + 9);
-    state.clock.advance(chrono::Duration::minutes(19));
-    mark_up(&state, first + 13, first + 19);
+    // Up for minutes 0..=49, stopped for 50, 51, 52, up again 53..=79.
+    mark_up(&state, first, first + 49);
+    state.clock.advance(chrono::Duration::minutes(79));
+    mark_up(&state, first + 53, first + 79);
     let f = state.slo.figures().unwrap();
-    assert_eq!(f.observed_minutes, 20);
-    assert_eq!(f.up_minutes, 17);
+    assert_eq!(f.observed_minutes, 80);
+    assert_eq!(f.up_minutes, 77);
     assert_eq!(f.budget.bad_minutes, 3);
-    assert!(close(f.uptime_pct, 85.0));
+    assert!(close(f.uptime_pct, 96.25));
 
     // Below 99 %: critical.
     let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
@@ -215,8 +215,8 @@ async fn a_three_minute_stop_is_three_minutes_down() {
     assert_eq!(slo.to_json()["status"], "unhealthy");
 
     // 300 minutes with 3 down is exactly 99 %: resolved.
-    state.clock.advance(chrono::Duration::minutes(280));
-    mark_up(&state, first + 20, first + 299);
+    state.clock.advance(chrono::Duration::minutes(220));
+    mark_up(&state, first + 80, first + 299);
     let f = state.slo.figures().unwrap();
     assert!(close(f.uptime_pct, 99.0), "{}", f.uptime_pct);
     let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
@@ -236,6 +236,33 @@ async fn a_three_minute_stop_is_three_minutes_down() {
             ("alert.resolved", "alert/uptime_low")
         ]
     );
+}
+
+#[tokio::test]
+async fn two_starts_two_minutes_apart_fire_no_uptime_alert() {
+    let home = tempfile::tempdir().unwrap();
+    let first = minute_of(t0());
+    {
+        let state = manual_state(home.path(), &[], t0());
+        mark_up(&state, first, first);
+        assert!(
+            alerts::evaluate(&state.alerts, &state.slo)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    // Started again two minutes later: minute 1 was down, 2 of 3 minutes up.
+    let state = manual_state(home.path(), &[], t0() + chrono::Duration::minutes(2));
+    mark_up(&state, first + 2, first + 2);
+    let f = state.slo.figures().unwrap();
+    assert_eq!((f.observed_minutes, f.up_minutes), (3, 2));
+    // Three minutes are too few to judge uptime or the budget by.
+    let changes = alerts::evaluate(&state.alerts, &state.slo).await.unwrap();
+    assert!(changes.is_empty(), "{changes:?}");
+    let s = echopilot::web::api::status::components(&state);
+    let slo = &s.iter().find(|(n, _)| *n == "slo").unwrap().1;
+    assert_eq!(slo.to_json()["status"], "healthy");
 }
 
 #[tokio::test]

@@ -73,6 +73,7 @@ fn stack(app: Router, config: &Config, state: Option<AppState>) -> Router {
     // ServiceBuilder: the first layer is the outermost.
     app.layer(
         ServiceBuilder::new()
+            .layer(axum::middleware::map_request(web::request_id::keep_safe))
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_http().make_span_with(request_id_span))

@@ -199,6 +199,15 @@ impl Job {
             || (self.status == Status::Scheduled && self.last_error.is_some())
     }
 
+    /// The job as readers see it at `now` (ms): a running job whose lease ran out is
+    /// stuck, as `/api/jobs/stuck` lists it, before the next tick stores that.
+    pub fn seen_at(mut self, now: i64) -> Job {
+        if self.status == Status::Running && self.lease_expires_at.is_some_and(|l| l <= now) {
+            self.status = Status::Stuck;
+        }
+        self
+    }
+
     /// When its lease ran out (ms). A job stuck by a restart counts from when it was
     /// marked, since its lease may still lie in the future.
     pub fn stuck_since(&self) -> i64 {

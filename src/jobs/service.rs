@@ -116,9 +116,11 @@ impl Jobs {
 
     // ----- reading -----
 
+    /// The job as it stands now (see [`Job::seen_at`]).
     pub fn get(&self, id: &str) -> Result<Job, JobError> {
         self.store
             .get(id)?
+            .map(|j| j.seen_at(self.now()))
             .ok_or_else(|| JobError::NotFound(id.to_string()))
     }
 
@@ -130,7 +132,9 @@ impl Jobs {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Job>, Option<String>), JobError> {
-        self.store.list(filter, cursor, limit)
+        let (jobs, next) = self.store.list(filter, cursor, limit)?;
+        let now = self.now();
+        Ok((jobs.into_iter().map(|j| j.seen_at(now)).collect(), next))
     }
 
     /// Counts per queue per status.
@@ -150,6 +154,11 @@ impl Jobs {
             .filter(|((_, _, s), _)| *s == status)
             .map(|(_, n)| *n)
             .sum()
+    }
+
+    /// Running jobs whose lease ran out, not yet marked stuck by a tick.
+    pub fn lapsed(&self) -> Result<u64, JobError> {
+        Ok(self.store.expired_leases(self.now())?.len() as u64)
     }
 
     /// Stuck jobs: marked stuck, plus running ones whose lease already ran out.

@@ -8,6 +8,9 @@
 //! - warning: error budget < 25 % (not also when < 10 %); P95 of the last hour > 500 ms;
 //!   burn 1 d and 2 h > 3×; burn 3 d and 6 h > 1×; scheduler tick older than two intervals
 //!   (once a scheduler runs: see [`crate::slo::Slo::expect_ticks`])
+//! - uptime and budget rules wait for [`MIN_OBSERVED_MINUTES`] of observed window: right
+//!   after a first start one missed minute would read as 66 % uptime (the burn-rate pairs
+//!   already need their long window's traffic)
 //! - info: a new deployment (version or commit differs from the last run); a feature-flag
 //!   change ([`Alerts::info`]). Info alerts resolve by themselves after an hour, silently.
 
@@ -29,6 +32,9 @@ use crate::store::{Record, StoreError};
 
 /// How often the supervised task evaluates the rules.
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(5);
+/// The observed window the uptime and budget rules need before they may fire: an hour,
+/// the shortest burn-rate pair's long window.
+pub const MIN_OBSERVED_MINUTES: u64 = 60;
 /// Info alerts (deployments, flag changes) stay listed this long.
 pub const INFO_TTL: chrono::Duration = chrono::Duration::hours(1);
 
@@ -107,21 +113,22 @@ pub fn conditions(f: &Figures, tick_secs: u64, ticks_expected: bool) -> Vec<Want
             message,
         })
     };
+    let judged = f.observed_minutes >= MIN_OBSERVED_MINUTES;
     let left = f.budget.remaining_pct;
-    if left < 10.0 {
+    if judged && left < 10.0 {
         want(
             "error_budget_critical",
             Severity::Critical,
             format!("error budget {left:.1}% left (below 10%)"),
         );
-    } else if left < 25.0 {
+    } else if judged && left < 25.0 {
         want(
             "error_budget_low",
             Severity::Warning,
             format!("error budget {left:.1}% left (below 25%)"),
         );
     }
-    if f.uptime_pct < 99.0 {
+    if judged && f.uptime_pct < 99.0 {
         want(
             "uptime_low",
             Severity::Critical,
@@ -551,8 +558,8 @@ mod tests {
                 .iter()
                 .map(|(l, _)| (*l, 0.0))
                 .collect(),
-            up_minutes: 10,
-            observed_minutes: 10,
+            up_minutes: 60,
+            observed_minutes: 60,
             rate_limited: 0,
             slowest_routes: Vec::new(),
         }
@@ -594,6 +601,20 @@ mod tests {
         assert_eq!(names(&f, true), ["latency_p95_high"]);
         f.latency_p95_1h_ms = 500.0;
         assert!(names(&f, true).is_empty());
+    }
+
+    #[test]
+    fn uptime_and_budget_wait_for_an_hour_observed() {
+        let mut f = calm();
+        f.uptime_pct = 66.67;
+        f.budget.remaining_pct = 0.0;
+        f.observed_minutes = 3;
+        f.up_minutes = 2;
+        assert!(names(&f, true).is_empty());
+        f.observed_minutes = MIN_OBSERVED_MINUTES - 1;
+        assert!(names(&f, true).is_empty());
+        f.observed_minutes = MIN_OBSERVED_MINUTES;
+        assert_eq!(names(&f, true), ["error_budget_critical", "uptime_low"]);
     }
 
     #[test]

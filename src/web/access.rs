@@ -4,6 +4,7 @@
 //! `request_log` (one line per request in `logs/app.log`, plus `Slow request` lines).
 //! Keys and roles are `crate::auth`'s; the limiter's core is `crate::ratelimit`.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -55,13 +56,13 @@ impl RequestLine<'_> {
     fn fields(&self) -> String {
         let line = format!(
             "request_id={} method={} route={} status={} duration_ms={} client={} key={}",
-            self.request_id,
-            self.method,
-            self.route,
+            field(self.request_id),
+            field(self.method),
+            field(self.route),
             self.status,
             self.duration_ms,
-            self.client,
-            self.key_id
+            field(self.client),
+            field(self.key_id)
         );
         crate::logfile::escape(&line).into_owned()
     }
@@ -75,6 +76,30 @@ impl RequestLine<'_> {
     pub fn slow_line(&self) -> String {
         format!("{} WARN Slow request {}", self.ts, self.fields())
     }
+}
+
+/// A request-log value as it is, when it is one plain word; otherwise quoted, with `"`,
+/// `\\` and every control or line-breaking character escaped, so no value can end its
+/// field or its line and fake another.
+fn field(v: &str) -> Cow<'_, str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._:-/{}*@+,".contains(c);
+    if !v.is_empty() && v.chars().all(plain) {
+        return Cow::Borrowed(v);
+    }
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&format!("\\u{{{:04x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    Cow::Owned(out)
 }
 
 /// The client's address: the peer, or with `TRUST_PROXY` the last address in
@@ -462,6 +487,18 @@ impl axum::extract::FromRequestParts<AppState> for Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_log_values_cannot_fake_a_field_or_a_line() {
+        assert_eq!(field("/api/job/{id}"), "/api/job/{id}");
+        assert_eq!(field(""), "\"\"");
+        assert_eq!(field("a status=200"), "\"a status=200\"");
+        assert_eq!(field("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(
+            field("x\ny\r\u{1b}\u{2028}"),
+            "\"x\\u{000a}y\\u{000d}\\u{001b}\\u{2028}\""
+        );
+    }
 
     #[test]
     fn client_ip_trusts_forwarded_for_only_when_told() {

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod listener;
 pub mod measure;
 pub mod openapi;
+pub mod request_id;
 
 use axum::body::Body;
 use axum::extract::{Request, State};

@@ -1,7 +1,9 @@
 //! `GET /api/status/summary`: is EchoPilot healthy, and if not, which part is not.
 
 use axum::extract::State;
-use serde_json::{Map, Value, json};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, json};
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -10,26 +12,25 @@ use crate::app::AppState;
 use crate::build_info;
 use crate::health::{self, Component};
 use crate::web::api::schemas::StatusSummary;
-use crate::web::error::Result;
-use crate::web::extract::AppJson;
+use crate::web::error::AppError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(summary))
 }
 
-/// The summary. Keys come in a fixed order so `diff pre_maint.json <(curl …)` shows
-/// only what changed.
+/// The summary, pretty-printed: one field a line, keys in a fixed order, fast-moving
+/// figures coarse, so `diff pre_maint.json <(curl …)` shows only what changed.
 #[utoipa::path(get, path = "/api/status/summary", tag = "status",
     responses((status = 200, body = StatusSummary)),
     extensions(("x-required-role" = json!("public"))))]
-pub async fn summary(State(state): State<AppState>) -> Result<AppJson<Value>> {
+pub async fn summary(State(state): State<AppState>) -> Response {
     let components = components(&state);
     let overall = health::overall(&components);
     let mut comps = Map::new();
     for (name, c) in &components {
         comps.insert((*name).to_string(), c.to_json());
     }
-    let mut out = json!({
+    let mut v = json!({
         "ok": true,
         "status": overall,
         "version": build_info::VERSION,
@@ -41,10 +42,14 @@ pub async fn summary(State(state): State<AppState>) -> Result<AppJson<Value>> {
         "components": comps,
     });
     // Only during a window, so a diff taken before and after maintenance stays quiet.
-    if let Some(a) = state.maintenance.active()? {
-        out["maintenance"] = super::maintenance::active_json(&a);
+    match state.maintenance.active() {
+        Ok(Some(a)) => v["maintenance"] = super::maintenance::active_json(&a),
+        Ok(None) => {}
+        Err(e) => return AppError::from(e).into_response(),
     }
-    Ok(AppJson(out))
+    let mut body = serde_json::to_string_pretty(&v).unwrap_or_default();
+    body.push('\n');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Every component, in display order. Domains add theirs here; the rules are in
