@@ -315,8 +315,14 @@ async fn auto_incidents_open_one_p1_per_critical_alert() {
         let home = tempfile::tempdir().unwrap();
         let flag = if auto { "true" } else { "false" };
         let state = manual_state(home.path(), &[("AUTO_INCIDENTS", flag)], t0());
-        let now = minute_of(t0());
-        let _ = state.slo.mark_up(now).unwrap();
+        // Budget rules judge only an observed hour (no false alarm after a restart): an
+        // hour up since the first start, then the bad minute.
+        let hour = echopilot::slo::alerts::MIN_OBSERVED_MINUTES;
+        state.clock.advance(chrono::Duration::minutes(hour as i64));
+        let now = minute_of(t0()) + hour;
+        for m in 0..=hour {
+            let _ = state.slo.mark_up(now - m).unwrap();
+        }
         let _ = state
             .slo
             .merge_minute(now, &traffic(1000, 500), true)

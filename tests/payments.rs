@@ -806,3 +806,49 @@ async fn the_webhook_is_limited_by_its_own_class() {
     assert_eq!(s, 200, "the general class is not the webhook's");
     app.stop().await;
 }
+
+/// `payments.fulfilment` off: a paid order is stored and applied but enqueues nothing
+/// (reconciliation says it is paused); back on, the waiting one is fulfilled once, with
+/// no restart.
+#[tokio::test]
+async fn the_fulfilment_flag_holds_jobs_and_releases_them() {
+    let Some(py) = python() else { return };
+    let (clock, now) = now_clock();
+    let app = app(&clock, &[]).await;
+    let set = |enabled: bool| {
+        app.send(
+            reqwest::Method::PUT,
+            "/api/flags/payments.fulfilment",
+            Some(OPERATOR_KEY),
+            Some(json!({"enabled": enabled, "note": "test"})),
+        )
+    };
+    let (s, v) = set(false).await;
+    assert_eq!(s, 200, "{v}");
+    let session = fixture("checkout.session.completed").to_string();
+    let intent = fixture("payment_intent.succeeded").to_string();
+    app.deliver(&py, &[session, intent], now).await;
+    assert!(fulfil_jobs(&app).await.is_empty());
+    let issues = app.reconcile().await["issues"].clone();
+    assert!(
+        issues
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["kind"] == "fulfilment_paused"),
+        "{issues}"
+    );
+
+    let (s, v) = set(true).await;
+    assert_eq!(s, 200, "{v}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fulfil_jobs(&app).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held fulfilment was not released"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(fulfil_jobs(&app).await.len(), 1);
+    app.stop().await;
+}

@@ -187,7 +187,7 @@ impl AppState {
         let _loaded = schedules
             .load_config(&config.schedules, now)
             .context("while loading the schedules of echopilot.toml")?;
-        let payments = payments::open(&config, &store, &jobs, &schedules, &clock)?;
+        let payments = payments::open(&config, &store, &jobs, &schedules, &clock, &flags)?;
         let _builtin = schedules
             .load_builtin(&[backup::schedule(&config)], now)
             .context("while loading the backup schedule (BACKUP_CRON)")?;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use super::AppState;
 use crate::clock::Clock;
 use crate::config::{Config, ScheduleSpec};
+use crate::flags::{self, Flags};
 use crate::jobs::{ClaimRequest, JobError, Jobs, NewJob};
 use crate::logfile::{Appender, RotatingFile};
 use crate::payments::{self, FulfilError, Fulfiller, FulfilmentJob, Payments};
@@ -33,6 +34,7 @@ pub(super) fn open(
     jobs: &Jobs,
     schedules: &Schedules,
     clock: &Clock,
+    flags: &Flags,
 ) -> anyhow::Result<Payments> {
     let cron = &config.payments.reconcile_cron;
     CronExpr::parse(cron, None).map_err(|e| anyhow::anyhow!("RECONCILE_CRON: {e}"))?;
@@ -71,14 +73,19 @@ pub(super) fn open(
         settings,
         clock.clone(),
         log,
-        Arc::new(QueueFulfiller(jobs.clone())),
+        Arc::new(QueueFulfiller(jobs.clone(), flags.clone())),
     ))
 }
 
 /// Fulfilment jobs go into the queue under the id the payment chose.
-struct QueueFulfiller(Jobs);
+struct QueueFulfiller(Jobs, Flags);
 
 impl Fulfiller for QueueFulfiller {
+    /// Read on every use: the `payments.fulfilment` flag.
+    fn fulfilment_enabled(&self) -> bool {
+        self.1.is_enabled(flags::PAYMENTS_FULFILMENT)
+    }
+
     fn enqueue(&self, job: &FulfilmentJob) -> Result<Commit, FulfilError> {
         let new = NewJob {
             id: Some(job.job_id.clone()),
@@ -117,11 +124,27 @@ pub(super) fn start(state: &AppState) {
                 Err(e) => tracing::error!(error = %e, "cannot resume fulfilments"),
             }
             let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut flag_changes = st.flags.subscribe();
             loop {
                 tokio::select! {
                     _ = token.cancelled() => return Ok(()),
                     _ = every.tick() => {
                         run_reconcile_jobs(&st).await?;
+                    }
+                    change = flag_changes.recv() => {
+                        // `payments.fulfilment` back on: fulfil what waited (a lagged
+                        // receiver looks too, to be safe).
+                        let back_on = match &change {
+                            Ok(c) => c.name == flags::PAYMENTS_FULFILMENT && c.enabled,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+                        };
+                        if back_on {
+                            match st.payments.resume_fulfilment().await {
+                                Ok(n) => tracing::info!(payments = n, "fulfilment back on: fulfilled what waited"),
+                                Err(e) => tracing::error!(error = %e, "cannot resume fulfilments"),
+                            }
+                        }
                     }
                 }
             }
