@@ -33,7 +33,7 @@ key="st-admin-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 log="$home/server.out"
 ALLOW_DIRTY=true DASHBOARD_KEY="$key" \
   RATE_LIMIT_PER_MIN=0 WORKER_RATE_LIMIT_PER_MIN=0 WEBHOOK_RATE_LIMIT_PER_MIN=0 \
-  AUTH_FAIL_LIMIT_PER_MIN=0 SCHEDULER_TICK_SECS=5 \
+  AUTH_FAIL_LIMIT_PER_MIN=0 SCHEDULER_TICK_SECS=5 STRIPE_WEBHOOK_SECRET=whsec_schemathesis \
   "$bin" serve --home "$home" --bind 127.0.0.1:0 >"$log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$home"; }

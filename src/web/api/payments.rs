@@ -145,6 +145,7 @@ pub struct ListQuery {
     /// RFC 3339; compared with Stripe's `created`.
     since: Option<String>,
     until: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -196,8 +197,11 @@ async fn blocking<T: Send + 'static>(
 pub async fn list(
     State(state): State<AppState>,
     _: Viewer,
-    AppQuery(q): AppQuery<ListQuery>,
+    AppQuery(mut q): AppQuery<ListQuery>,
 ) -> Result<AppJson<Value>> {
+    // An empty parameter (`?status=`) is no filter.
+    q.status = q.status.filter(|s| !s.is_empty());
+    q.cursor = q.cursor.filter(|s| !s.is_empty());
     if let Some(s) = q.status.as_deref()
         && !STATUSES.contains(&s)
     {
@@ -249,6 +253,7 @@ pub struct EventsQuery {
     #[serde(rename = "type")]
     kind: Option<String>,
     outcome: Option<String>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -261,8 +266,11 @@ pub struct EventsQuery {
 pub async fn events(
     State(state): State<AppState>,
     _: Viewer,
-    AppQuery(q): AppQuery<EventsQuery>,
+    AppQuery(mut q): AppQuery<EventsQuery>,
 ) -> Result<AppJson<Value>> {
+    // An empty parameter (`?outcome=`) is no filter.
+    q.outcome = q.outcome.filter(|s| !s.is_empty());
+    q.cursor = q.cursor.filter(|s| !s.is_empty());
     if let Some(o) = q.outcome.as_deref()
         && o != "duplicate"
         && EventOutcome::parse(o).is_none()
