@@ -1,8 +1,9 @@
 //! Crash cycles against the real binary: concurrent enqueues, batch and single claims,
-//! completions and failures; `kill -9` at a random moment; restart; then check that every
-//! acknowledged job, completion and audit event is there, that no completed job is
-//! claimable again, that `audit verify` passes and that no `seq` appears twice in the
-//! audit files.
+//! completions and failures, signed Stripe webhooks (some sent twice) and flag changes;
+//! `kill -9` at a random moment; restart; then check that every acknowledged job,
+//! completion, webhook event, flag state and audit event is there, that a stored event
+//! sent again is a duplicate, that no completed job is claimable again, that
+//! `audit verify` passes and that no `seq` appears twice in the audit files.
 //!
 //! `CRASH_CYCLES` (default 20) sets the number of cycles; `CRASH_LOAD_MS` (default 1200)
 //! the longest stretch of load before a kill.
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use echopilot::payments::signature::sign_header;
 use helpers::{OPERATOR_KEY, Process, VIEWER_KEY, WORKER_KEY, bin};
 use rand::RngExt;
 use serde_json::{Value, json};
@@ -26,7 +28,20 @@ const ENV: &[(&str, &str)] = &[
     ("WEBHOOK_RATE_LIMIT_PER_MIN", "0"),
     ("AUTH_FAIL_LIMIT_PER_MIN", "0"),
     ("STUCK_REQUEUE_AFTER_SECS", "0"),
+    ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
 ];
+
+const WEBHOOK_SECRET: &str = "whsec_crash_0123456789abcdef0123456789";
+/// Flags changed under load, one changer each.
+const FLAGS: [&str; 2] = ["crash.one", "crash.two"];
+
+/// What a flag's changer knows: the last state acknowledged, and a change sent after it
+/// that got no answer (it may or may not have landed).
+#[derive(Default, Clone, Copy)]
+struct FlagAck {
+    acked: Option<bool>,
+    unanswered: Option<bool>,
+}
 
 /// What the server acknowledged.
 #[derive(Default)]
@@ -39,6 +54,11 @@ struct Acks {
     audited: HashSet<String>,
     /// A claim handed out a job whose completion had been acknowledged.
     reclaimed: Vec<String>,
+    /// Webhook events answered `200`, with their PaymentIntent.
+    webhooks: HashMap<String, String>,
+    /// A resent stored event that was not answered as a duplicate.
+    not_duplicate: Vec<String>,
+    flags: HashMap<&'static str, FlagAck>,
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -69,14 +89,19 @@ impl Load {
     /// POST with a fresh request id; `None` when the connection failed (no answer, so
     /// nothing acknowledged).
     async fn post(&self, path: &str, key: &str, body: Value) -> Option<(u16, Value, String)> {
-        let rid = self.rid();
-        let resp = self
+        let req = self
             .client
             .post(format!("{}{}", self.base, path))
             .header("X-Dash-Key", key)
+            .body(body.to_string());
+        self.send(req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Option<(u16, Value, String)> {
+        let rid = self.rid();
+        let resp = req
             .header("X-Request-Id", &rid)
             .header("content-type", "application/json")
-            .body(body.to_string())
             .send()
             .await
             .ok()?;
@@ -198,6 +223,91 @@ impl Load {
             }
         }
     }
+
+    /// Signed `payment_intent.succeeded` events; one in five resends an event that was
+    /// already acknowledged, which must come back a duplicate.
+    async fn webhook_sender(self: Arc<Self>, n: usize) {
+        let url = format!("{}/api/stripe/webhook", self.base);
+        let mut i = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            i += 1;
+            let resend = if i.is_multiple_of(5) {
+                let a = self.acks.lock().unwrap();
+                a.webhooks
+                    .iter()
+                    .next()
+                    .map(|(e, p)| (e.clone(), p.clone()))
+            } else {
+                None
+            };
+            let (event_id, intent) = resend.clone().unwrap_or_else(|| {
+                let tag = format!("{}_{n}_{i}", self.cycle);
+                (format!("evt_crash_{tag}"), format!("pi_crash_{tag}"))
+            });
+            let now = chrono::Utc::now().timestamp();
+            let body = json!({
+                "id": event_id, "object": "event", "api_version": "2024-06-20",
+                "created": now, "livemode": false, "pending_webhooks": 1,
+                "type": "payment_intent.succeeded",
+                "data": {"object": {
+                    "id": intent, "object": "payment_intent", "amount": 1200,
+                    "amount_received": 1200, "currency": "usd", "customer": "cus_crash",
+                    "created": now, "status": "succeeded", "metadata": {}
+                }}
+            })
+            .to_string();
+            let sig = sign_header(WEBHOOK_SECRET, now, body.as_bytes());
+            let req = self
+                .client
+                .post(&url)
+                .header("Stripe-Signature", sig)
+                .body(body);
+            let Some((200, v, rid)) = self.send(req).await else {
+                continue;
+            };
+            let mut a = self.acks.lock().unwrap();
+            a.audited.insert(rid);
+            if resend.is_some() && v["duplicate"] != json!(true) {
+                a.not_duplicate.push(format!("{event_id}: {v}"));
+            }
+            a.webhooks.insert(event_id, intent);
+        }
+    }
+
+    /// Turns one flag on and off, one change at a time.
+    async fn flag_changer(self: Arc<Self>, flag: &'static str) {
+        let url = format!("{}/api/flags/{flag}", self.base);
+        let mut enabled = rand::rng().random_bool(0.5);
+        while !self.stop.load(Ordering::Relaxed) {
+            enabled = !enabled;
+            self.acks
+                .lock()
+                .unwrap()
+                .flags
+                .entry(flag)
+                .or_default()
+                .unanswered = Some(enabled);
+            let req = self
+                .client
+                .put(&url)
+                .header("X-Dash-Key", OPERATOR_KEY)
+                .body(json!({"enabled": enabled, "note": "crash load"}).to_string());
+            // No answer: the server is gone (or going); what was sent stays unanswered.
+            let Some((status, v, rid)) = self.send(req).await else {
+                break;
+            };
+            assert_eq!(status, 200, "flag change answered {status}: {v}");
+            {
+                let mut a = self.acks.lock().unwrap();
+                a.audited.insert(rid);
+                *a.flags.entry(flag).or_default() = FlagAck {
+                    acked: Some(enabled),
+                    unanswered: None,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
@@ -310,6 +420,10 @@ async fn kill_dash_nine_cycles_lose_nothing_acknowledged() {
         for n in 0..2 {
             tasks.push(tokio::spawn(load.clone().batch_worker(n)));
             tasks.push(tokio::spawn(load.clone().single_worker(n)));
+            tasks.push(tokio::spawn(load.clone().webhook_sender(n)));
+        }
+        for flag in FLAGS {
+            tasks.push(tokio::spawn(load.clone().flag_changer(flag)));
         }
         let pause = rand::rng().random_range(100..=max_load);
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -345,6 +459,44 @@ async fn kill_dash_nine_cycles_lose_nothing_acknowledged() {
             }
         }
         checked_enqueued = new_ids.len();
+        let (webhooks, flags, not_duplicate) = {
+            let a = acks.lock().unwrap();
+            let w: Vec<(String, String)> = a
+                .webhooks
+                .iter()
+                .map(|(e, p)| (e.clone(), p.clone()))
+                .collect();
+            (w, a.flags.clone(), a.not_duplicate.clone())
+        };
+        assert!(
+            not_duplicate.is_empty(),
+            "cycle {cycle}: a stored event sent again was not a duplicate: {not_duplicate:?}"
+        );
+        // Events of this cycle (and a sample of older ones): their payment is there.
+        let tag = format!("evt_crash_{cycle}_");
+        for (event, intent) in webhooks
+            .iter()
+            .filter(|(e, _)| e.starts_with(&tag))
+            .chain(webhooks.iter().take(20))
+        {
+            let (s, v) = get(&client, &format!("{}/api/payments/{intent}", server.base)).await;
+            assert_eq!(
+                s, 200,
+                "cycle {cycle}: acknowledged event {event} lost: {v}"
+            );
+        }
+        for (flag, ack) in &flags {
+            let (s, v) = get(&client, &format!("{}/api/flags/{flag}", server.base)).await;
+            let Some(acked) = ack.acked else {
+                continue;
+            };
+            assert_eq!(s, 200, "cycle {cycle}: flag {flag} lost: {v}");
+            let now = v["flag"]["enabled"].as_bool();
+            assert!(
+                now == Some(acked) || now == ack.unanswered,
+                "cycle {cycle}: flag {flag} is {now:?}, acknowledged {acked}: {v}"
+            );
+        }
 
         // Stop cleanly and check the trail over the store and the files.
         server.signal("TERM");
@@ -397,10 +549,11 @@ async fn kill_dash_nine_cycles_lose_nothing_acknowledged() {
     let a = acks.lock().unwrap();
     eprintln!(
         "crash: {cycles} cycles in {:.1} s; acknowledged {} enqueues, {} completions, {} \
-         audited requests; lost 0, verify failures 0",
+         webhook events, {} audited requests; lost 0, verify failures 0",
         started.elapsed().as_secs_f64(),
         a.enqueued.len(),
         a.completed.len(),
+        a.webhooks.len(),
         a.audited.len()
     );
 }
