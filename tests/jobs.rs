@@ -102,7 +102,7 @@ async fn enqueue_validates_and_shows_public_or_full_fields() {
     assert_eq!(s, 403);
 
     // The enqueue is in the audit log.
-    let audit = std::fs::read_to_string(app.home.join("logs/ndjson/audit.ndjson")).unwrap();
+    let audit = app.audit_text().await;
     assert!(
         audit.contains(&format!("\"target\":\"job:{id}\"")),
         "{audit}"
@@ -618,7 +618,7 @@ async fn list_filters_cursor_stats_and_bulk_retry() {
     assert_eq!(stats["queues"]["sms"]["dead"], 2);
     let (s, _) = app.retry_bulk(json!({"status": "queued"})).await;
     assert_eq!(s, 400);
-    let audit = std::fs::read_to_string(app.home.join("logs/ndjson/audit.ndjson")).unwrap();
+    let audit = app.audit_text().await;
     assert!(audit.contains("job.retry_bulk"));
     assert!(audit.contains("moved=4"));
     app.stop().await;
