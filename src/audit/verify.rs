@@ -138,7 +138,13 @@ fn anchored(
     let (Some(p), Some(first)) = (pruned, first) else {
         return Ok(chain::Verifier::default());
     };
-    let record = Some(logs_dir.join("archive").join("audit-pruned.json").display().to_string());
+    let record = Some(
+        logs_dir
+            .join("archive")
+            .join("audit-pruned.json")
+            .display()
+            .to_string(),
+    );
     // Files from seq 1: the record was written and the folders not yet removed.
     if first == 1 || first > p.through_seq + 1 {
         return Ok(chain::Verifier::default());
