@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod format;
+pub mod load;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -433,12 +434,12 @@ pub fn verify_file(
         uuid::Uuid::now_v7().simple()
     ));
     let result = (|| {
-        let mut sink = target.open(&home)?;
+        let sink = target.open(&home)?;
         format::restore(
             path,
             &header,
             body_at,
-            sink.as_mut(),
+            sink.as_ref(),
             progress.unwrap_or(&no_progress),
         )
     })();
@@ -452,34 +453,31 @@ pub fn verify_file(
 /// what was read.
 pub fn copy_store(
     source: &dyn SnapshotSource,
-    sink: &mut dyn store::SnapshotSink,
+    sink: &dyn store::SnapshotSink,
     progress: Progress<'_>,
 ) -> Result<Vec<(String, u64)>, BackupError> {
-    const BATCH: usize = 10_000;
     let mut read: Vec<(String, u64)> = Vec::new();
-    let mut done = 0u64;
-    source.read_snapshot(&mut |view| {
-        for tree in view.trees() {
-            let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(BATCH);
-            sink.put(&tree, &[])?;
-            let n = view.records(&tree, &mut |k, v| {
-                batch.push((k.to_vec(), v.to_vec()));
-                if batch.len() >= BATCH {
-                    sink.put(&tree, &batch)?;
-                    batch.clear();
-                }
-                done += 1;
-                if done.is_multiple_of(50_000) {
-                    progress(done, 0);
-                }
-                Ok(())
-            })?;
-            sink.put(&tree, &batch)?;
-            read.push((tree, n));
-        }
-        Ok(())
+    load::fill(sink, 0, progress, |feed| {
+        source.read_snapshot(&mut |view| {
+            for tree in view.trees() {
+                feed.tree(&tree)?;
+                let mut batch: load::Batch = Vec::with_capacity(load::BATCH);
+                let n = view.records(&tree, &mut |k, v| {
+                    batch.push((k.to_vec(), v.to_vec()));
+                    if batch.len() >= load::BATCH {
+                        feed.records(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(load::BATCH),
+                        ))?;
+                    }
+                    Ok(())
+                })?;
+                feed.records(batch)?;
+                read.push((tree, n));
+            }
+            Ok(())
+        })
     })?;
-    progress(done, done);
     let counts = sink.finish()?;
     for (tree, n) in &read {
         let got = counts
