@@ -306,6 +306,79 @@ async fn a_flipped_byte_and_a_truncated_file_fail_verify_with_a_clear_message() 
     assert_eq!(s, 403);
 }
 
+#[tokio::test]
+async fn backup_calls_are_audited_with_the_status_they_answered() {
+    let app = TestApp::spawn().await;
+    let (s, v) = app.post("/api/backups", Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    let name = v["backup"]["name"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .post(
+            &format!("/api/backups/{name}/verify"),
+            Some(ADMIN_KEY),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let missing = "echopilot-20200101T000000Z.snap";
+    let (s, v) = app
+        .post(
+            &format!("/api/backups/{missing}/verify"),
+            Some(ADMIN_KEY),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    let (s, v) = app
+        .post(
+            "/api/backups/not-a-snapshot/verify",
+            Some(ADMIN_KEY),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+
+    let (_, created) = app
+        .get("/api/audit?action=backup.create", Some(VIEWER_KEY))
+        .await;
+    let created = created["events"].as_array().unwrap().clone();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["status"], 201);
+    assert_eq!(created[0]["ok"], true);
+    assert_eq!(created[0]["target"], name.as_str());
+    let (_, verified) = app
+        .get("/api/audit?action=backup.verify", Some(VIEWER_KEY))
+        .await;
+    let verified = verified["events"].as_array().unwrap().clone();
+    let mut got: Vec<(String, u64, bool)> = verified
+        .iter()
+        .map(|e| {
+            (
+                e["target"].as_str().unwrap().to_string(),
+                e["status"].as_u64().unwrap(),
+                e["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (name.clone(), 200, true),
+        (name.clone(), 200, true),
+        (missing.to_string(), 404, false),
+        ("not-a-snapshot".to_string(), 400, false),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // The create's own verification step shares its request id.
+    assert!(
+        verified
+            .iter()
+            .any(|e| e["request_id"] == created[0]["request_id"] && e["target"] == name.as_str()),
+        "{verified:?}"
+    );
+}
+
 #[test]
 fn restore_refuses_while_a_server_runs() {
     let home = tempfile::tempdir().unwrap();
@@ -549,7 +622,10 @@ async fn verify_checks_the_link_across_the_pruned_prefix() {
     assert!(b.reason.contains("prev_hash does not match"), "{b}");
     let (ok, out) = run(bin(&home).args(["audit", "verify"]));
     assert!(!ok, "{out}");
-    assert!(out.contains(&format!("seq {}", pruned.through_seq + 1)), "{out}");
+    assert!(
+        out.contains(&format!("seq {}", pruned.through_seq + 1)),
+        "{out}"
+    );
 
     // A record without the hash cannot vouch for the boundary.
     std::fs::write(&current, saved).unwrap();

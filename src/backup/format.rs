@@ -66,7 +66,7 @@ pub struct Origin {
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
-    move |e| BackupError::Io(format!("{}: {e}", path.display()))
+    move |e| BackupError::io(path, e)
 }
 
 fn hex(bytes: &[u8]) -> String {

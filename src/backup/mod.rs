@@ -8,6 +8,7 @@
 //! snapshots in `.verified/` (hidden, so `ls -lh … | tail -1` is the newest snapshot).
 
 pub mod archive;
+mod error;
 pub mod format;
 pub mod load;
 pub mod store;
@@ -21,23 +22,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::clock::{Clock, rfc3339};
+pub use error::BackupError;
 use format::{Header, Origin, Progress};
 use store::{SnapshotSource, SnapshotTarget};
 
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    /// The file is not a whole, unchanged snapshot; the message says what is wrong.
-    #[error("{0}")]
-    Corrupt(String),
-    #[error("no such snapshot: {0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Io(String),
-    #[error("store: {0}")]
-    Store(String),
-}
+#[cfg(test)]
+mod tests;
 
 /// The backup settings (`BACKUP_DIR`, `BACKUP_KEEP`, `BACKUP_COPY_COMMAND`).
 #[derive(Debug, Clone)]
@@ -150,6 +140,8 @@ pub struct Backups {
     target: Arc<dyn SnapshotTarget>,
     clock: Clock,
     origin: (String, String),
+    /// Held while a snapshot is taken: a second one asked for meanwhile is refused.
+    taking: Arc<std::sync::Mutex<()>>,
 }
 
 fn no_progress(_: u64, _: u64) {}
@@ -192,6 +184,7 @@ impl Backups {
             target,
             clock,
             origin: (app_version.to_string(), commit.to_string()),
+            taking: Arc::default(),
         }
     }
 
@@ -214,9 +207,17 @@ impl Backups {
                 "no store is open to take a snapshot of".into(),
             ));
         };
+        let _taking = match self.taking.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(BackupError::Busy(
+                    "a snapshot is being taken right now; try again once it is done".into(),
+                ));
+            }
+        };
         let dir = &self.settings.dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| BackupError::io(dir, e))?;
         let started = std::time::Instant::now();
         let now = self.clock.now();
         // Names sort by time; a second snapshot within the same second takes the next
@@ -323,11 +324,10 @@ impl Backups {
 
     fn record_verification(&self, name: &str, v: &Verification) -> Result<(), BackupError> {
         let dir = self.verified_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| BackupError::io(&dir, e))?;
         let path = dir.join(format!("{name}.json"));
         let text = serde_json::to_string(v).unwrap_or_default();
-        std::fs::write(&path, text).map_err(|e| BackupError::Io(format!("{}: {e}", path.display())))
+        std::fs::write(&path, text).map_err(|e| BackupError::io(&path, e))
     }
 
     fn verification(&self, name: &str) -> Option<Verification> {
@@ -342,7 +342,7 @@ impl Backups {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(BackupError::Io(format!("{}: {e}", dir.display()))),
+            Err(e) => return Err(BackupError::io(dir, e)),
         };
         let mut out = Vec::new();
         for f in rd {
@@ -377,8 +377,7 @@ impl Backups {
         let mut removed = Vec::new();
         if all.len() > keep {
             for e in &all[..all.len() - keep] {
-                std::fs::remove_file(&e.path)
-                    .map_err(|err| BackupError::Io(format!("{}: {err}", e.path.display())))?;
+                std::fs::remove_file(&e.path).map_err(|err| BackupError::io(&e.path, err))?;
                 let _ = std::fs::remove_file(self.verified_dir().join(format!("{}.json", e.name)));
                 removed.push(e.name.clone());
             }

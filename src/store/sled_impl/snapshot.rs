@@ -8,13 +8,17 @@ use crate::backup::store::{Each, SnapshotSink, SnapshotSource, SnapshotTarget, S
 use crate::store::capture::Capture;
 use crate::store::{Store, StoreError, meta};
 
-fn store_err(e: impl std::fmt::Display) -> BackupError {
-    BackupError::Store(e.to_string())
+fn store_err(e: sled::Error) -> BackupError {
+    StoreError::from(e).into()
 }
 
 impl From<StoreError> for BackupError {
     fn from(e: StoreError) -> Self {
-        store_err(e)
+        if e.is_full() {
+            BackupError::Full(e.to_string())
+        } else {
+            BackupError::Store(e.to_string())
+        }
     }
 }
 
