@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Conflict,
     /// Cannot be served right now; try again later (503).
     Unavailable,
+    /// Understood, but what it names fails its own checks (a damaged file) (422).
+    Unprocessable,
     /// Our fault; the message is logged, the client sees only a generic one (500).
     Internal,
 }

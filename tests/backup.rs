@@ -306,6 +306,79 @@ async fn a_flipped_byte_and_a_truncated_file_fail_verify_with_a_clear_message() 
     assert_eq!(s, 403);
 }
 
+#[tokio::test]
+async fn backup_calls_are_audited_with_the_status_they_answered() {
+    let app = TestApp::spawn().await;
+    let (s, v) = app.post("/api/backups", Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    let name = v["backup"]["name"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .post(
+            &format!("/api/backups/{name}/verify"),
+            Some(ADMIN_KEY),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let missing = "echopilot-20200101T000000Z.snap";
+    let (s, v) = app
+        .post(
+            &format!("/api/backups/{missing}/verify"),
+            Some(ADMIN_KEY),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["ok"], false, "{v}");
+    let (s, v) = app
+        .post(
+            "/api/backups/not-a-snapshot/verify",
+            Some(ADMIN_KEY),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, 400, "{v}");
+
+    let (_, created) = app
+        .get("/api/audit?action=backup.create", Some(VIEWER_KEY))
+        .await;
+    let created = created["events"].as_array().unwrap().clone();
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["status"], 201);
+    assert_eq!(created[0]["ok"], true);
+    assert_eq!(created[0]["target"], name.as_str());
+    let (_, verified) = app
+        .get("/api/audit?action=backup.verify", Some(VIEWER_KEY))
+        .await;
+    let verified = verified["events"].as_array().unwrap().clone();
+    let mut got: Vec<(String, u64, bool)> = verified
+        .iter()
+        .map(|e| {
+            (
+                e["target"].as_str().unwrap().to_string(),
+                e["status"].as_u64().unwrap(),
+                e["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (name.clone(), 200, true),
+        (name.clone(), 200, true),
+        (missing.to_string(), 404, false),
+        ("not-a-snapshot".to_string(), 400, false),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    // The create's own verification step shares its request id.
+    assert!(
+        verified
+            .iter()
+            .any(|e| e["request_id"] == created[0]["request_id"] && e["target"] == name.as_str()),
+        "{verified:?}"
+    );
+}
+
 #[test]
 fn restore_refuses_while_a_server_runs() {
     let home = tempfile::tempdir().unwrap();
@@ -491,6 +564,77 @@ async fn log_retention_prunes_old_archives_and_verify_accepts_exactly_that_prefi
     std::fs::write(&record, p.to_string()).unwrap();
     let (ok, out) = run(bin(&home).args(["audit", "verify"]));
     assert!(!ok, "{out}");
+}
+
+/// Rewrite `path` so its first event is forged (another target, any `prev_hash`) and
+/// every later line re-chained to it: only the link to the pruned prefix can tell.
+fn forge_first_line(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut prev: Option<String> = None;
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut e: Event = serde_json::from_str(line).unwrap();
+        match &prev {
+            None => {
+                e.target = "job:forged".into();
+                e.prev_hash = "f".repeat(64);
+            }
+            Some(h) => e.prev_hash = h.clone(),
+        }
+        e.hash = echopilot::audit::chain::hash_event(&e);
+        prev = Some(e.hash.clone());
+        out.push_str(&e.to_json_line());
+        out.push('\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[tokio::test]
+async fn verify_checks_the_link_across_the_pruned_prefix() {
+    let app = TestApp::spawn().await;
+    for _ in 0..3 {
+        app.enqueue_id(json!({"kind": "email"})).await;
+    }
+    let (s, v) = app
+        .post("/api/logs/rotate", Some(ADMIN_KEY), json!({}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let logs = app.home.join("logs");
+    let today = echopilot::backup::archive::folders(&logs).unwrap();
+    std::fs::rename(&today[0].1, logs.join("archive/20200101")).unwrap();
+    for _ in 0..2 {
+        app.enqueue_id(json!({"kind": "email"})).await;
+    }
+    let home = app.home.clone();
+    let _keep = app.stop().await;
+    echopilot::backup::archive::prune(&logs, 90, chrono::Utc::now()).unwrap();
+    let pruned = echopilot::audit::chain::pruned(&logs).unwrap().unwrap();
+    assert_eq!(pruned.last_hash.as_ref().map(String::len), Some(64));
+    // The files alone (as while a server holds the store) link to the pruned prefix.
+    let r = echopilot::audit::verify(&logs, None).unwrap();
+    assert_eq!(r.first_seq, Some(pruned.through_seq + 1));
+
+    let current = logs.join("ndjson/audit.ndjson");
+    let saved = std::fs::read_to_string(&current).unwrap();
+    forge_first_line(&current);
+    let b = echopilot::audit::verify(&logs, None).unwrap_err();
+    assert_eq!(b.seq, pruned.through_seq + 1, "{b}");
+    assert!(b.reason.contains("prev_hash does not match"), "{b}");
+    let (ok, out) = run(bin(&home).args(["audit", "verify"]));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("seq {}", pruned.through_seq + 1)),
+        "{out}"
+    );
+
+    // A record without the hash cannot vouch for the boundary.
+    std::fs::write(&current, saved).unwrap();
+    let record = logs.join("archive/audit-pruned.json");
+    let mut p: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    p.as_object_mut().unwrap().remove("last_hash");
+    std::fs::write(&record, p.to_string()).unwrap();
+    let b = echopilot::audit::verify(&logs, None).unwrap_err();
+    assert!(b.reason.contains("keeps no hash"), "{b}");
 }
 
 #[tokio::test]

@@ -14,10 +14,12 @@ use crate::audit::{Audit, NewEvent};
 use crate::backup::{BackupError, Backups, Settings};
 use crate::clock::Clock;
 use crate::config::{Config, ScheduleSpec};
+use crate::error::Classify;
 use crate::health::{Component, Health};
 use crate::jobs::executors::{BACKUP_KIND, Builtin};
 use crate::slo::alerts::{Alerts, Severity};
 use crate::store::{SledTarget, Store};
+use crate::web::error::status_of;
 
 /// The built-in schedule's name in `GET /api/schedules`.
 pub const SCHEDULE: &str = "backup";
@@ -60,34 +62,30 @@ pub fn schedule(config: &Config) -> ScheduleSpec {
     }
 }
 
-/// Who asked, for the audit events.
+/// Who asked, for the audit events of the steps of a run.
 #[derive(Debug, Clone, Default)]
 pub struct Asker {
     pub event: NewEvent,
 }
 
-/// A failed run: the status to answer and the message.
-#[derive(Debug)]
-pub struct RunError {
-    pub status: u16,
-    pub message: String,
-}
-
-fn status_of(e: &BackupError) -> u16 {
-    match e {
-        BackupError::NotFound(_) => 404,
-        BackupError::Invalid(_) => 400,
-        BackupError::Corrupt(_) => 422,
-        BackupError::Io(_) | BackupError::Store(_) => 500,
-    }
-}
-
-/// Takes and verifies snapshots, and tells the audit trail and the alerts.
+/// Takes and verifies snapshots, and tells the audit trail and the alerts. The call
+/// itself (`backup.create`, `backup.verify`) is audited by its caller (`audited()` for
+/// the API, [`Builtin::run`] for the schedule); a run audits its own later steps.
 #[derive(Clone)]
 pub struct Runner {
     pub backups: Backups,
     audit: Audit,
     alerts: Alerts,
+}
+
+/// A blocking backup call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
+) -> Result<T, BackupError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackupError::Io(format!("backup task failed: {e}")))
+        .and_then(|r| r)
 }
 
 impl Runner {
@@ -99,55 +97,52 @@ impl Runner {
         }
     }
 
-    async fn record(&self, asker: &Asker, action: &str, target: &str, err: Option<(u16, String)>) {
+    async fn record(&self, asker: &Asker, action: &str, target: &str, err: Option<&BackupError>) {
         let mut e = asker.event.clone();
         e.action = action.into();
         e.target = target.into();
         e.ok = err.is_none();
-        e.status = err.as_ref().map_or(200, |(s, _)| *s);
-        e.error = err.map(|(_, m)| m);
+        e.status = err.map_or(200, |e| status_of(e.kind()).as_u16());
+        e.error = err.map(|e| e.to_string());
         if let Err(err) = self.audit.record(e).await {
             tracing::error!(error = %err, "could not audit {action}");
         }
     }
 
-    /// Snapshot, verify, prune, copy off. A snapshot that fails verification is a
-    /// critical alert; a failed copy a warning.
-    pub async fn take(&self, asker: &Asker) -> Result<Value, RunError> {
+    /// Snapshot, verify, prune, copy off; the steps after the snapshot are audited
+    /// (`backup.verify`, `backup.prune`, `backup.copy`). A snapshot that fails
+    /// verification is a critical alert; a failed copy a warning.
+    pub async fn take(&self, asker: &Asker) -> Result<Value, BackupError> {
         let b = self.backups.clone();
-        let taken = match tokio::task::spawn_blocking(move || b.take(None)).await {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => return Err(self.failed(asker, "backup.create", "", e).await),
-            Err(e) => {
-                let e = BackupError::Io(format!("snapshot task failed: {e}"));
-                return Err(self.failed(asker, "backup.create", "", e).await);
-            }
-        };
-        self.record(asker, "backup.create", &taken.name, None).await;
+        let taken = blocking(move || b.take(None)).await.inspect_err(|e| {
+            tracing::error!(error = %e, "snapshot failed");
+        })?;
         let mut out = taken.to_json();
-        let verified = self
-            .verify_path(asker, taken.path.clone(), &taken.name)
+        let verified = self.verify_path(taken.path.clone(), &taken.name).await;
+        self.record(asker, "backup.verify", &taken.name, verified.as_ref().err())
             .await;
         let b = self.backups.clone();
-        let removed = tokio::task::spawn_blocking(move || b.prune())
-            .await
-            .map_err(|e| BackupError::Io(e.to_string()))
-            .and_then(|r| r);
-        match &removed {
-            Ok(names) if !names.is_empty() => {
-                self.record(asker, "backup.prune", &names.join(","), None)
-                    .await;
+        match blocking(move || b.prune()).await {
+            Ok(names) => {
+                if !names.is_empty() {
+                    self.record(asker, "backup.prune", &names.join(","), None)
+                        .await;
+                }
+                out["removed"] = json!(names);
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "backup retention failed"),
+            Err(e) => {
+                tracing::error!(error = %e, "backup retention failed");
+                out["removed"] = json!([]);
+            }
         }
-        out["removed"] = json!(removed.unwrap_or_default());
         if let Err(e) = verified {
-            out["verified"] = json!(false);
-            return Err(RunError {
-                status: 500,
-                message: format!("snapshot {} failed verification: {}", taken.name, e.message),
-            });
+            // A snapshot just written that does not verify is our failure (500), unless
+            // the scratch store found the disk full.
+            let e = match e {
+                BackupError::Full(m) => BackupError::Full(m),
+                other => BackupError::Store(other.to_string()),
+            };
+            return Err(e.context(&format!("snapshot {} failed verification", taken.name)));
         }
         out["verified"] = json!(true);
         match self.backups.copy_off(&taken.path).await {
@@ -170,7 +165,7 @@ impl Runner {
                 {
                     tracing::error!(error = %err, "could not raise {COPY_ALERT}");
                 }
-                self.record(asker, "backup.copy", &taken.name, Some((500, msg.clone())))
+                self.record(asker, "backup.copy", &taken.name, Some(&e))
                     .await;
                 out["copied"] = json!(false);
                 out["copy_error"] = json!(msg);
@@ -180,29 +175,16 @@ impl Runner {
     }
 
     /// Verify a snapshot of the backup folder by name.
-    pub async fn verify(&self, asker: &Asker, name: &str) -> Result<Value, RunError> {
-        let path = match self.backups.path_of(name) {
-            Ok(p) => p,
-            Err(e) => return Err(self.failed(asker, "backup.verify", name, e).await),
-        };
-        self.verify_path(asker, path, name).await
+    pub async fn verify(&self, name: &str) -> Result<Value, BackupError> {
+        let path = self.backups.path_of(name)?;
+        self.verify_path(path, name).await
     }
 
-    async fn verify_path(
-        &self,
-        asker: &Asker,
-        path: PathBuf,
-        name: &str,
-    ) -> Result<Value, RunError> {
+    async fn verify_path(&self, path: PathBuf, name: &str) -> Result<Value, BackupError> {
         let b = self.backups.clone();
-        let r = tokio::task::spawn_blocking(move || b.verify(&path, None))
-            .await
-            .map_err(|e| BackupError::Io(format!("verify task failed: {e}")))
-            .and_then(|r| r);
-        match r {
+        match blocking(move || b.verify(&path, None)).await {
             Ok(v) => {
                 self.alerts.clear(VERIFY_ALERT);
-                self.record(asker, "backup.verify", name, None).await;
                 Ok(json!({
                     "name": v.name,
                     "sha256": v.sha256,
@@ -213,6 +195,7 @@ impl Runner {
             }
             Err(e) => {
                 let msg = format!("{name}: {e}");
+                tracing::error!(error = %msg, "snapshot verification failed");
                 if let Err(err) = self
                     .alerts
                     .raise(VERIFY_ALERT, Severity::Critical, &msg)
@@ -220,18 +203,9 @@ impl Runner {
                 {
                     tracing::error!(error = %err, "could not raise {VERIFY_ALERT}");
                 }
-                Err(self.failed(asker, "backup.verify", name, e).await)
+                Err(e)
             }
         }
-    }
-
-    async fn failed(&self, asker: &Asker, action: &str, target: &str, e: BackupError) -> RunError {
-        let status = status_of(&e);
-        let message = e.to_string();
-        tracing::error!(action, target, error = %message, "backup step failed");
-        self.record(asker, action, target, Some((status, message.clone())))
-            .await;
-        RunError { status, message }
     }
 }
 
@@ -249,9 +223,18 @@ impl Builtin for Runner {
                     ..NewEvent::default()
                 },
             };
-            match self.take(&asker).await {
+            let r = self.take(&asker).await;
+            let target = r
+                .as_ref()
+                .ok()
+                .and_then(|v| v["name"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            self.record(&asker, "backup.create", &target, r.as_ref().err())
+                .await;
+            match r {
                 Ok(v) => Ok(v.to_string()),
-                Err(e) => Err(e.message),
+                Err(e) => Err(e.to_string()),
             }
         })
     }

@@ -54,6 +54,15 @@ pub struct Verifier {
 }
 
 impl Verifier {
+    /// A verifier whose first event must follow `seq` with hash `hash`: the last event
+    /// log retention removed, so the remaining files still link to what came before.
+    pub fn after(seq: u64, hash: &str) -> Verifier {
+        Verifier {
+            last: Some((seq, hash.to_string())),
+            ..Verifier::default()
+        }
+    }
+
     /// The seq the next event must carry (after the first).
     pub fn expected(&self) -> Option<u64> {
         self.last.as_ref().map(|(s, _)| s + 1)
@@ -93,8 +102,10 @@ impl Verifier {
                 if e.seq == 1 && e.prev_hash != GENESIS {
                     return Err(brk(1, "the first event does not start the chain".into()));
                 }
-                self.first_seq = Some(e.seq);
             }
+        }
+        if self.first_seq.is_none() {
+            self.first_seq = Some(e.seq);
         }
         if hash_event(e) != e.hash {
             return Err(brk(
@@ -166,30 +177,46 @@ fn pruned_path(logs_dir: &Path) -> PathBuf {
     logs_dir.join("archive").join("audit-pruned.json")
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Pruned {
+/// The audit prefix log retention removed on purpose.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pruned {
     /// Every event up to this seq was removed with its archive files.
-    through_seq: u64,
-    pruned_at: String,
+    pub through_seq: u64,
+    /// The hash of event `through_seq`: the first remaining event must link to it.
+    /// (`None` in a record written before the hash was kept: the boundary cannot be
+    /// checked, and verify says so.)
+    #[serde(default)]
+    pub last_hash: Option<String>,
+    pub pruned_at: String,
 }
 
-/// The last seq removed on purpose by log retention (0: none). `audit verify` accepts
-/// exactly that missing prefix and no other gap.
-pub fn pruned_through(logs_dir: &Path) -> std::io::Result<u64> {
+/// What log retention removed on purpose (`None`: nothing). `audit verify` accepts
+/// exactly that missing prefix, linked to the first remaining event, and no other gap.
+pub fn pruned(logs_dir: &Path) -> std::io::Result<Option<Pruned>> {
     match std::fs::read(pruned_path(logs_dir)) {
         Ok(b) => serde_json::from_slice::<Pruned>(&b)
-            .map(|p| p.through_seq)
+            .map(Some)
             .map_err(std::io::Error::other),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
-/// Record that every event up to `through_seq` was removed on purpose (written to a
-/// temp file, synced and renamed, so a crash leaves the old record or the new one).
-pub fn record_pruned(logs_dir: &Path, through_seq: u64, now: &str) -> std::io::Result<()> {
+/// The last seq removed on purpose by log retention (0: none).
+pub fn pruned_through(logs_dir: &Path) -> std::io::Result<u64> {
+    Ok(pruned(logs_dir)?.map_or(0, |p| p.through_seq))
+}
+
+/// Record that every event up to `last` was removed on purpose, with `last`'s hash
+/// (written to a temp file, synced and renamed, so a crash leaves the old record or
+/// the new one). A record reaching further is kept.
+pub fn record_pruned(logs_dir: &Path, last: &Event, now: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let through_seq = through_seq.max(pruned_through(logs_dir)?);
+    if let Some(p) = pruned(logs_dir)?
+        && (p.through_seq > last.seq || (p.through_seq == last.seq && p.last_hash.is_some()))
+    {
+        return Ok(());
+    }
     let path = pruned_path(logs_dir);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -197,7 +224,8 @@ pub fn record_pruned(logs_dir: &Path, through_seq: u64, now: &str) -> std::io::R
     let tmp = path.with_extension("json.tmp");
     let mut f = std::fs::File::create(&tmp)?;
     let body = Pruned {
-        through_seq,
+        through_seq: last.seq,
+        last_hash: Some(last.hash.clone()),
         pruned_at: now.to_string(),
     };
     f.write_all(&serde_json::to_vec(&body).map_err(std::io::Error::other)?)?;

@@ -57,7 +57,16 @@ pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::B
         }
         report.store_events = Some(v.count);
     }
-    let mut v = chain::Verifier::default();
+    let pruned = chain::pruned(logs_dir).map_err(|e| chain::Break {
+        seq: 1,
+        reason: format!("cannot read the log retention record: {e}"),
+        location: Some(logs_dir.join("archive").display().to_string()),
+    })?;
+    report.pruned_through = pruned.as_ref().map_or(0, |p| p.through_seq);
+    let first = files
+        .first()
+        .and_then(|f| chain::first_seq(f).ok().flatten());
+    let mut v = anchored(logs_dir, pruned.as_ref(), first)?;
     for f in &files {
         chain::verify_file(f, &mut v, |e| {
             let Some(audit) = store else { return Ok(()) };
@@ -84,11 +93,6 @@ pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::B
     report.file_events = v.count;
     report.first_seq = v.first_seq;
     report.last_seq = v.last_seq();
-    report.pruned_through = chain::pruned_through(logs_dir).map_err(|e| chain::Break {
-        seq: 1,
-        reason: format!("cannot read the log retention record: {e}"),
-        location: Some(logs_dir.join("archive").display().to_string()),
-    })?;
     // Only a prefix that log retention removed (and recorded) may be missing.
     if let Some(first) = report.first_seq
         && first > report.pruned_through + 1
@@ -121,4 +125,52 @@ pub fn verify(logs_dir: &Path, store: Option<&Audit>) -> Result<Report, chain::B
         }
     }
     Ok(report)
+}
+
+/// The verifier for the files: after a pruned prefix, the first remaining event must
+/// link to the hash of the last pruned one (kept in the retention record), so a
+/// rewritten start of the files is found even without the store to compare with.
+fn anchored(
+    logs_dir: &Path,
+    pruned: Option<&chain::Pruned>,
+    first: Option<u64>,
+) -> Result<chain::Verifier, chain::Break> {
+    let (Some(p), Some(first)) = (pruned, first) else {
+        return Ok(chain::Verifier::default());
+    };
+    let record = Some(
+        logs_dir
+            .join("archive")
+            .join("audit-pruned.json")
+            .display()
+            .to_string(),
+    );
+    // Files from seq 1: the record was written and the folders not yet removed.
+    if first == 1 || first > p.through_seq + 1 {
+        return Ok(chain::Verifier::default());
+    }
+    if first <= p.through_seq {
+        return Err(chain::Break {
+            seq: first,
+            reason: format!(
+                "the files start at seq {first}, inside the pruned range 1..{}: log \
+                 retention was interrupted (its next run removes the rest) or a file was \
+                 removed by hand",
+                p.through_seq
+            ),
+            location: record,
+        });
+    }
+    match &p.last_hash {
+        Some(hash) => Ok(chain::Verifier::after(p.through_seq, hash)),
+        None => Err(chain::Break {
+            seq: first,
+            reason: format!(
+                "the log retention record keeps no hash of seq {}: the link to the first \
+                 remaining event cannot be checked",
+                p.through_seq
+            ),
+            location: record,
+        }),
+    }
 }

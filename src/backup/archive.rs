@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use crate::audit::chain;
+use crate::audit::{Event, chain};
 use crate::clock::rfc3339;
 
 /// What one pruning removed.
@@ -71,7 +71,7 @@ pub fn prune(logs_dir: &Path, keep_days: u64, now: DateTime<Utc>) -> std::io::Re
         });
     }
     // The newest audit event among the folders to remove ends the pruned prefix.
-    let mut last: Option<u64> = None;
+    let mut last: Option<Event> = None;
     for dir in &old {
         for f in std::fs::read_dir(dir)?.flatten() {
             let p = f.path();
@@ -80,16 +80,16 @@ pub fn prune(logs_dir: &Path, keep_days: u64, now: DateTime<Utc>) -> std::io::Re
                 continue;
             }
             if let Some(e) = chain::last_event(&p)?
-                && last.is_none_or(|s| e.seq > s)
+                && last.as_ref().is_none_or(|l| e.seq > l.seq)
             {
-                last = Some(e.seq);
+                last = Some(e);
             }
         }
     }
-    if let Some(seq) = last {
-        // Recorded before the files go: a crash in between leaves files that start at
-        // seq 1, which verify accepts anyway.
-        chain::record_pruned(logs_dir, seq, &rfc3339(now))?;
+    if let Some(e) = &last {
+        // Recorded (with the event's hash, the link to what remains) before the files
+        // go: a crash in between leaves files that start at seq 1, which verify accepts.
+        chain::record_pruned(logs_dir, e, &rfc3339(now))?;
     }
     for dir in &old {
         std::fs::remove_dir_all(dir)?;

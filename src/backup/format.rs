@@ -22,14 +22,12 @@ use flate2::write::ZlibEncoder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::BackupError;
 use super::store::{SnapshotSink, SnapshotSource};
+use super::{BackupError, load};
 
 pub const MAGIC: &[u8; 8] = b"ECHOSNAP";
 pub const FORMAT_VERSION: u16 = 1;
 const DIGEST_LEN: u64 = 32;
-/// Records handed to a sink at once.
-const BATCH: usize = 10_000;
 /// A header larger than this is not one of ours.
 const MAX_HEADER: u32 = 16 << 20;
 
@@ -68,7 +66,7 @@ pub struct Origin {
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
-    move |e| BackupError::Io(format!("{}: {e}", path.display()))
+    move |e| BackupError::io(path, e)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -353,44 +351,17 @@ pub fn check(path: &Path) -> Result<(Header, u64, String), BackupError> {
     Ok((header, body_at, hex(digest.as_slice())))
 }
 
-/// What the decoder hands the sink.
-enum Frame {
-    Tree(String),
-    Records(Vec<(Vec<u8>, Vec<u8>)>),
-}
-
 /// Decompress the body into `sink` and compare what it holds with the header. Call
-/// [`check`] first. Decoding runs on its own thread, beside the sink's writes.
+/// [`check`] first. This thread decodes; writer threads insert beside it.
 pub fn restore(
     path: &Path,
     header: &Header,
     body_at: u64,
-    sink: &mut dyn SnapshotSink,
+    sink: &dyn SnapshotSink,
     progress: Progress<'_>,
 ) -> Result<Vec<(String, u64)>, BackupError> {
-    let seen = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Frame>(8);
-        let decoder = scope.spawn(move || decode(path, header.body_bytes, body_at, &tx));
-        let mut tree: Option<String> = None;
-        let mut done = 0u64;
-        for frame in rx {
-            match frame {
-                Frame::Tree(name) => {
-                    sink.put(&name, &[])?;
-                    tree = Some(name);
-                }
-                Frame::Records(batch) => {
-                    if let Some(t) = &tree {
-                        sink.put(t, &batch)?;
-                    }
-                    done += batch.len() as u64;
-                    progress(done, header.records);
-                }
-            }
-        }
-        decoder
-            .join()
-            .map_err(|_| BackupError::Io("the snapshot decoder panicked".into()))?
+    let seen = load::fill(sink, header.records, progress, |feed| {
+        decode(path, header.body_bytes, body_at, feed)
     })?;
     let corrupt = |what: String| BackupError::Corrupt(format!("{}: {what}", path.display()));
     let counts = sink.finish()?;
@@ -416,33 +387,31 @@ pub fn restore(
     Ok(counts)
 }
 
-/// Read the body's frames and send them on in batches; returns how many trees it held.
+/// Read the body's frames into `feed` in batches; returns how many trees it held.
 fn decode(
     path: &Path,
     body_bytes: u64,
     body_at: u64,
-    tx: &std::sync::mpsc::SyncSender<Frame>,
+    feed: &mut load::Feed<'_>,
 ) -> Result<usize, BackupError> {
     let corrupt = |what: String| BackupError::Corrupt(format!("{}: {what}", path.display()));
-    // The sink stopped (its own error is the one to report).
-    let gone = || BackupError::Io("the restore stopped".into());
     let mut f = File::open(path).map_err(io(path))?;
     f.seek(SeekFrom::Start(body_at)).map_err(io(path))?;
     let body = BufReader::with_capacity(1 << 20, f.take(body_bytes));
     let mut r = BufReader::with_capacity(1 << 20, ZlibDecoder::new(body));
     let bad = |e: std::io::Error| corrupt(format!("damaged body: {e}"));
     let mut in_tree = false;
-    let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(BATCH);
+    let mut batch: load::Batch = Vec::with_capacity(load::BATCH);
     let mut trees = 0;
     loop {
         let mut tag = [0u8; 1];
         r.read_exact(&mut tag).map_err(bad)?;
         match tag[0] {
             b'T' | b'E' => {
-                if !batch.is_empty() {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    tx.send(Frame::Records(full)).map_err(|_| gone())?;
-                }
+                feed.records(std::mem::replace(
+                    &mut batch,
+                    Vec::with_capacity(load::BATCH),
+                ))?;
                 if tag[0] == b'E' {
                     break;
                 }
@@ -452,7 +421,7 @@ fn decode(
                 r.read_exact(&mut name).map_err(bad)?;
                 let name = String::from_utf8(name)
                     .map_err(|_| corrupt("a tree name is not UTF-8".into()))?;
-                tx.send(Frame::Tree(name)).map_err(|_| gone())?;
+                feed.tree(&name)?;
                 in_tree = true;
                 trees += 1;
             }
@@ -463,9 +432,11 @@ fn decode(
                 let k = read_chunk(&mut r).map_err(bad)?;
                 let v = read_chunk(&mut r).map_err(bad)?;
                 batch.push((k, v));
-                if batch.len() >= BATCH {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-                    tx.send(Frame::Records(full)).map_err(|_| gone())?;
+                if batch.len() >= load::BATCH {
+                    feed.records(std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(load::BATCH),
+                    ))?;
                 }
             }
             other => return Err(corrupt(format!("unknown frame {other:#04x} in the body"))),

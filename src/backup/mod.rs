@@ -8,7 +8,9 @@
 //! snapshots in `.verified/` (hidden, so `ls -lh … | tail -1` is the newest snapshot).
 
 pub mod archive;
+mod error;
 pub mod format;
+pub mod load;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -20,23 +22,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::clock::{Clock, rfc3339};
+pub use error::BackupError;
 use format::{Header, Origin, Progress};
 use store::{SnapshotSource, SnapshotTarget};
 
-#[derive(Debug, thiserror::Error)]
-pub enum BackupError {
-    /// The file is not a whole, unchanged snapshot; the message says what is wrong.
-    #[error("{0}")]
-    Corrupt(String),
-    #[error("no such snapshot: {0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Io(String),
-    #[error("store: {0}")]
-    Store(String),
-}
+#[cfg(test)]
+mod tests;
 
 /// The backup settings (`BACKUP_DIR`, `BACKUP_KEEP`, `BACKUP_COPY_COMMAND`).
 #[derive(Debug, Clone)]
@@ -149,9 +140,34 @@ pub struct Backups {
     target: Arc<dyn SnapshotTarget>,
     clock: Clock,
     origin: (String, String),
+    /// Held while a snapshot is taken: a second one asked for meanwhile is refused.
+    taking: Arc<std::sync::Mutex<()>>,
 }
 
 fn no_progress(_: u64, _: u64) {}
+
+/// Run `f` on a thread of its own at a lower CPU priority (threads it starts inherit
+/// it): the requests served beside a snapshot keep the cores first, and the snapshot
+/// takes what they leave.
+fn in_background<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            lower_priority();
+            f()
+        })
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // Per thread on Linux. Best effort: the snapshot is the same at any priority.
+    let _ = rustix::process::nice(10);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 impl Backups {
     pub fn new(
@@ -168,6 +184,7 @@ impl Backups {
             target,
             clock,
             origin: (app_version.to_string(), commit.to_string()),
+            taking: Arc::default(),
         }
     }
 
@@ -190,9 +207,17 @@ impl Backups {
                 "no store is open to take a snapshot of".into(),
             ));
         };
+        let _taking = match self.taking.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(BackupError::Busy(
+                    "a snapshot is being taken right now; try again once it is done".into(),
+                ));
+            }
+        };
         let dir = &self.settings.dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| BackupError::io(dir, e))?;
         let started = std::time::Instant::now();
         let now = self.clock.now();
         // Names sort by time; a second snapshot within the same second takes the next
@@ -210,12 +235,14 @@ impl Backups {
             commit: self.origin.1.clone(),
             created_at: rfc3339(now),
         };
-        let (header, sha256) = format::write(
-            source.as_ref(),
-            &origin,
-            &path,
-            progress.unwrap_or(&no_progress),
-        )?;
+        let (header, sha256) = in_background(|| {
+            format::write(
+                source.as_ref(),
+                &origin,
+                &path,
+                progress.unwrap_or(&no_progress),
+            )
+        })?;
         let size_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(Taken {
             name: path
@@ -297,11 +324,10 @@ impl Backups {
 
     fn record_verification(&self, name: &str, v: &Verification) -> Result<(), BackupError> {
         let dir = self.verified_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| BackupError::Io(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| BackupError::io(&dir, e))?;
         let path = dir.join(format!("{name}.json"));
         let text = serde_json::to_string(v).unwrap_or_default();
-        std::fs::write(&path, text).map_err(|e| BackupError::Io(format!("{}: {e}", path.display())))
+        std::fs::write(&path, text).map_err(|e| BackupError::io(&path, e))
     }
 
     fn verification(&self, name: &str) -> Option<Verification> {
@@ -316,7 +342,7 @@ impl Backups {
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(BackupError::Io(format!("{}: {e}", dir.display()))),
+            Err(e) => return Err(BackupError::io(dir, e)),
         };
         let mut out = Vec::new();
         for f in rd {
@@ -351,8 +377,7 @@ impl Backups {
         let mut removed = Vec::new();
         if all.len() > keep {
             for e in &all[..all.len() - keep] {
-                std::fs::remove_file(&e.path)
-                    .map_err(|err| BackupError::Io(format!("{}: {err}", e.path.display())))?;
+                std::fs::remove_file(&e.path).map_err(|err| BackupError::io(&e.path, err))?;
                 let _ = std::fs::remove_file(self.verified_dir().join(format!("{}.json", e.name)));
                 removed.push(e.name.clone());
             }
@@ -433,12 +458,12 @@ pub fn verify_file(
         uuid::Uuid::now_v7().simple()
     ));
     let result = (|| {
-        let mut sink = target.open(&home)?;
+        let sink = target.open(&home)?;
         format::restore(
             path,
             &header,
             body_at,
-            sink.as_mut(),
+            sink.as_ref(),
             progress.unwrap_or(&no_progress),
         )
     })();
@@ -452,34 +477,31 @@ pub fn verify_file(
 /// what was read.
 pub fn copy_store(
     source: &dyn SnapshotSource,
-    sink: &mut dyn store::SnapshotSink,
+    sink: &dyn store::SnapshotSink,
     progress: Progress<'_>,
 ) -> Result<Vec<(String, u64)>, BackupError> {
-    const BATCH: usize = 10_000;
     let mut read: Vec<(String, u64)> = Vec::new();
-    let mut done = 0u64;
-    source.read_snapshot(&mut |view| {
-        for tree in view.trees() {
-            let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(BATCH);
-            sink.put(&tree, &[])?;
-            let n = view.records(&tree, &mut |k, v| {
-                batch.push((k.to_vec(), v.to_vec()));
-                if batch.len() >= BATCH {
-                    sink.put(&tree, &batch)?;
-                    batch.clear();
-                }
-                done += 1;
-                if done.is_multiple_of(50_000) {
-                    progress(done, 0);
-                }
-                Ok(())
-            })?;
-            sink.put(&tree, &batch)?;
-            read.push((tree, n));
-        }
-        Ok(())
+    load::fill(sink, 0, progress, |feed| {
+        source.read_snapshot(&mut |view| {
+            for tree in view.trees() {
+                feed.tree(&tree)?;
+                let mut batch: load::Batch = Vec::with_capacity(load::BATCH);
+                let n = view.records(&tree, &mut |k, v| {
+                    batch.push((k.to_vec(), v.to_vec()));
+                    if batch.len() >= load::BATCH {
+                        feed.records(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(load::BATCH),
+                        ))?;
+                    }
+                    Ok(())
+                })?;
+                feed.records(batch)?;
+                read.push((tree, n));
+            }
+            Ok(())
+        })
     })?;
-    progress(done, done);
     let counts = sink.finish()?;
     for (tree, n) in &read {
         let got = counts

@@ -34,12 +34,16 @@ pub trait SnapshotSource: Send + Sync {
     fn backend(&self) -> &'static str;
 }
 
-/// A fresh store a snapshot is restored into.
-pub trait SnapshotSink {
-    /// Add records to `tree` (the first call for a tree empties it first).
-    fn put(&mut self, tree: &str, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), BackupError>;
+/// A fresh store a snapshot is restored into. Nobody reads it until `finish`, and a
+/// snapshot holds each key of a tree once, so writes may land in any order: a restore
+/// writes from several threads at once, one tree or several.
+pub trait SnapshotSink: Send + Sync {
+    /// Create `tree` empty (emptying it if it exists); before any `put` to it.
+    fn start(&self, tree: &str) -> Result<(), BackupError>;
+    /// Add records to a started tree; callable from several threads at once.
+    fn put(&self, tree: &str, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), BackupError>;
     /// Make everything durable; returns the record count of every tree.
-    fn finish(&mut self) -> Result<Vec<(String, u64)>, BackupError>;
+    fn finish(&self) -> Result<Vec<(String, u64)>, BackupError>;
 }
 
 /// Opens fresh stores to restore into.

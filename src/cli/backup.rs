@@ -252,8 +252,8 @@ pub fn restore(home: HomeArg, file: &Path) -> anyhow::Result<()> {
     let staging = data.join(format!(".restore-{at}"));
     let p = Progress::new("restore");
     let restored = (|| {
-        let mut sink = backup::store::SnapshotTarget::open(&SledTarget, &staging)?;
-        format::restore(file, &header, body_at, sink.as_mut(), &|d, t| {
+        let sink = backup::store::SnapshotTarget::open(&SledTarget, &staging)?;
+        format::restore(file, &header, body_at, sink.as_ref(), &|d, t| {
             p.report(d, t)
         })
     })();
@@ -393,8 +393,8 @@ pub fn compact(home: &Path) -> anyhow::Result<()> {
     let staging = data.join(format!(".compact-{at}"));
     let p = Progress::new("compact");
     let copied = (|| {
-        let mut sink = backup::store::SnapshotTarget::open(&SledTarget, &staging)?;
-        backup::copy_store(&store, sink.as_mut(), &|d, t| p.report(d, t))
+        let sink = backup::store::SnapshotTarget::open(&SledTarget, &staging)?;
+        backup::copy_store(&store, sink.as_ref(), &|d, t| p.report(d, t))
     })();
     p.done();
     let counts = match copied {

@@ -56,23 +56,50 @@ impl Capture {
     /// The snapshot's view of `tree`: calls `f` for every record as it was at the
     /// start, in key order for the live part and then the removed ones.
     pub(crate) fn read(&self, tree: &sled::Tree, f: &mut Visit<'_>) -> Result<u64, String> {
+        /// Records walked between two looks at the kept values: writers keeping a value
+        /// wait on that lock, so it is taken once per chunk, not once per record.
+        const CHUNK: usize = 1024;
         let name = tree.name();
         // Every key the walk met, in key order (the walk is ordered): a kept key that
         // is not among them was removed before the walk reached it.
         let mut walked: Vec<IVec> = Vec::new();
         let mut n = 0u64;
-        for r in tree.iter() {
-            let (k, v) = r.map_err(|e| e.to_string())?;
-            let kept = self.lock().get(&(name.clone(), k.clone())).cloned();
-            let value = match &kept {
-                Some(old) => old.as_ref(),
-                None => Some(&v),
-            };
-            if let Some(value) = value {
-                f(&k, value)?;
-                n += 1;
+        let mut iter = tree.iter();
+        let mut chunk: Vec<(IVec, IVec)> = Vec::with_capacity(CHUNK);
+        loop {
+            chunk.clear();
+            for r in iter.by_ref().take(CHUNK) {
+                chunk.push(r.map_err(|e| e.to_string())?);
             }
-            walked.push(k);
+            if chunk.is_empty() {
+                break;
+            }
+            // Looked up after the walk read them: a value changed since the start was
+            // kept before it changed, so the kept one wins.
+            let kept: Vec<Option<Option<IVec>>> = {
+                let map = self.lock();
+                if map.is_empty() {
+                    Vec::new()
+                } else {
+                    chunk
+                        .iter()
+                        .map(|(k, _)| map.get(&(name.clone(), k.clone())).cloned())
+                        .collect()
+                }
+            };
+            for (i, (k, v)) in chunk.iter().enumerate() {
+                let value = match kept.get(i) {
+                    Some(Some(old)) => old.as_ref(),
+                    _ => Some(v),
+                };
+                if let Some(value) = value {
+                    f(k, value)?;
+                    n += 1;
+                }
+            }
+            walked.extend(chunk.drain(..).map(|(k, _)| k));
+            // A long walk leaves the cores to the requests served beside it.
+            std::thread::yield_now();
         }
         let mut removed: Vec<(IVec, IVec)> = self
             .lock()

@@ -1,7 +1,6 @@
 //! The sled backend of the backup domain's storage traits: a point-in-time view across
 //! trees (the store's capture, see `store::capture`) and restoring into a fresh store.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use crate::backup::BackupError;
@@ -9,13 +8,17 @@ use crate::backup::store::{Each, SnapshotSink, SnapshotSource, SnapshotTarget, S
 use crate::store::capture::Capture;
 use crate::store::{Store, StoreError, meta};
 
-fn store_err(e: impl std::fmt::Display) -> BackupError {
-    BackupError::Store(e.to_string())
+fn store_err(e: sled::Error) -> BackupError {
+    StoreError::from(e).into()
 }
 
 impl From<StoreError> for BackupError {
     fn from(e: StoreError) -> Self {
-        store_err(e)
+        if e.is_full() {
+            BackupError::Full(e.to_string())
+        } else {
+            BackupError::Store(e.to_string())
+        }
     }
 }
 
@@ -88,27 +91,29 @@ impl SnapshotSource for Store {
 /// A fresh store being filled from a snapshot.
 struct Sink {
     store: Store,
-    started: BTreeSet<String>,
 }
 
 impl SnapshotSink for Sink {
-    fn put(&mut self, tree: &str, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), BackupError> {
+    fn start(&self, tree: &str) -> Result<(), BackupError> {
         let t = self.store.db.open_tree(tree).map_err(store_err)?;
-        if self.started.insert(tree.to_string()) {
-            t.clear().map_err(store_err)?;
-        }
+        t.clear().map_err(store_err)
+    }
+
+    fn put(&self, tree: &str, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), BackupError> {
         if records.is_empty() {
             return Ok(());
         }
-        // A fresh store nobody reads yet: plain inserts (a batch would make each one
-        // atomic for nothing, several times slower); `finish` makes it durable.
+        let t = self.store.db.open_tree(tree).map_err(store_err)?;
+        // A fresh store nobody reads yet: plain inserts. A `Batch` would take sled's
+        // process-wide write lock, stalling a running server while it verifies a
+        // snapshot; `finish` makes everything durable with one checkpoint.
         for (k, v) in records {
             t.insert(k.as_slice(), v.as_slice()).map_err(store_err)?;
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<Vec<(String, u64)>, BackupError> {
+    fn finish(&self) -> Result<Vec<(String, u64)>, BackupError> {
         self.store.checkpoint()?;
         Ok(self
             .store
@@ -125,10 +130,7 @@ pub struct SledTarget;
 impl SnapshotTarget for SledTarget {
     fn open(&self, home: &Path) -> Result<Box<dyn SnapshotSink>, BackupError> {
         let store = Store::open_bulk(home)?;
-        Ok(Box::new(Sink {
-            store,
-            started: BTreeSet::new(),
-        }))
+        Ok(Box::new(Sink { store }))
     }
 
     fn store_dir(&self, home: &Path) -> PathBuf {

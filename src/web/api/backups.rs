@@ -1,21 +1,26 @@
 //! Disaster-recovery snapshots: `GET /api/backups` (viewer) lists them,
 //! `POST /api/backups` (admin) takes and verifies one now, and
-//! `POST /api/backups/{name}/verify` (admin) verifies one again. Every call that
-//! changes something is audited by the runner (`backup.create`, `backup.verify`, …).
+//! `POST /api/backups/{name}/verify` (admin) verifies one again. Both changes end in
+//! `audited()` (`backup.create`, `backup.verify`); the runner audits a run's later
+//! steps (`backup.verify`, `backup.prune`, `backup.copy`) under the same request id.
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::app::backup::{Asker, RunError, Runner};
+use crate::app::backup::{Asker, Runner};
 use crate::audit::NewEvent;
+use crate::auth::Caller;
+use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::schemas::OkBody;
+use crate::web::audit::audited;
 use crate::web::auth::{Admin, Viewer};
-use crate::web::error::{AppError, Result};
+use crate::web::error::{AppError, ErrorBody, Result};
 use crate::web::extract::{AppJson, AppPath};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -24,24 +29,14 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(verify))
 }
 
-fn asker(caller: crate::auth::Caller, origin: Origin) -> Asker {
+fn asker(caller: &Caller, origin: &Origin) -> Asker {
     Asker {
         event: NewEvent {
-            request_id: origin.request_id,
-            ip: Some(origin.ip),
-            actor: Some(caller),
+            request_id: origin.request_id.clone(),
+            ip: Some(origin.ip.clone()),
+            actor: Some(caller.clone()),
             ..NewEvent::default()
         },
-    }
-}
-
-fn answer(r: std::result::Result<Value, RunError>, key: &str) -> Result<AppJson<Value>> {
-    match r {
-        Ok(v) => Ok(AppJson(json!({"ok": true, key: v}))),
-        Err(e) => Err(AppError::new(
-            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            e.message,
-        )),
     }
 }
 
@@ -69,33 +64,59 @@ pub async fn list(State(state): State<AppState>, _v: Viewer) -> Result<AppJson<V
 /// `POST /api/backups` (admin): take a snapshot now and verify it.
 #[utoipa::path(post, path = "/api/backups", tag = "backups",
     responses((status = 201, description = "the snapshot taken and verified", body = OkBody),
-        (status = 500, description = "the snapshot could not be taken or failed its check")),
+        (status = 409, description = "a snapshot is being taken already", body = ErrorBody),
+        (status = 500, description = "the snapshot could not be taken or failed its check", body = ErrorBody),
+        (status = 503, description = "out of disk space for the snapshot", body = ErrorBody)),
     extensions(("x-required-role" = json!("admin"))))]
 pub async fn create(
     State(state): State<AppState>,
     Admin(caller): Admin,
     origin: Origin,
-) -> Result<(StatusCode, AppJson<Value>)> {
-    let r = Runner::new(&state).take(&asker(caller, origin)).await;
-    answer(r, "backup").map(|j| (StatusCode::CREATED, j))
+) -> Response {
+    let r = Runner::new(&state).take(&asker(&caller, &origin)).await;
+    let target = r
+        .as_ref()
+        .ok()
+        .and_then(|v| v["name"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let outcome = r
+        .map(|v| {
+            (
+                StatusCode::CREATED,
+                json!({"ok": true, "backup": v}),
+                Commit::done(),
+            )
+        })
+        .map_err(AppError::from);
+    audited(&state, origin, &caller, "backup.create", target, outcome).await
 }
 
 /// `POST /api/backups/{name}/verify` (admin).
 #[utoipa::path(post, path = "/api/backups/{name}/verify", tag = "backups",
     params(("name" = String, Path, description = "a snapshot's file name in BACKUP_DIR")),
     responses((status = 200, description = "the snapshot's checks passed", body = OkBody),
-        (status = 400, description = "not a snapshot name"),
-        (status = 404, description = "no such snapshot"),
-        (status = 422, description = "the snapshot is damaged")),
+        (status = 400, description = "not a snapshot name", body = ErrorBody),
+        (status = 404, description = "no such snapshot", body = ErrorBody),
+        (status = 422, description = "the snapshot is damaged", body = ErrorBody),
+        (status = 503, description = "out of disk space for the scratch store", body = ErrorBody)),
     extensions(("x-required-role" = json!("admin"))))]
 pub async fn verify(
     State(state): State<AppState>,
     Admin(caller): Admin,
     origin: Origin,
     AppPath(name): AppPath<String>,
-) -> Result<AppJson<Value>> {
-    let r = Runner::new(&state)
-        .verify(&asker(caller, origin), &name)
-        .await;
-    answer(r, "verified")
+) -> Response {
+    let outcome = Runner::new(&state)
+        .verify(&name)
+        .await
+        .map(|v| {
+            (
+                StatusCode::OK,
+                json!({"ok": true, "verified": v}),
+                Commit::done(),
+            )
+        })
+        .map_err(AppError::from);
+    audited(&state, origin, &caller, "backup.verify", name, outcome).await
 }

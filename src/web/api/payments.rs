@@ -8,6 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::IntoParams;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    KnownFormat, Object, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -139,11 +143,16 @@ pub async fn webhook(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// pending, succeeded, partially_refunded, refunded, failed, canceled or expired.
+    /// pending, succeeded, partially_refunded, refunded, failed, canceled or expired
+    /// (empty: any).
+    #[param(schema_with = status_schema)]
     status: Option<String>,
     customer: Option<String>,
-    /// RFC 3339; compared with Stripe's `created`.
+    /// RFC 3339; compared with Stripe's `created` (empty: no bound).
+    #[param(schema_with = time_schema)]
     since: Option<String>,
+    /// RFC 3339 (empty: no bound).
+    #[param(schema_with = time_schema)]
     until: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
@@ -160,6 +169,42 @@ const STATUSES: [&str; 7] = [
     "canceled",
     "expired",
 ];
+
+/// What `outcome` may be: an event's stored outcome, or a repeated delivery.
+const OUTCOMES: [&str; 5] = ["applied", "duplicate", "ignored", "failed", "received"];
+
+/// A value list for a filter; the empty value (`?status=`) is no filter, so it is
+/// one of the values.
+fn values_schema(values: &[&str]) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(std::iter::once("").chain(values.iter().copied())))
+        .build()
+}
+
+fn status_schema() -> Object {
+    values_schema(&STATUSES)
+}
+
+fn outcome_schema() -> Object {
+    values_schema(&OUTCOMES)
+}
+
+/// An RFC 3339 time, or empty (no bound).
+fn time_schema() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(0)),
+        )
+        .into()
+}
 
 fn unix_bound(name: &str, v: Option<String>) -> Result<Option<i64>> {
     v.filter(|s| !s.is_empty())
@@ -252,6 +297,8 @@ pub struct EventsQuery {
     /// A Stripe event type (`charge.refunded`).
     #[serde(rename = "type")]
     kind: Option<String>,
+    /// applied, duplicate, ignored, failed or received (empty: any).
+    #[param(schema_with = outcome_schema)]
     outcome: Option<String>,
     #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
@@ -272,11 +319,11 @@ pub async fn events(
     q.outcome = q.outcome.filter(|s| !s.is_empty());
     q.cursor = q.cursor.filter(|s| !s.is_empty());
     if let Some(o) = q.outcome.as_deref()
-        && o != "duplicate"
-        && EventOutcome::parse(o).is_none()
+        && !OUTCOMES.contains(&o)
     {
         return Err(AppError::bad_request(format!(
-            "outcome: unknown outcome {o:?} (applied, duplicate, ignored, failed, received)"
+            "outcome: unknown outcome {o:?} ({})",
+            OUTCOMES.join(", ")
         )));
     }
     let filter = EventFilter {
