@@ -19,6 +19,8 @@ const PAGES: &[&str] = &[
     "/dashboard/audit?ok=false",
     "/dashboard/alerts",
     "/dashboard/alerts?state=firing",
+    "/dashboard/payments",
+    "/dashboard/payments?status=refunded",
     "/dashboard/v1",
 ];
 
@@ -530,4 +532,102 @@ async fn schedules_run_now_pause_and_resume_from_their_page() {
     ] {
         assert!(lines.iter().any(|l| l["action"] == action), "{action}");
     }
+}
+
+/// Deliver Stripe events to the app, signed with its secret.
+async fn deliver(app: &TestApp, bodies: &[String]) {
+    let now = chrono::Utc::now().timestamp();
+    for b in bodies {
+        let sig =
+            echopilot::payments::signature::sign_header(helpers::stripe::SECRET, now, b.as_bytes());
+        let (s, v) = app.webhook(b, Some(&sig)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+#[tokio::test]
+async fn payments_show_the_ledger_escaped_and_reconcile_now_records_a_report() {
+    use helpers::stripe::{SECRET, event};
+    let app = TestApp::spawn_with(&[("STRIPE_WEBHOOK_SECRET", SECRET)]).await;
+    let now = chrono::Utc::now().timestamp();
+    deliver(
+        &app,
+        &[
+            event("payment_intent.succeeded", "evt_dash_1", now, &[]),
+            event(
+                "payment_intent.payment_failed",
+                "evt_dash_2",
+                now,
+                &[(
+                    "receipt_email",
+                    json!("<script>alert(1)</script>@example.com"),
+                )],
+            ),
+        ],
+    )
+    .await;
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    let page = v.get("/dashboard/payments").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("pi_3QaBcD2eZvKYlo2C1xYz0009"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("49.00 USD"), "amounts in major units");
+    assert!(!page.body.contains("<script>alert"), "escaped");
+    assert!(page.body.contains("&#60;script&#62;alert(1)"));
+    assert!(page.body.contains("No reconciliation recorded yet"));
+    // A viewer: no button, and a forged post is refused and changes nothing.
+    assert!(!page.body.contains("Reconcile now"));
+    assert_eq!(
+        page.body.matches("method=\"post\"").count(),
+        page.body.matches("action=\"/logout\"").count()
+    );
+    let r = v
+        .post("/dashboard/payments/reconcile", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(r.status, 403);
+    // Filters: by status, and bad input is a 400 page.
+    let failed = v.get("/dashboard/payments?status=failed").await;
+    assert!(failed.body.contains("1 payments shown"), "{}", failed.body);
+    assert!(failed.body.contains("Failed"));
+    let none = v
+        .get("/dashboard/payments?status=succeeded&since=2001-01-01&until=2001-01-02")
+        .await;
+    assert!(none.body.contains("No payments match"), "{}", none.body);
+    assert_eq!(v.get("/dashboard/payments?status=nope").await.status, 400);
+    assert_eq!(
+        v.get("/dashboard/payments?since=yesterday").await.status,
+        400
+    );
+
+    // An operator reconciles: CSRF first, then the report shows with its issues.
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get("/dashboard/payments").await;
+    assert!(page.body.contains("Reconcile now"));
+    let r = op
+        .post("/dashboard/payments/reconcile", &[("csrf", "forged")])
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        app.audit_lines()
+            .await
+            .iter()
+            .all(|l| l["action"] != "payments.reconcile")
+    );
+    let r = op
+        .post("/dashboard/payments/reconcile", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(r.location(), "/dashboard/payments?notice=reconciled");
+    let page = op.get(&r.location()).await;
+    assert!(page.body.contains("Reconciliation recorded"));
+    assert!(page.body.contains("2 payments checked"), "{}", page.body);
+    assert!(page.body.contains("49.00 USD"));
+    assert!(
+        app.audit_lines()
+            .await
+            .iter()
+            .any(|l| l["action"] == "payments.reconcile" && l["ok"] == true)
+    );
 }

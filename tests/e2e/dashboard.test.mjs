@@ -153,7 +153,7 @@ test("operator: overview, retry a stuck job, same counts on v1, axe on every pag
   await axe(page, "jobs");
   await page.goto(base + "/dashboard/jobs?status=dead");
   await axe(page, "jobs dead");
-  for (const p of ["/dashboard/schedules", "/dashboard/audit", "/dashboard/audit?ok=false", "/dashboard/alerts"]) {
+  for (const p of ["/dashboard/schedules", "/dashboard/audit", "/dashboard/audit?ok=false", "/dashboard/alerts", "/dashboard/payments"]) {
     await page.goto(base + p);
     await axe(page, p);
   }

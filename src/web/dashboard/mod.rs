@@ -13,6 +13,7 @@ mod charts;
 mod jobs;
 mod login;
 mod overview;
+mod payments;
 mod schedules;
 pub mod session;
 mod v1;
@@ -39,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .merge(jobs::router())
         .merge(schedules::router())
         .merge(audit::router())
+        .merge(payments::router())
         .merge(alerts::router())
         .merge(v1::router())
         .merge(assets::router())

@@ -94,6 +94,7 @@ pub(super) const NAV: &[(&str, &str)] = &[
     ("jobs", "Jobs"),
     ("schedules", "Schedules"),
     ("audit", "Audit"),
+    ("payments", "Payments"),
     ("alerts", "Alerts"),
 ];
 
@@ -123,6 +124,10 @@ pub(super) fn notice(code: Option<&str>) -> Option<Notice> {
         "paused" => (true, "Paused."),
         "resumed" => (true, "Resumed."),
         "restarted" => (true, "Scheduler restarted."),
+        "reconciled" => (
+            true,
+            "Reconciliation recorded: the report below is the new one.",
+        ),
         "confirm" => (
             false,
             "Tick the confirmation box first: nothing was changed.",
@@ -156,6 +161,8 @@ pub(super) struct Chrome {
     pub(super) role: String,
     pub(super) csrf: String,
     pub(super) can_operate: bool,
+    /// Backups are the admin's.
+    pub(super) can_admin: bool,
     pub(super) notice: Option<Notice>,
     pub(super) css: String,
     pub(super) js: String,
@@ -194,6 +201,7 @@ impl Chrome {
             role: s.caller.role.to_string(),
             csrf: s.csrf.clone(),
             can_operate: s.can(Need::Operator),
+            can_admin: s.can(Need::Admin),
             notice: notice(notice_code),
             css: assets::url("app.css"),
             js: assets::url("app.js"),
