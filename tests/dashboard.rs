@@ -21,6 +21,10 @@ const PAGES: &[&str] = &[
     "/dashboard/alerts?state=firing",
     "/dashboard/payments",
     "/dashboard/payments?status=refunded",
+    "/dashboard/flags",
+    "/dashboard/incidents",
+    "/dashboard/incidents?state=open",
+    "/dashboard/backups",
     "/dashboard/v1",
 ];
 
@@ -630,4 +634,345 @@ async fn payments_show_the_ledger_escaped_and_reconcile_now_records_a_report() {
             .iter()
             .any(|l| l["action"] == "payments.reconcile" && l["ok"] == true)
     );
+}
+
+/// Post forms only a viewer's page shows: the page has no action form and the post
+/// is refused.
+async fn no_forms_for(b: &mut Browser<'_>, page: &str) -> String {
+    let r = b.get(page).await;
+    assert_eq!(r.status, 200, "{page}: {}", r.body);
+    assert_eq!(
+        r.body.matches("method=\"post\"").count(),
+        r.body.matches("action=\"/logout\"").count(),
+        "{page}: no action form"
+    );
+    r.csrf()
+}
+
+#[tokio::test]
+async fn flags_toggle_with_a_note_and_show_who_and_when() {
+    let app = TestApp::spawn().await;
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get("/dashboard/flags").await;
+    assert!(page.body.contains("executor.http") && page.body.contains("Turn off"));
+    assert!(page.body.contains("No flag changed in 30 days"));
+    let csrf = page.csrf();
+    // A forged token changes nothing.
+    let r = op
+        .post(
+            "/dashboard/flags/executor.http",
+            &[("csrf", "forged"), ("enabled", "false")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(app.state.flags.is_enabled("executor.http"));
+    // A bad value is the API's 400, audited, and nothing changes.
+    let r = op
+        .post(
+            "/dashboard/flags/executor.http",
+            &[("csrf", &csrf), ("enabled", "maybe")],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/flags?notice=invalid");
+    assert!(app.state.flags.is_enabled("executor.http"));
+    let r = op
+        .post(
+            "/dashboard/flags/executor.http",
+            &[
+                ("csrf", &csrf),
+                ("enabled", "false"),
+                ("note", "<b>provider down</b>"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/flags?notice=flag_off");
+    assert!(!app.state.flags.is_enabled("executor.http"));
+    let page = op.get(&r.location()).await;
+    assert!(page.body.contains("Flag turned off"));
+    assert!(
+        page.body
+            .contains("Turn on<span class=\"sr\"> executor.http")
+    );
+    assert!(!page.body.contains("<b>provider"), "the note is escaped");
+    assert!(page.body.contains("&#60;b&#62;provider down"));
+    let key_id = echopilot::auth::key_id(OPERATOR_KEY);
+    assert!(page.body.contains(&format!("by key {key_id}")), "who");
+    assert!(
+        !page.body.contains("No flag changed"),
+        "the change is listed"
+    );
+    let lines = app.audit_lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "flag.set" && l["ok"] == true)
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "flag.set" && l["ok"] == false),
+        "the refused value is audited too"
+    );
+    // A viewer sees the flags and no form; a forged post is refused.
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    let csrf = no_forms_for(&mut v, "/dashboard/flags").await;
+    let r = v
+        .post(
+            "/dashboard/flags/executor.http",
+            &[("csrf", &csrf), ("enabled", "true")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(!app.state.flags.is_enabled("executor.http"));
+}
+
+#[tokio::test]
+async fn incidents_open_update_resolve_with_the_runbook_templates() {
+    let app = TestApp::spawn().await;
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get("/dashboard/incidents").await;
+    assert!(page.body.contains("Open incident") && page.body.contains("No incidents."));
+    let csrf = page.csrf();
+    // Missing fields: the API's 400, nothing opened.
+    let r = op
+        .post(
+            "/dashboard/incidents",
+            &[
+                ("csrf", &csrf),
+                ("title", ""),
+                ("severity", "P1"),
+                ("impact", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/incidents?notice=invalid");
+    assert!(app.state.incidents.list(10).unwrap().is_empty());
+    let r = op
+        .post(
+            "/dashboard/incidents",
+            &[
+                ("csrf", &csrf),
+                ("title", "Webhooks <failing>"),
+                ("severity", "P1"),
+                ("impact", "Payments are not confirmed"),
+                ("eta", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let id = app.state.incidents.list(10).unwrap()[0].id.clone();
+    assert_eq!(
+        r.location(),
+        format!("/dashboard/incidents/{id}?notice=incident_opened")
+    );
+    let page = op.get(&r.location()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("<failing>"), "escaped");
+    // The runbook's "Incident Detected" template, filled in.
+    assert!(
+        page.body.contains(
+            "\u{1F6A8} INCIDENT: Webhooks &#60;failing&#62;\nSeverity: P1\nImpact: Payments are not confirmed\nStatus: Investigating\nETA: Unknown"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("Available once the incident is resolved")
+    );
+    // A move, then a resolve that lacks its fields, then the resolve.
+    let upd = format!("/dashboard/incidents/{id}/update");
+    let r = op
+        .post(
+            &upd,
+            &[
+                ("csrf", &csrf),
+                ("message", "Found it"),
+                ("status", "identified"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.location(),
+        format!("/dashboard/incidents/{id}?notice=incident_updated")
+    );
+    let r = op
+        .post(
+            &upd,
+            &[
+                ("csrf", &csrf),
+                ("message", "Fixed"),
+                ("status", "resolved"),
+                ("root_cause", ""),
+            ],
+        )
+        .await;
+    assert!(r.location().ends_with("notice=invalid"), "{}", r.location());
+    let r = op
+        .post(
+            &upd,
+            &[
+                ("csrf", &csrf),
+                ("message", "Fixed"),
+                ("status", "resolved"),
+                ("root_cause", "Rotated secret"),
+                ("resolution", "Both secrets listed"),
+                ("prevention", "Rotation checklist"),
+            ],
+        )
+        .await;
+    assert!(r.location().ends_with("notice=incident_updated"));
+    let page = op.get(&format!("/dashboard/incidents/{id}")).await;
+    assert!(
+        page.body.contains(
+            "\u{2705} RESOLVED: Webhooks &#60;failing&#62;\nRoot Cause: Rotated secret\nResolution: Both secrets listed\nPrevention: Rotation checklist\nDuration: "
+        ),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Save postmortem") && !page.body.contains("Add update"));
+    let r = op
+        .post(
+            &format!("/dashboard/incidents/{id}/postmortem"),
+            &[
+                ("csrf", &csrf),
+                ("timeline", "10:00 opened, 10:20 fixed"),
+                ("root_cause", "Rotated secret"),
+                ("preventive_measures", "Checklist"),
+                ("runbook_updates", "Rotation step"),
+            ],
+        )
+        .await;
+    assert!(
+        r.location().ends_with("notice=postmortem"),
+        "{}",
+        r.location()
+    );
+    assert!(app.state.incidents.get(&id).unwrap().postmortem.is_some());
+    let list = op.get("/dashboard/incidents?state=resolved").await;
+    assert!(list.body.contains("Postmortem written"), "{}", list.body);
+    assert!(
+        op.get("/dashboard/incidents?state=open")
+            .await
+            .body
+            .contains("No incidents.")
+    );
+    assert_eq!(op.get("/dashboard/incidents?state=nope").await.status, 400);
+    assert_eq!(op.get("/dashboard/incidents/nope").await.status, 404);
+    let lines = app.audit_lines().await;
+    for action in [
+        "incident.open",
+        "incident.update",
+        "incident.resolve",
+        "incident.postmortem",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["action"] == action && l["ok"] == true),
+            "{action}"
+        );
+    }
+    // A viewer reads the page, templates included, and may not post.
+    let other = app
+        .open_incident_id(json!({"title": "Slow pages", "severity": "P3", "impact": "UI"}))
+        .await;
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    no_forms_for(&mut v, "/dashboard/incidents").await;
+    let csrf = no_forms_for(&mut v, &format!("/dashboard/incidents/{other}")).await;
+    let r = v
+        .post(
+            &format!("/dashboard/incidents/{other}/update"),
+            &[("csrf", &csrf), ("message", "x")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = v
+        .post(
+            "/dashboard/incidents",
+            &[
+                ("csrf", &csrf),
+                ("title", "t"),
+                ("severity", "P3"),
+                ("impact", "i"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(app.state.incidents.list(10).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn backups_are_taken_and_verified_by_an_admin_only() {
+    let app = TestApp::spawn().await;
+    // Operators and viewers see the list and no button; their posts are refused.
+    for key in [VIEWER_KEY, OPERATOR_KEY] {
+        let mut b = Browser::signed_in(&app, key).await;
+        let csrf = no_forms_for(&mut b, "/dashboard/backups").await;
+        let r = b.post("/dashboard/backups", &[("csrf", &csrf)]).await;
+        assert_eq!(r.status, 403, "{key}");
+    }
+    assert!(
+        app.state.backups.list().unwrap().is_empty(),
+        "nothing taken"
+    );
+    let mut admin = Browser::signed_in(&app, ADMIN_KEY).await;
+    let page = admin.get("/dashboard/backups").await;
+    assert!(page.body.contains("No snapshots yet") && page.body.contains("Take backup now"));
+    assert_eq!(
+        admin
+            .post("/dashboard/backups", &[("csrf", "forged")])
+            .await
+            .status,
+        403
+    );
+    let r = admin
+        .post("/dashboard/backups", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(
+        r.location(),
+        "/dashboard/backups?notice=backup_taken",
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let list = app.state.backups.list().unwrap();
+    assert_eq!(list.len(), 1);
+    let name = list[0].name.clone();
+    let page = admin.get(&r.location()).await;
+    assert!(
+        page.body.contains(&name) && page.body.contains("● Verified"),
+        "{}",
+        page.body
+    );
+    let r = admin
+        .post(
+            &format!("/dashboard/backups/{name}/verify"),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/backups?notice=backup_verified");
+    let r = admin
+        .post(
+            "/dashboard/backups/nope.snap/verify",
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert!(r.location().contains("notice="), "{}", r.location());
+    assert!(!r.location().ends_with("backup_verified"));
+    let lines = app.audit_lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "backup.create" && l["ok"] == true)
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "backup.verify" && l["ok"] == true)
+    );
+    // The viewer now sees the snapshot, still without a Verify button.
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    let page = v.get("/dashboard/backups").await;
+    assert!(page.body.contains(&name) && !page.body.contains(">Verify<"));
 }

@@ -56,7 +56,11 @@ async function seed() {
   const stuck = await api("POST", "/api/jobs", OPERATOR, { kind: "stripe.reconcile", queue: "payments" });
   await api("POST", "/api/jobs/claim", WORKER, { kinds: ["stripe.reconcile"], worker: "worker-2", lease_secs: 1 });
   await new Promise((r) => setTimeout(r, 1500));
-  return { stuckId: stuck.job.id, deadId: dead.job.id };
+  // A flag change, an incident and a snapshot, for their pages and the chart markers.
+  await api("PUT", "/api/flags/executor.command", OPERATOR, { enabled: false, note: "allowlist review" });
+  const inc = await api("POST", "/api/incidents", OPERATOR, { title: "Stripe webhook outage", severity: "P1", impact: "Payments not confirmed" });
+  await api("POST", "/api/backups", ADMIN);
+  return { stuckId: stuck.job.id, deadId: dead.job.id, incidentId: inc.incident.id };
 }
 
 before(async () => {
@@ -123,7 +127,7 @@ async function countsOnV2(page) {
 }
 
 test("operator: overview, retry a stuck job, same counts on v1, axe on every page", async () => {
-  const { stuckId, deadId } = await seed();
+  const { stuckId, deadId, incidentId } = await seed();
   const ctx = await context();
   const page = await ctx.newPage();
   await login(page, OPERATOR);
@@ -153,7 +157,8 @@ test("operator: overview, retry a stuck job, same counts on v1, axe on every pag
   await axe(page, "jobs");
   await page.goto(base + "/dashboard/jobs?status=dead");
   await axe(page, "jobs dead");
-  for (const p of ["/dashboard/schedules", "/dashboard/audit", "/dashboard/audit?ok=false", "/dashboard/alerts", "/dashboard/payments"]) {
+  for (const p of ["/dashboard/schedules", "/dashboard/audit", "/dashboard/audit?ok=false", "/dashboard/alerts", "/dashboard/payments",
+    "/dashboard/flags", "/dashboard/incidents", `/dashboard/incidents/${incidentId}`, "/dashboard/backups"]) {
     await page.goto(base + p);
     await axe(page, p);
   }

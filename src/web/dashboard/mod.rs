@@ -9,7 +9,10 @@
 mod alerts;
 mod assets;
 mod audit;
+mod backups;
 mod charts;
+mod flags;
+mod incidents;
 mod jobs;
 mod login;
 mod overview;
@@ -41,6 +44,9 @@ pub fn router() -> Router<AppState> {
         .merge(schedules::router())
         .merge(audit::router())
         .merge(payments::router())
+        .merge(flags::router())
+        .merge(incidents::router())
+        .merge(backups::router())
         .merge(alerts::router())
         .merge(v1::router())
         .merge(assets::router())

@@ -95,6 +95,9 @@ pub(super) const NAV: &[(&str, &str)] = &[
     ("schedules", "Schedules"),
     ("audit", "Audit"),
     ("payments", "Payments"),
+    ("flags", "Flags"),
+    ("backups", "Backups"),
+    ("incidents", "Incidents"),
     ("alerts", "Alerts"),
 ];
 
@@ -136,6 +139,31 @@ pub(super) fn notice(code: Option<&str>) -> Option<Notice> {
             false,
             "Refused: the job is not in a state that allows this. Nothing was changed.",
         ),
+        "flag_on" => (
+            true,
+            "Flag turned on (recorded in the audit log as flag.set).",
+        ),
+        "flag_off" => (
+            true,
+            "Flag turned off (recorded in the audit log as flag.set).",
+        ),
+        "incident_opened" => (true, "Incident opened. Post the announcement below."),
+        "incident_updated" => (true, "Timeline updated."),
+        "postmortem" => (true, "Postmortem saved."),
+        "backup_taken" => (true, "Snapshot taken and verified."),
+        "backup_verified" => (true, "Snapshot verified: it restores."),
+        "backup_corrupt" => (
+            false,
+            "The snapshot failed verification: it is damaged (a critical alert is raised).",
+        ),
+        "backup_failed" => (
+            false,
+            "The snapshot could not be taken or failed its check; see the audit log and alerts.",
+        ),
+        "invalid" => (
+            false,
+            "Refused: a field is missing or invalid (the audit log names it). Nothing was changed.",
+        ),
         "not_found" => (false, "Not found: it may have been pruned."),
         "failed" => (false, "The action failed; see the audit log."),
         _ => return None,
@@ -147,6 +175,7 @@ pub(super) fn notice(code: Option<&str>) -> Option<Notice> {
 pub(super) fn outcome_code(status: StatusCode, ok_code: &'static str) -> &'static str {
     match status.as_u16() {
         200..=299 => ok_code,
+        400 | 422 => "invalid",
         404 => "not_found",
         409 => "conflict",
         _ => "failed",
