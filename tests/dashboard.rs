@@ -976,3 +976,52 @@ async fn backups_are_taken_and_verified_by_an_admin_only() {
     let page = v.get("/dashboard/backups").await;
     assert!(page.body.contains(&name) && !page.body.contains(">Verify<"));
 }
+
+#[tokio::test]
+async fn the_overview_charts_carry_markers_of_flags_incidents_and_429_bursts() {
+    let app = TestApp::spawn().await;
+    app.set_flag("executor.command", false).await;
+    app.open_incident_id(
+        json!({"title": "Stripe <webhook> outage", "severity": "P1", "impact": "payments"}),
+    )
+    .await;
+    // A burst of refusals in the last minute.
+    let refused = echopilot::slo::Snapshot {
+        rate_limited: 14,
+        ..Default::default()
+    };
+    let minute = echopilot::slo::minute_of(chrono::Utc::now()) - 1;
+    let _ = app.state.slo.merge_minute(minute, &refused, true).unwrap();
+    let api = app.markers("").await;
+    let kinds: Vec<&str> = api["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"flag") && kinds.contains(&"incident") && kinds.contains(&"rate_limit"),
+        "{api}"
+    );
+    let mut b = Browser::signed_in(&app, VIEWER_KEY).await;
+    let home = b.get("/dashboard").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    // The same events as the API, drawn with a short label and the whole story as tooltip.
+    assert!(
+        home.body
+            .contains("<g class=\"mk mk-flag\"><title>flag executor.command off: test</title>"),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains(">flag executor.command off</text>"));
+    assert!(home.body.contains("<g class=\"mk mk-incident\"><title>P1 incident opened: Stripe &lt;webhook&gt; outage</title>"));
+    assert!(
+        home.body
+            .contains(">P1 Stripe &lt;webhook&gt; outage</text>"),
+        "escaped"
+    );
+    assert!(
+        home.body.contains("<g class=\"mk mk-rate_limit\">"),
+        "the burst of 429s"
+    );
+}

@@ -19,6 +19,7 @@ mod overview;
 mod payments;
 mod schedules;
 pub mod session;
+mod traffic;
 mod v1;
 mod view;
 
