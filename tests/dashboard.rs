@@ -1025,3 +1025,45 @@ async fn the_overview_charts_carry_markers_of_flags_incidents_and_429_bursts() {
         "the burst of 429s"
     );
 }
+
+#[tokio::test]
+async fn the_overview_has_a_range_selector_a_p50_line_and_the_last_backup() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app, VIEWER_KEY).await;
+    let home = b.get("/dashboard").await;
+    assert!(
+        home.body
+            .contains("<a href=\"/dashboard?range=24h\" aria-current=\"true\">24 h</a>"),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains("class=\"p50\""), "a P50 line beside P95");
+    assert!(home.body.contains("class=\"p95\""));
+    assert!(home.body.contains("5 min buckets over 24 h"));
+    // No snapshot yet: the card says so.
+    assert!(home.body.contains("No backup"), "{}", home.body);
+    for (range, words) in [
+        ("1h", "1 min buckets over 1 h"),
+        ("6h", "5 min buckets over 6 h"),
+        ("7d", "1 h buckets over 7 d"),
+        ("30d", "4 h buckets over 30 d"),
+    ] {
+        let r = b.get(&format!("/dashboard?range={range}")).await;
+        assert_eq!(r.status, 200, "{range}");
+        assert!(r.body.contains(words), "{range}");
+        assert!(
+            r.body
+                .contains(&format!("range={range}\" aria-current=\"true\"")),
+            "{range}"
+        );
+        assert_eq!(r.body.matches("aria-current=\"true\"").count(), 1);
+    }
+    assert_eq!(b.get("/dashboard?range=2y").await.status, 400);
+    // After a snapshot the card shows its age, that it verified, and its size.
+    let (s, v) = app.post("/api/backups", Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    let home = b.get("/dashboard").await;
+    assert!(!home.body.contains("No backup"));
+    assert!(home.body.contains("● Verified · "), "{}", home.body);
+    assert!(home.body.contains("href=\"/dashboard/backups\""));
+}

@@ -135,6 +135,14 @@ test("operator: overview, retry a stuck job, same counts on v1, axe on every pag
   assert.equal(await page.locator("svg.chart").count() >= 4, true, "the overview draws its charts");
   await page.screenshot({ path: join(ARTIFACTS, "overview-1280.png"), fullPage: true });
   await axe(page, "overview");
+  // The range links work without script; the markers of the seeded flag change and
+  // incident are on the charts.
+  await page.click("nav.range a:has-text('7 d')");
+  await page.waitForURL(/range=7d/);
+  assert.equal(await page.locator("nav.range a[aria-current]").innerText(), "7 d");
+  await axe(page, "overview 7d");
+  assert.ok(await page.locator("svg.chart g.mk-incident").count() >= 1, "an incident marker");
+  assert.ok(await page.locator("svg.chart g.mk-flag").count() >= 1, "a flag marker");
 
   // The stuck job, from the Stuck tab to its page, retried with the button.
   await page.goto(base + "/dashboard/jobs?status=stuck");

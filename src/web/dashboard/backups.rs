@@ -16,9 +16,10 @@ use crate::web::api;
 use crate::web::auth::Admin;
 use crate::web::extract::{AppPath, AppQuery};
 
+use super::overview::Card;
 use super::session::{AdminAction, Button, Session, see_other};
 use super::view::{
-    Chrome, Page, PageResult, Pager, Pill, bytes, duration, int, outcome_code, page_err, pill,
+    Chrome, Page, PageResult, Pager, Pill, bytes, duration, hms, int, outcome_code, page_err, pill,
     short_ts,
 };
 
@@ -87,6 +88,62 @@ struct BackupsPage {
 
 const PER_PAGE: usize = 50;
 
+/// The overview's "Last backup" card: the newest snapshot's age, whether it verified,
+/// its size, and when the backup schedule runs next.
+pub(super) fn card(state: &AppState, schedules: &[crate::scheduler::schedules::Schedule]) -> Card {
+    let now = state.clock.now();
+    let newest = state.backups.list().ok().and_then(|mut l| l.pop());
+    let next = schedules
+        .iter()
+        .find(|s| s.name == crate::app::backup::SCHEDULE && !s.paused)
+        .and_then(|s| {
+            s.to_json(now)["next_runs"][0]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        })
+        .map(|t| format!("next {} UTC", hms(t.to_utc())))
+        .unwrap_or_else(|| "no backup schedule".into());
+    let link = Some(("/dashboard/backups".to_string(), "Backups →"));
+    let Some(b) = newest else {
+        return Card {
+            title: "Last backup",
+            span: "",
+            value: "None".into(),
+            unit: "",
+            note: format!("no snapshot yet · {next}"),
+            pill: Some(pill("warning").with_word("No backup")),
+            class: "edge-warn",
+            link,
+        };
+    };
+    let age = chrono::DateTime::parse_from_rfc3339(&b.created_at)
+        .map(|t| (now - t.to_utc()).num_seconds())
+        .ok();
+    let row = BackupRow::of(&b);
+    let stale = age.is_none_or(|a| a > STALE_SECS);
+    let word = format!("{} · {}", row.verified.word, row.size);
+    let at = row.created.get(11..16).unwrap_or(&row.created).to_string();
+    Card {
+        title: "Last backup",
+        span: "",
+        value: age.map(duration).unwrap_or_else(|| "—".into()),
+        unit: if age.is_some() { "ago" } else { "" },
+        note: format!("{at} UTC · {next}"),
+        pill: Some(row.verified.with_word(&word)),
+        class: if b.verified.as_ref().is_some_and(|v| !v.ok) {
+            "edge-crit"
+        } else if stale {
+            "edge-warn"
+        } else {
+            ""
+        },
+        link,
+    }
+}
+
+/// A newest snapshot older than this is late (a nightly schedule and some slack).
+const STALE_SECS: i64 = 26 * 3600;
+
 fn ago(age: Option<f64>) -> String {
     age.map(|a| format!("{} ago", duration(a as i64)))
         .unwrap_or_else(|| "never".into())
@@ -125,7 +182,7 @@ async fn list(
         keep: state.backups.settings().keep,
         last: ago(age),
         last_verified: ago(verified_age),
-        stale: age.is_none_or(|a| a > 26.0 * 3600.0),
+        stale: age.is_none_or(|a| a > STALE_SECS as f64),
     };
     Ok(Page(page).into_response())
 }

@@ -30,8 +30,10 @@ pub(super) fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
-pub(super) struct NoticeQuery {
+pub(super) struct OverviewQuery {
     notice: Option<String>,
+    /// The traffic charts' span: 1h, 6h, 24h (default), 7d, 30d.
+    range: Option<String>,
 }
 
 pub(super) struct AlertRow {
@@ -74,6 +76,7 @@ struct OverviewPage {
     health_cards: Vec<Card>,
     ops_cards: Vec<Card>,
     traffic: Traffic,
+    ranges: Vec<(&'static str, &'static str, bool)>,
     stuck: Vec<StuckRow>,
     stuck_total: usize,
     failures: Vec<AuditRow>,
@@ -86,9 +89,9 @@ struct OverviewPage {
 async fn show(
     State(state): State<AppState>,
     session: Session,
-    Query(q): Query<NoticeQuery>,
+    Query(q): Query<OverviewQuery>,
 ) -> PageResult {
-    let page = tokio::task::spawn_blocking(move || build(&state, &session, q.notice.as_deref()))
+    let page = tokio::task::spawn_blocking(move || build(&state, &session, &q))
         .await
         .map_err(|e| page_err(anyhow::anyhow!("overview task: {e}")))??;
     Ok(Page(page).into_response())
@@ -101,9 +104,10 @@ fn pct(v: f64, decimals: usize) -> String {
 fn build(
     state: &AppState,
     s: &Session,
-    notice: Option<&str>,
+    q: &OverviewQuery,
 ) -> Result<OverviewPage, super::view::ErrorPage> {
-    let chrome = Chrome::new(state, s, "overview", "Overview", notice);
+    let range = super::traffic::range(q.range.as_deref())?;
+    let chrome = Chrome::new(state, s, "overview", "Overview", q.notice.as_deref());
     let now = state.clock.now();
     let f = state.slo.figures().map_err(page_err)?;
     let targets = state.slo.targets().clone();
@@ -232,7 +236,8 @@ fn build(
     let sched = &state.scheduler;
     let run_state = format!("{:?}", sched.state()).to_lowercase();
     let tick_age = (now - sched.last_tick().unwrap_or(state.started_at)).num_seconds();
-    let schedules = sched.schedules.list().map(|l| l.len()).unwrap_or(0);
+    let schedule_list = sched.schedules.list().unwrap_or_default();
+    let schedules = schedule_list.len();
     let jobs = &state.jobs;
     let stuck_jobs = {
         let mut v = jobs.stuck(now).map_err(page_err)?;
@@ -244,7 +249,6 @@ fn build(
     let oldest = stuck_jobs
         .first()
         .map(|j| duration((now_ms - j.stuck_since()) / 1000));
-    let backup_age = state.slo.gauges().and_then(|g| g.last_backup_age_secs());
     let ops_cards = vec![
         Card {
             title: "Scheduler",
@@ -314,25 +318,10 @@ fn build(
             class: if dead > 0 { "edge-crit" } else { "" },
             link: Some(("/dashboard/jobs?status=dead".into(), "Review dead →")),
         },
-        Card {
-            title: "Last backup",
-            span: "",
-            value: backup_age
-                .map(|a| duration(a as i64))
-                .unwrap_or_else(|| "—".into()),
-            unit: if backup_age.is_some() { "ago" } else { "" },
-            note: if backup_age.is_some() {
-                String::new()
-            } else {
-                "no backup recorded yet".into()
-            },
-            pill: None,
-            class: "",
-            link: None,
-        },
+        super::backups::card(state, &schedule_list),
     ];
 
-    let traffic = super::traffic::build(state, &f, &targets)?;
+    let traffic = super::traffic::build(state, &f, &targets, range)?;
 
     let since = rfc3339(now - Duration::hours(24));
     let (events, _) = state
@@ -371,6 +360,10 @@ fn build(
         health_cards,
         ops_cards,
         traffic,
+        ranges: super::traffic::RANGES
+            .iter()
+            .map(|r| (r.key, r.label, r.key == range.key))
+            .collect(),
         stuck,
         stuck_total,
         failures,

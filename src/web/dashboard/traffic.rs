@@ -23,6 +23,73 @@ pub(super) struct Traffic {
     pub(super) p95_note: String,
     pub(super) budget_chart: String,
     pub(super) budget_note: String,
+    /// `5-minute buckets over 24 h`.
+    pub(super) buckets_note: String,
+}
+
+/// A span the traffic charts can show: the links above them (plain links, no script).
+pub(super) struct Range {
+    pub(super) key: &'static str,
+    /// How the link and the notes name it.
+    pub(super) label: &'static str,
+    buckets: u64,
+    bucket_minutes: u64,
+    /// One bucket, in words.
+    per: &'static str,
+    ticks: &'static str,
+}
+
+pub(super) static RANGES: [Range; 5] = [
+    Range {
+        key: "1h",
+        label: "1 h",
+        buckets: 60,
+        bucket_minutes: 1,
+        per: "1 min",
+        ticks: "%H:%M",
+    },
+    Range {
+        key: "6h",
+        label: "6 h",
+        buckets: 72,
+        bucket_minutes: 5,
+        per: "5 min",
+        ticks: "%H:%M",
+    },
+    Range {
+        key: "24h",
+        label: "24 h",
+        buckets: 288,
+        bucket_minutes: 5,
+        per: "5 min",
+        ticks: "%H:%M",
+    },
+    Range {
+        key: "7d",
+        label: "7 d",
+        buckets: 168,
+        bucket_minutes: 60,
+        per: "1 h",
+        ticks: "%b %-d",
+    },
+    Range {
+        key: "30d",
+        label: "30 d",
+        buckets: 180,
+        bucket_minutes: 240,
+        per: "4 h",
+        ticks: "%b %-d",
+    },
+];
+
+/// The range a `?range=` names; 24 h by default.
+pub(super) fn range(key: Option<&str>) -> Result<&'static Range, ErrorPage> {
+    let key = key.filter(|k| !k.is_empty()).unwrap_or("24h");
+    RANGES.iter().find(|r| r.key == key).ok_or_else(|| {
+        page_err(crate::web::error::AppError::bad_request(format!(
+            "range: {key:?} is not one of 1h, 6h, 24h, 7d, 30d"
+        )))
+    })
 }
 
 /// Markers a chart draws at most: the newest.
@@ -82,13 +149,18 @@ pub(super) fn build(
     state: &AppState,
     f: &Figures,
     targets: &SloTargets,
+    r: &Range,
 ) -> Result<Traffic, ErrorPage> {
-    // 24 h in 5-minute buckets, the SLO window in 6-hour buckets.
-    let day = state.slo.series(288, 5).map_err(page_err)?;
+    // The chosen range for traffic and latency, the SLO window in 6-hour buckets.
+    let day = state
+        .slo
+        .series(r.buckets, r.bucket_minutes)
+        .map_err(page_err)?;
     let window = state.slo.series(f.window_days * 4, 360).map_err(page_err)?;
     let markers_day = markers_of(state, &day)?;
     let markers_window = markers_of(state, &window)?;
-    let day_ticks = time_ticks(&day, 6, "%H:%M");
+    let day_ticks = time_ticks(&day, 6, r.ticks);
+    let (per, span) = (r.per, r.label);
     let requests: Vec<f64> = day.buckets.iter().map(|b| b.requests as f64).collect();
     let errors: Vec<f64> = day.buckets.iter().map(|b| b.errors as f64).collect();
     let (rmax, rticks) = axis(requests.iter().cloned().fold(0.0, f64::max), 4.0, compact);
@@ -96,7 +168,7 @@ pub(super) fn build(
     let day_req: u64 = day.buckets.iter().map(|b| b.requests).sum();
     let day_err: u64 = day.buckets.iter().map(|b| b.errors).sum();
     let requests_chart = Chart {
-        label: format!("Requests per 5 minutes over the last 24 hours; {day_req} in all"),
+        label: format!("Requests per {per} over the last {span}; {day_req} in all"),
         height: 170,
         y_max: rmax,
         y_ticks: rticks,
@@ -108,7 +180,7 @@ pub(super) fn build(
     }
     .svg();
     let errors_chart = Chart {
-        label: format!("Errors (5xx) per 5 minutes over the last 24 hours; {day_err} in all"),
+        label: format!("Errors (5xx) per {per} over the last {span}; {day_err} in all"),
         height: 80,
         y_max: emax,
         y_ticks: eticks.into_iter().step_by(2).collect(),
@@ -124,20 +196,26 @@ pub(super) fn build(
         .iter()
         .map(|b| if b.requests == 0 { 0.0 } else { b.p95_ms() })
         .collect();
+    let p50: Vec<f64> = day
+        .buckets
+        .iter()
+        .map(|b| crate::slo::hist::quantile_ms(&b.buckets, 0.5))
+        .collect();
+    let latest_p50 = p50.last().copied().unwrap_or(0.0);
     let alert_ms = 500.0_f64.max(targets.latency_p95_ms);
     let pmax_seen = p95.iter().cloned().fold(0.0, f64::max);
     let (pmax, pticks) = axis(pmax_seen.max(alert_ms * 1.15), 100.0, |v| format!("{v:.0}"));
     let latest_p95 = p95.last().copied().unwrap_or(0.0);
     let p95_chart = Chart {
         label: format!(
-            "P95 latency per 5 minutes over the last 24 hours, against the {} ms target and the {alert_ms} ms alert line",
+            "P95 and P50 latency per {per} over the last {span}, against the {} ms target and the {alert_ms} ms alert line",
             targets.latency_p95_ms
         ),
         height: 250,
         y_max: pmax,
         y_ticks: pticks,
         x_ticks: day_ticks,
-        layers: vec![Layer::Line(p95, "p95")],
+        layers: vec![Layer::Line(p95, "p95"), Layer::Line(p50, "p50")],
         thresholds: vec![
             Threshold { value: alert_ms, label: format!("Alert {alert_ms:.0}"), class: "alert", band: Some(true) },
             Threshold { value: targets.latency_p95_ms, label: format!("Target {:.0}", targets.latency_p95_ms), class: "target", band: None },
@@ -192,16 +270,17 @@ pub(super) fn build(
     .svg();
 
     Ok(Traffic {
+        buckets_note: format!("{per} buckets over {span}"),
         requests_chart,
         errors_chart,
         requests_note: format!(
-            "per 5 min · last 24 h · {} requests · {} errors",
+            "per {per} · last {span} · {} requests · {} errors",
             compact(day_req as f64),
             compact(day_err as f64)
         ),
         p95_chart,
         p95_note: format!(
-            "per 5 min · last 24 h · window P95 {:.0} ms · now {latest_p95:.0} ms",
+            "per {per} · last {span} · window P95 {:.0} ms · now P95 {latest_p95:.0} ms, P50 {latest_p50:.0} ms",
             f.latency_p95_ms
         ),
         budget_chart,
