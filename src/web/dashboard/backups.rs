@@ -19,7 +19,7 @@ use crate::web::extract::{AppPath, AppQuery};
 use super::overview::Card;
 use super::session::{AdminAction, Button, Session, see_other};
 use super::view::{
-    Chrome, Page, PageResult, Pager, Pill, bytes, duration, hms, int, outcome_code, page_err, pill,
+    Chrome, Page, PageResult, Pager, Pill, bytes, duration, int, outcome_code, page_err, pill,
     short_ts,
 };
 
@@ -101,7 +101,7 @@ pub(super) fn card(state: &AppState, schedules: &[crate::scheduler::schedules::S
                 .as_str()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         })
-        .map(|t| format!("next {} UTC", hms(t.to_utc())))
+        .map(|t| format!("next {} UTC", t.format("%a %H:%M")))
         .unwrap_or_else(|| "no backup schedule".into());
     let link = Some(("/dashboard/backups".to_string(), "Backups →"));
     let Some(b) = newest else {
@@ -128,7 +128,7 @@ pub(super) fn card(state: &AppState, schedules: &[crate::scheduler::schedules::S
         span: "",
         value: age.map(duration).unwrap_or_else(|| "—".into()),
         unit: if age.is_some() { "ago" } else { "" },
-        note: format!("{at} UTC · {next}"),
+        note: format!("taken {at} UTC · {next}"),
         pill: Some(row.verified.with_word(&word)),
         class: if b.verified.as_ref().is_some_and(|v| !v.ok) {
             "edge-crit"

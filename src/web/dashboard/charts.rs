@@ -198,17 +198,28 @@ impl Chart {
             );
         }
         // Labels take three rows in turn so that markers close together stay legible;
-        // past two thirds of the width a label reads leftwards from its line.
+        // past two thirds of the width a label reads leftwards from its line, and skips
+        // the row of the latest value's label there.
+        let latest_y = match (&self.latest, self.first_last()) {
+            (Some(_), Some(v)) => Some((self.y(v) - 6.0).max(TOP + 10.0)),
+            _ => None,
+        };
         for (k, m) in self.markers.iter().enumerate() {
             let p = (m.at as f64 + 0.5) / n as f64 * 100.0;
             let (dx, anchor) = if p > 66.0 { (-4, "end") } else { (4, "start") };
+            let row = 12.0 * (k % 3) as f64;
+            let y = match latest_y {
+                // Right-hand labels start below the latest value's label when they
+                // would meet it.
+                Some(ly) if p > 66.0 && ly < TOP + 10.0 + 36.0 => ly + 14.0 + row,
+                _ => TOP + 10.0 + row,
+            };
             let _ = write!(
                 s,
-                r#"<g class="mk mk-{}"><title>{}</title><line class="marker" x1="{p:.2}%" x2="{p:.2}%" y1="{TOP}" y2="{:.1}"/><text class="marker-label" x="{p:.2}%" dx="{dx}" y="{:.1}" text-anchor="{anchor}">{}</text></g>"#,
+                r#"<g class="mk mk-{}"><title>{}</title><line class="marker" x1="{p:.2}%" x2="{p:.2}%" y1="{TOP}" y2="{:.1}"/><text class="marker-label" x="{p:.2}%" dx="{dx}" y="{y:.1}" text-anchor="{anchor}">{}</text></g>"#,
                 m.kind,
                 esc(&m.title),
                 TOP + ph,
-                TOP + 10.0 + 12.0 * (k % 3) as f64,
                 esc(&m.label)
             );
         }
