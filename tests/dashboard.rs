@@ -19,6 +19,12 @@ const PAGES: &[&str] = &[
     "/dashboard/audit?ok=false",
     "/dashboard/alerts",
     "/dashboard/alerts?state=firing",
+    "/dashboard/payments",
+    "/dashboard/payments?status=refunded",
+    "/dashboard/flags",
+    "/dashboard/incidents",
+    "/dashboard/incidents?state=open",
+    "/dashboard/backups",
     "/dashboard/v1",
 ];
 
@@ -530,4 +536,534 @@ async fn schedules_run_now_pause_and_resume_from_their_page() {
     ] {
         assert!(lines.iter().any(|l| l["action"] == action), "{action}");
     }
+}
+
+/// Deliver Stripe events to the app, signed with its secret.
+async fn deliver(app: &TestApp, bodies: &[String]) {
+    let now = chrono::Utc::now().timestamp();
+    for b in bodies {
+        let sig =
+            echopilot::payments::signature::sign_header(helpers::stripe::SECRET, now, b.as_bytes());
+        let (s, v) = app.webhook(b, Some(&sig)).await;
+        assert_eq!(s, 200, "{v}");
+    }
+}
+
+#[tokio::test]
+async fn payments_show_the_ledger_escaped_and_reconcile_now_records_a_report() {
+    use helpers::stripe::{SECRET, event};
+    let app = TestApp::spawn_with(&[("STRIPE_WEBHOOK_SECRET", SECRET)]).await;
+    let now = chrono::Utc::now().timestamp();
+    deliver(
+        &app,
+        &[
+            event("payment_intent.succeeded", "evt_dash_1", now, &[]),
+            event(
+                "payment_intent.payment_failed",
+                "evt_dash_2",
+                now,
+                &[(
+                    "receipt_email",
+                    json!("<script>alert(1)</script>@example.com"),
+                )],
+            ),
+        ],
+    )
+    .await;
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    let page = v.get("/dashboard/payments").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("pi_3QaBcD2eZvKYlo2C1xYz0009"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("49.00 USD"), "amounts in major units");
+    assert!(!page.body.contains("<script>alert"), "escaped");
+    assert!(page.body.contains("&#60;script&#62;alert(1)"));
+    assert!(page.body.contains("No reconciliation recorded yet"));
+    // A viewer: no button, and a forged post is refused and changes nothing.
+    assert!(!page.body.contains("Reconcile now"));
+    assert_eq!(
+        page.body.matches("method=\"post\"").count(),
+        page.body.matches("action=\"/logout\"").count()
+    );
+    let r = v
+        .post("/dashboard/payments/reconcile", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(r.status, 403);
+    // Filters: by status, and bad input is a 400 page.
+    let failed = v.get("/dashboard/payments?status=failed").await;
+    assert!(failed.body.contains("1 payments shown"), "{}", failed.body);
+    assert!(failed.body.contains("Failed"));
+    let none = v
+        .get("/dashboard/payments?status=succeeded&since=2001-01-01&until=2001-01-02")
+        .await;
+    assert!(none.body.contains("No payments match"), "{}", none.body);
+    assert_eq!(v.get("/dashboard/payments?status=nope").await.status, 400);
+    assert_eq!(
+        v.get("/dashboard/payments?since=yesterday").await.status,
+        400
+    );
+
+    // An operator reconciles: CSRF first, then the report shows with its issues.
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get("/dashboard/payments").await;
+    assert!(page.body.contains("Reconcile now"));
+    let r = op
+        .post("/dashboard/payments/reconcile", &[("csrf", "forged")])
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(
+        app.audit_lines()
+            .await
+            .iter()
+            .all(|l| l["action"] != "payments.reconcile")
+    );
+    let r = op
+        .post("/dashboard/payments/reconcile", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(r.location(), "/dashboard/payments?notice=reconciled");
+    let page = op.get(&r.location()).await;
+    assert!(page.body.contains("Reconciliation recorded"));
+    assert!(page.body.contains("2 payments checked"), "{}", page.body);
+    assert!(page.body.contains("49.00 USD"));
+    assert!(
+        app.audit_lines()
+            .await
+            .iter()
+            .any(|l| l["action"] == "payments.reconcile" && l["ok"] == true)
+    );
+}
+
+/// Post forms only a viewer's page shows: the page has no action form and the post
+/// is refused.
+async fn no_forms_for(b: &mut Browser<'_>, page: &str) -> String {
+    let r = b.get(page).await;
+    assert_eq!(r.status, 200, "{page}: {}", r.body);
+    assert_eq!(
+        r.body.matches("method=\"post\"").count(),
+        r.body.matches("action=\"/logout\"").count(),
+        "{page}: no action form"
+    );
+    r.csrf()
+}
+
+#[tokio::test]
+async fn flags_toggle_with_a_note_and_show_who_and_when() {
+    let app = TestApp::spawn().await;
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get("/dashboard/flags").await;
+    assert!(page.body.contains("executor.http") && page.body.contains("Turn off"));
+    assert!(page.body.contains("No flag changed in 30 days"));
+    let csrf = page.csrf();
+    // A forged token changes nothing.
+    let r = op
+        .post(
+            "/dashboard/flags/executor.http",
+            &[("csrf", "forged"), ("enabled", "false")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(app.state.flags.is_enabled("executor.http"));
+    // A bad value is the API's 400, audited, and nothing changes.
+    let r = op
+        .post(
+            "/dashboard/flags/executor.http",
+            &[("csrf", &csrf), ("enabled", "maybe")],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/flags?notice=invalid");
+    assert!(app.state.flags.is_enabled("executor.http"));
+    let r = op
+        .post(
+            "/dashboard/flags/executor.http",
+            &[
+                ("csrf", &csrf),
+                ("enabled", "false"),
+                ("note", "<b>provider down</b>"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/flags?notice=flag_off");
+    assert!(!app.state.flags.is_enabled("executor.http"));
+    let page = op.get(&r.location()).await;
+    assert!(page.body.contains("Flag turned off"));
+    assert!(
+        page.body
+            .contains("Turn on<span class=\"sr\"> executor.http")
+    );
+    assert!(!page.body.contains("<b>provider"), "the note is escaped");
+    assert!(page.body.contains("&#60;b&#62;provider down"));
+    let key_id = echopilot::auth::key_id(OPERATOR_KEY);
+    assert!(page.body.contains(&format!("by key {key_id}")), "who");
+    assert!(
+        !page.body.contains("No flag changed"),
+        "the change is listed"
+    );
+    let lines = app.audit_lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "flag.set" && l["ok"] == true)
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "flag.set" && l["ok"] == false),
+        "the refused value is audited too"
+    );
+    // A viewer sees the flags and no form; a forged post is refused.
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    let csrf = no_forms_for(&mut v, "/dashboard/flags").await;
+    let r = v
+        .post(
+            "/dashboard/flags/executor.http",
+            &[("csrf", &csrf), ("enabled", "true")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(!app.state.flags.is_enabled("executor.http"));
+}
+
+#[tokio::test]
+async fn incidents_open_update_resolve_with_the_runbook_templates() {
+    let app = TestApp::spawn().await;
+    let mut op = Browser::signed_in(&app, OPERATOR_KEY).await;
+    let page = op.get("/dashboard/incidents").await;
+    assert!(page.body.contains("Open incident") && page.body.contains("No incidents."));
+    let csrf = page.csrf();
+    // Missing fields: the API's 400, nothing opened.
+    let r = op
+        .post(
+            "/dashboard/incidents",
+            &[
+                ("csrf", &csrf),
+                ("title", ""),
+                ("severity", "P1"),
+                ("impact", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/incidents?notice=invalid");
+    assert!(app.state.incidents.list(10).unwrap().is_empty());
+    let r = op
+        .post(
+            "/dashboard/incidents",
+            &[
+                ("csrf", &csrf),
+                ("title", "Webhooks <failing>"),
+                ("severity", "P1"),
+                ("impact", "Payments are not confirmed"),
+                ("eta", ""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let id = app.state.incidents.list(10).unwrap()[0].id.clone();
+    assert_eq!(
+        r.location(),
+        format!("/dashboard/incidents/{id}?notice=incident_opened")
+    );
+    let page = op.get(&r.location()).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(!page.body.contains("<failing>"), "escaped");
+    // The runbook's "Incident Detected" template, filled in.
+    assert!(
+        page.body.contains(
+            "\u{1F6A8} INCIDENT: Webhooks &#60;failing&#62;\nSeverity: P1\nImpact: Payments are not confirmed\nStatus: Investigating\nETA: Unknown"
+        ),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("Available once the incident is resolved")
+    );
+    // A move, then a resolve that lacks its fields, then the resolve.
+    let upd = format!("/dashboard/incidents/{id}/update");
+    let r = op
+        .post(
+            &upd,
+            &[
+                ("csrf", &csrf),
+                ("message", "Found it"),
+                ("status", "identified"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.location(),
+        format!("/dashboard/incidents/{id}?notice=incident_updated")
+    );
+    let r = op
+        .post(
+            &upd,
+            &[
+                ("csrf", &csrf),
+                ("message", "Fixed"),
+                ("status", "resolved"),
+                ("root_cause", ""),
+            ],
+        )
+        .await;
+    assert!(r.location().ends_with("notice=invalid"), "{}", r.location());
+    let r = op
+        .post(
+            &upd,
+            &[
+                ("csrf", &csrf),
+                ("message", "Fixed"),
+                ("status", "resolved"),
+                ("root_cause", "Rotated secret"),
+                ("resolution", "Both secrets listed"),
+                ("prevention", "Rotation checklist"),
+            ],
+        )
+        .await;
+    assert!(r.location().ends_with("notice=incident_updated"));
+    let page = op.get(&format!("/dashboard/incidents/{id}")).await;
+    assert!(
+        page.body.contains(
+            "\u{2705} RESOLVED: Webhooks &#60;failing&#62;\nRoot Cause: Rotated secret\nResolution: Both secrets listed\nPrevention: Rotation checklist\nDuration: "
+        ),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("Save postmortem") && !page.body.contains("Add update"));
+    let r = op
+        .post(
+            &format!("/dashboard/incidents/{id}/postmortem"),
+            &[
+                ("csrf", &csrf),
+                ("timeline", "10:00 opened, 10:20 fixed"),
+                ("root_cause", "Rotated secret"),
+                ("preventive_measures", "Checklist"),
+                ("runbook_updates", "Rotation step"),
+            ],
+        )
+        .await;
+    assert!(
+        r.location().ends_with("notice=postmortem"),
+        "{}",
+        r.location()
+    );
+    assert!(app.state.incidents.get(&id).unwrap().postmortem.is_some());
+    let list = op.get("/dashboard/incidents?state=resolved").await;
+    assert!(list.body.contains("Postmortem written"), "{}", list.body);
+    assert!(
+        op.get("/dashboard/incidents?state=open")
+            .await
+            .body
+            .contains("No incidents.")
+    );
+    assert_eq!(op.get("/dashboard/incidents?state=nope").await.status, 400);
+    assert_eq!(op.get("/dashboard/incidents/nope").await.status, 404);
+    let lines = app.audit_lines().await;
+    for action in [
+        "incident.open",
+        "incident.update",
+        "incident.resolve",
+        "incident.postmortem",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l["action"] == action && l["ok"] == true),
+            "{action}"
+        );
+    }
+    // A viewer reads the page, templates included, and may not post.
+    let other = app
+        .open_incident_id(json!({"title": "Slow pages", "severity": "P3", "impact": "UI"}))
+        .await;
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    no_forms_for(&mut v, "/dashboard/incidents").await;
+    let csrf = no_forms_for(&mut v, &format!("/dashboard/incidents/{other}")).await;
+    let r = v
+        .post(
+            &format!("/dashboard/incidents/{other}/update"),
+            &[("csrf", &csrf), ("message", "x")],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    let r = v
+        .post(
+            "/dashboard/incidents",
+            &[
+                ("csrf", &csrf),
+                ("title", "t"),
+                ("severity", "P3"),
+                ("impact", "i"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(app.state.incidents.list(10).unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn backups_are_taken_and_verified_by_an_admin_only() {
+    let app = TestApp::spawn().await;
+    // Operators and viewers see the list and no button; their posts are refused.
+    for key in [VIEWER_KEY, OPERATOR_KEY] {
+        let mut b = Browser::signed_in(&app, key).await;
+        let csrf = no_forms_for(&mut b, "/dashboard/backups").await;
+        let r = b.post("/dashboard/backups", &[("csrf", &csrf)]).await;
+        assert_eq!(r.status, 403, "{key}");
+    }
+    assert!(
+        app.state.backups.list().unwrap().is_empty(),
+        "nothing taken"
+    );
+    let mut admin = Browser::signed_in(&app, ADMIN_KEY).await;
+    let page = admin.get("/dashboard/backups").await;
+    assert!(page.body.contains("No snapshots yet") && page.body.contains("Take backup now"));
+    assert_eq!(
+        admin
+            .post("/dashboard/backups", &[("csrf", "forged")])
+            .await
+            .status,
+        403
+    );
+    let r = admin
+        .post("/dashboard/backups", &[("csrf", &page.csrf())])
+        .await;
+    assert_eq!(
+        r.location(),
+        "/dashboard/backups?notice=backup_taken",
+        "{} {}",
+        r.status,
+        r.body
+    );
+    let list = app.state.backups.list().unwrap();
+    assert_eq!(list.len(), 1);
+    let name = list[0].name.clone();
+    let page = admin.get(&r.location()).await;
+    assert!(
+        page.body.contains(&name) && page.body.contains("● Verified"),
+        "{}",
+        page.body
+    );
+    let r = admin
+        .post(
+            &format!("/dashboard/backups/{name}/verify"),
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert_eq!(r.location(), "/dashboard/backups?notice=backup_verified");
+    let r = admin
+        .post(
+            "/dashboard/backups/nope.snap/verify",
+            &[("csrf", &page.csrf())],
+        )
+        .await;
+    assert!(r.location().contains("notice="), "{}", r.location());
+    assert!(!r.location().ends_with("backup_verified"));
+    let lines = app.audit_lines().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "backup.create" && l["ok"] == true)
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["action"] == "backup.verify" && l["ok"] == true)
+    );
+    // The viewer now sees the snapshot, still without a Verify button.
+    let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
+    let page = v.get("/dashboard/backups").await;
+    assert!(page.body.contains(&name) && !page.body.contains(">Verify<"));
+}
+
+#[tokio::test]
+async fn the_overview_charts_carry_markers_of_flags_incidents_and_429_bursts() {
+    let app = TestApp::spawn().await;
+    app.set_flag("executor.command", false).await;
+    app.open_incident_id(
+        json!({"title": "Stripe <webhook> outage", "severity": "P1", "impact": "payments"}),
+    )
+    .await;
+    // A burst of refusals in the last minute.
+    let refused = echopilot::slo::Snapshot {
+        rate_limited: 14,
+        ..Default::default()
+    };
+    let minute = echopilot::slo::minute_of(chrono::Utc::now()) - 1;
+    let _ = app.state.slo.merge_minute(minute, &refused, true).unwrap();
+    let api = app.markers("").await;
+    let kinds: Vec<&str> = api["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"flag") && kinds.contains(&"incident") && kinds.contains(&"rate_limit"),
+        "{api}"
+    );
+    let mut b = Browser::signed_in(&app, VIEWER_KEY).await;
+    let home = b.get("/dashboard").await;
+    assert_eq!(home.status, 200, "{}", home.body);
+    // The same events as the API, drawn with a short label and the whole story as tooltip.
+    assert!(
+        home.body
+            .contains("<g class=\"mk mk-flag\"><title>flag executor.command off: test</title>"),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains(">flag executor.command off</text>"));
+    assert!(home.body.contains("<g class=\"mk mk-incident\"><title>P1 incident opened: Stripe &lt;webhook&gt; outage</title>"));
+    assert!(
+        home.body
+            .contains(">P1 Stripe &lt;webhook&gt; outage</text>"),
+        "escaped"
+    );
+    assert!(
+        home.body.contains("<g class=\"mk mk-rate_limit\">"),
+        "the burst of 429s"
+    );
+}
+
+#[tokio::test]
+async fn the_overview_has_a_range_selector_a_p50_line_and_the_last_backup() {
+    let app = TestApp::spawn().await;
+    let mut b = Browser::signed_in(&app, VIEWER_KEY).await;
+    let home = b.get("/dashboard").await;
+    assert!(
+        home.body
+            .contains("<a href=\"/dashboard?range=24h\" aria-current=\"true\">24 h</a>"),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains("class=\"p50\""), "a P50 line beside P95");
+    assert!(home.body.contains("class=\"p95\""));
+    assert!(home.body.contains("5 min buckets over 24 h"));
+    // No snapshot yet: the card says so.
+    assert!(home.body.contains("No backup"), "{}", home.body);
+    for (range, words) in [
+        ("1h", "1 min buckets over 1 h"),
+        ("6h", "5 min buckets over 6 h"),
+        ("7d", "1 h buckets over 7 d"),
+        ("30d", "4 h buckets over 30 d"),
+    ] {
+        let r = b.get(&format!("/dashboard?range={range}")).await;
+        assert_eq!(r.status, 200, "{range}");
+        assert!(r.body.contains(words), "{range}");
+        assert!(
+            r.body
+                .contains(&format!("range={range}\" aria-current=\"true\"")),
+            "{range}"
+        );
+        assert_eq!(r.body.matches("aria-current=\"true\"").count(), 1);
+    }
+    assert_eq!(b.get("/dashboard?range=2y").await.status, 400);
+    // After a snapshot the card shows its age, that it verified, and its size.
+    let (s, v) = app.post("/api/backups", Some(ADMIN_KEY), json!({})).await;
+    assert_eq!(s, 201, "{v}");
+    let home = b.get("/dashboard").await;
+    assert!(!home.body.contains("No backup"));
+    assert!(home.body.contains("● Verified · "), "{}", home.body);
+    assert!(home.body.contains("href=\"/dashboard/backups\""));
 }

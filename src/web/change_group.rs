@@ -9,12 +9,13 @@ use axum::response::Response;
 use crate::app::AppState;
 
 /// Requests that take snapshots themselves: inside a group they would wait for their
-/// own group to end.
-const SNAPSHOT_ROUTES: &str = "/api/backups";
+/// own group to end (the API's, and the dashboard's buttons that call it).
+const SNAPSHOT_ROUTES: [&str; 2] = ["/api/backups", "/dashboard/backups"];
 
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if reads || req.uri().path().starts_with(SNAPSHOT_ROUTES) {
+    let path = req.uri().path();
+    if reads || SNAPSHOT_ROUTES.iter().any(|r| path.starts_with(r)) {
         return next.run(req).await;
     }
     state.store.grouped(next.run(req)).await

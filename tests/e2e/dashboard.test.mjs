@@ -6,7 +6,8 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, existsSync, readFileSync } from "node:fs";
+import { createHmac } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,12 +24,15 @@ const ADMIN = "e2e-admin-key-0123456789abcdefghij";
 const OPERATOR = "e2e-operator-key-0123456789abcdefgh";
 const VIEWER = "e2e-viewer-key-0123456789abcdefghij";
 const WORKER = "e2e-worker-key-0123456789abcdefghij";
+const WEBHOOK_SECRET = "whsec_e2e_0123456789abcdef";
 const FLAGS = [
   "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ];
 
 let server, base, home, browser;
+// What seed() made (the first test), for the later ones.
+let seeded = {};
 const foreign = [];
 
 async function api(method, path, key, body) {
@@ -42,7 +46,28 @@ async function api(method, path, key, body) {
   return json;
 }
 
+// A Stripe event from the fixtures, signed as Stripe signs (HMAC-SHA256 of "t.body").
+async function stripe(kind, id, fields = {}) {
+  const ev = JSON.parse(readFileSync(join(root, "tests", "fixtures", "stripe", `${kind}.json`), "utf8"));
+  const t = Math.floor(Date.now() / 1000);
+  ev.id = id;
+  ev.created = t;
+  Object.assign(ev.data.object, fields);
+  const body = JSON.stringify(ev);
+  const v1 = createHmac("sha256", WEBHOOK_SECRET).update(`${t}.${body}`).digest("hex");
+  const r = await fetch(base + "/api/stripe/webhook", {
+    method: "POST", body, headers: { "content-type": "application/json", "Stripe-Signature": `t=${t},v1=${v1}` },
+  });
+  assert.equal(r.status, 200, `${kind}: ${await r.text()}`);
+}
+
 async function seed() {
+  // Payments: one paid, one failed, one checkout that never got its payment; then a
+  // recorded reconciliation, for the payments page.
+  await stripe("payment_intent.succeeded", "evt_e2e_1");
+  await stripe("payment_intent.payment_failed", "evt_e2e_2");
+  await stripe("checkout.session.completed", "evt_e2e_3");
+  await api("POST", "/api/payments/reconcile", OPERATOR);
   const kinds = ["email.send_receipt", "report.daily_digest", "crm.sync_contacts", "invoice.render_pdf"];
   for (let i = 0; i < 12; i++) {
     await api("POST", "/api/jobs", OPERATOR, { kind: kinds[i % kinds.length], queue: i % 3 ? "default" : "notifications", payload: { n: i } });
@@ -56,7 +81,11 @@ async function seed() {
   const stuck = await api("POST", "/api/jobs", OPERATOR, { kind: "stripe.reconcile", queue: "payments" });
   await api("POST", "/api/jobs/claim", WORKER, { kinds: ["stripe.reconcile"], worker: "worker-2", lease_secs: 1 });
   await new Promise((r) => setTimeout(r, 1500));
-  return { stuckId: stuck.job.id, deadId: dead.job.id };
+  // A flag change, an incident and a snapshot, for their pages and the chart markers.
+  await api("PUT", "/api/flags/executor.command", OPERATOR, { enabled: false, note: "allowlist review" });
+  const inc = await api("POST", "/api/incidents", OPERATOR, { title: "Stripe webhook outage", severity: "P1", impact: "Payments not confirmed" });
+  await api("POST", "/api/backups", ADMIN);
+  return { stuckId: stuck.job.id, deadId: dead.job.id, incidentId: inc.incident.id };
 }
 
 before(async () => {
@@ -68,7 +97,7 @@ before(async () => {
   server = spawn(BIN, ["serve", "--home", home, "--bind", "127.0.0.1:0"], {
     env: {
       PATH: process.env.PATH, RUST_LOG: "warn", ALLOW_DIRTY: "true",
-      DASHBOARD_KEY: ADMIN,
+      DASHBOARD_KEY: ADMIN, STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
       ROLES_JSON: JSON.stringify({ [OPERATOR]: "operator", [VIEWER]: "viewer", [WORKER]: "worker" }),
     },
     stdio: ["ignore", "pipe", "inherit"],
@@ -123,7 +152,8 @@ async function countsOnV2(page) {
 }
 
 test("operator: overview, retry a stuck job, same counts on v1, axe on every page", async () => {
-  const { stuckId, deadId } = await seed();
+  seeded = await seed();
+  const { stuckId, deadId, incidentId } = seeded;
   const ctx = await context();
   const page = await ctx.newPage();
   await login(page, OPERATOR);
@@ -131,6 +161,14 @@ test("operator: overview, retry a stuck job, same counts on v1, axe on every pag
   assert.equal(await page.locator("svg.chart").count() >= 4, true, "the overview draws its charts");
   await page.screenshot({ path: join(ARTIFACTS, "overview-1280.png"), fullPage: true });
   await axe(page, "overview");
+  // The range links work without script; the markers of the seeded flag change and
+  // incident are on the charts.
+  await page.click("nav.range a:has-text('7 d')");
+  await page.waitForURL(/range=7d/);
+  assert.equal(await page.locator("nav.range a[aria-current]").innerText(), "7 d");
+  await axe(page, "overview 7d");
+  assert.ok(await page.locator("svg.chart g.mk-incident").count() >= 1, "an incident marker");
+  assert.ok(await page.locator("svg.chart g.mk-flag").count() >= 1, "a flag marker");
 
   // The stuck job, from the Stuck tab to its page, retried with the button.
   await page.goto(base + "/dashboard/jobs?status=stuck");
@@ -153,7 +191,8 @@ test("operator: overview, retry a stuck job, same counts on v1, axe on every pag
   await axe(page, "jobs");
   await page.goto(base + "/dashboard/jobs?status=dead");
   await axe(page, "jobs dead");
-  for (const p of ["/dashboard/schedules", "/dashboard/audit", "/dashboard/audit?ok=false", "/dashboard/alerts"]) {
+  for (const p of ["/dashboard/schedules", "/dashboard/audit", "/dashboard/audit?ok=false", "/dashboard/alerts", "/dashboard/payments",
+    "/dashboard/flags", "/dashboard/incidents", `/dashboard/incidents/${incidentId}`, "/dashboard/backups"]) {
     await page.goto(base + p);
     await axe(page, p);
   }
@@ -172,19 +211,25 @@ test("operator: overview, retry a stuck job, same counts on v1, axe on every pag
   await ctx.close();
 });
 
-test("screens at 390 px and in the dark", async () => {
+test("screens of every page at 1280 and 390 px, light and dark", async () => {
+  const pages = [
+    ["overview", "/dashboard"], ["jobs", "/dashboard/jobs"], ["payments", "/dashboard/payments"],
+    ["flags", "/dashboard/flags"], ["incidents", "/dashboard/incidents"],
+    ["incident", `/dashboard/incidents/${seeded.incidentId}`], ["backups", "/dashboard/backups"],
+  ];
+  const phone = { viewport: { width: 390, height: 844 }, deviceScaleFactor: 1 };
   for (const [name, opts] of [
-    ["phone-390", { viewport: { width: 390, height: 844 }, deviceScaleFactor: 1 }],
-    ["dark-1280", { colorScheme: "dark" }],
+    ["1280", {}], ["phone-390", phone], ["dark-1280", { colorScheme: "dark" }],
+    ["dark-390", { ...phone, colorScheme: "dark" }],
   ]) {
     const ctx = await context(opts);
     const page = await ctx.newPage();
     await login(page, OPERATOR);
-    await page.screenshot({ path: join(ARTIFACTS, `overview-${name}.png`), fullPage: true });
-    await axe(page, `overview ${name}`);
-    await page.goto(base + "/dashboard/jobs");
-    await page.screenshot({ path: join(ARTIFACTS, `jobs-${name}.png`), fullPage: true });
-    await axe(page, `jobs ${name}`);
+    for (const [slug, path] of pages) {
+      await page.goto(base + path);
+      await page.screenshot({ path: join(ARTIFACTS, `${slug}-${name}.png`), fullPage: true });
+      await axe(page, `${slug} ${name}`);
+    }
     await ctx.close();
   }
 });

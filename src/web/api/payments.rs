@@ -160,7 +160,8 @@ pub struct ListQuery {
     cursor: Option<String>,
 }
 
-const STATUSES: [&str; 7] = [
+/// The payment states a list filters on (the dashboard offers the same).
+pub const STATUSES: [&str; 7] = [
     "pending",
     "succeeded",
     "partially_refunded",

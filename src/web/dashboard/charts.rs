@@ -26,11 +26,17 @@ pub(super) struct Threshold {
     pub(super) band: Option<bool>,
 }
 
-/// An event on the time axis (deployment, alert, 429 burst).
+/// An event on the time axis (deployment, flag change, incident, 429 burst).
+#[derive(Clone)]
 pub(super) struct Marker {
     /// Bucket index.
     pub(super) at: usize,
+    /// A few words on the chart.
     pub(super) label: String,
+    /// The whole story, as the marker's tooltip.
+    pub(super) title: String,
+    /// Its colour class: `deployment`, `flag`, `incident`, `maintenance`, `rate_limit`.
+    pub(super) kind: &'static str,
 }
 
 pub(super) struct Chart {
@@ -191,13 +197,29 @@ impl Chart {
                 c = t.class
             );
         }
-        for m in &self.markers {
+        // Labels take three rows in turn so that markers close together stay legible;
+        // past two thirds of the width a label reads leftwards from its line, and skips
+        // the row of the latest value's label there.
+        let latest_y = match (&self.latest, self.first_last()) {
+            (Some(_), Some(v)) => Some((self.y(v) - 6.0).max(TOP + 10.0)),
+            _ => None,
+        };
+        for (k, m) in self.markers.iter().enumerate() {
             let p = (m.at as f64 + 0.5) / n as f64 * 100.0;
+            let (dx, anchor) = if p > 66.0 { (-4, "end") } else { (4, "start") };
+            let row = 12.0 * (k % 3) as f64;
+            let y = match latest_y {
+                // Right-hand labels start below the latest value's label when they
+                // would meet it.
+                Some(ly) if p > 66.0 && ly < TOP + 10.0 + 36.0 => ly + 14.0 + row,
+                _ => TOP + 10.0 + row,
+            };
             let _ = write!(
                 s,
-                r#"<line class="marker" x1="{p:.2}%" x2="{p:.2}%" y1="{TOP}" y2="{:.1}"/><text class="marker-label" x="{p:.2}%" dx="4" y="{:.1}">{}</text>"#,
+                r#"<g class="mk mk-{}"><title>{}</title><line class="marker" x1="{p:.2}%" x2="{p:.2}%" y1="{TOP}" y2="{:.1}"/><text class="marker-label" x="{p:.2}%" dx="{dx}" y="{y:.1}" text-anchor="{anchor}">{}</text></g>"#,
+                m.kind,
+                esc(&m.title),
                 TOP + ph,
-                TOP + 10.0,
                 esc(&m.label)
             );
         }
@@ -281,12 +303,17 @@ mod tests {
             markers: vec![Marker {
                 at: 1,
                 label: "INC<1>".into(),
+                title: "P1 incident opened: <b>".into(),
+                kind: "incident",
             }],
             latest: Some("512 ms".into()),
         };
         let s = c.svg();
         assert!(s.contains("P95 &lt;latency&gt;"));
         assert!(s.contains("INC&lt;1&gt;"));
+        assert!(
+            s.contains(r#"<g class="mk mk-incident"><title>P1 incident opened: &lt;b&gt;</title>"#)
+        );
         assert!(
             s.contains(r#"class="p95" d="M0.5,500.000 L1.5,400.000 L2.5,88.000""#),
             "{s}"

@@ -9,12 +9,17 @@
 mod alerts;
 mod assets;
 mod audit;
+mod backups;
 mod charts;
+mod flags;
+mod incidents;
 mod jobs;
 mod login;
 mod overview;
+mod payments;
 mod schedules;
 pub mod session;
+mod traffic;
 mod v1;
 mod view;
 
@@ -39,6 +44,10 @@ pub fn router() -> Router<AppState> {
         .merge(jobs::router())
         .merge(schedules::router())
         .merge(audit::router())
+        .merge(payments::router())
+        .merge(flags::router())
+        .merge(incidents::router())
+        .merge(backups::router())
         .merge(alerts::router())
         .merge(v1::router())
         .merge(assets::router())

@@ -287,34 +287,64 @@ pub trait CsrfForm: DeserializeOwned {
     fn csrf(&self) -> &str;
 }
 
+/// An admin's form post (backups): as [`Action`], with the admin role.
+pub struct AdminAction<T> {
+    pub session: Session,
+    pub form: T,
+}
+
+/// The checks of a form post: a live session, the CSRF token, then the role `need`.
+async fn checked<T: CsrfForm + Send>(
+    req: Request,
+    state: &AppState,
+    need: Need,
+) -> Result<(Session, T), Response> {
+    let (mut parts, body) = req.into_parts();
+    let session = Session::from_request_parts(&mut parts, state).await?;
+    let req = Request::from_parts(parts, body);
+    let Form(form) = Form::<T>::from_request(req, state)
+        .await
+        .map_err(|e| ErrorPage::new(StatusCode::BAD_REQUEST, &e.body_text()).into_response())?;
+    if !session.check_csrf(form.csrf()) {
+        return Err(ErrorPage::new(
+            StatusCode::FORBIDDEN,
+            "This form has expired (CSRF check failed). Go back, reload and try again.",
+        )
+        .into_response());
+    }
+    if !session.can(need) {
+        let word = if need == Need::Admin {
+            "admin"
+        } else {
+            "operator"
+        };
+        return Err(ErrorPage::new(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "Role {} may not do this (needs {word}).",
+                session.caller.role
+            ),
+        )
+        .into_response());
+    }
+    Ok((session, form))
+}
+
 impl<T: CsrfForm + Send> FromRequest<AppState> for Action<T> {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        let (mut parts, body) = req.into_parts();
-        let session = Session::from_request_parts(&mut parts, state).await?;
-        let req = Request::from_parts(parts, body);
-        let Form(form) = Form::<T>::from_request(req, state)
-            .await
-            .map_err(|e| ErrorPage::new(StatusCode::BAD_REQUEST, &e.body_text()).into_response())?;
-        if !session.check_csrf(form.csrf()) {
-            return Err(ErrorPage::new(
-                StatusCode::FORBIDDEN,
-                "This form has expired (CSRF check failed). Go back, reload and try again.",
-            )
-            .into_response());
-        }
-        if !session.can(Need::Operator) {
-            return Err(ErrorPage::new(
-                StatusCode::FORBIDDEN,
-                &format!(
-                    "Role {} may not do this (needs operator).",
-                    session.caller.role
-                ),
-            )
-            .into_response());
-        }
+        let (session, form) = checked(req, state, Need::Operator).await?;
         Ok(Action { session, form })
+    }
+}
+
+impl<T: CsrfForm + Send> FromRequest<AppState> for AdminAction<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (session, form) = checked(req, state, Need::Admin).await?;
+        Ok(AdminAction { session, form })
     }
 }
 

@@ -94,6 +94,10 @@ pub(super) const NAV: &[(&str, &str)] = &[
     ("jobs", "Jobs"),
     ("schedules", "Schedules"),
     ("audit", "Audit"),
+    ("payments", "Payments"),
+    ("flags", "Flags"),
+    ("backups", "Backups"),
+    ("incidents", "Incidents"),
     ("alerts", "Alerts"),
 ];
 
@@ -123,6 +127,10 @@ pub(super) fn notice(code: Option<&str>) -> Option<Notice> {
         "paused" => (true, "Paused."),
         "resumed" => (true, "Resumed."),
         "restarted" => (true, "Scheduler restarted."),
+        "reconciled" => (
+            true,
+            "Reconciliation recorded: the report below is the new one.",
+        ),
         "confirm" => (
             false,
             "Tick the confirmation box first: nothing was changed.",
@@ -130,6 +138,31 @@ pub(super) fn notice(code: Option<&str>) -> Option<Notice> {
         "conflict" => (
             false,
             "Refused: the job is not in a state that allows this. Nothing was changed.",
+        ),
+        "flag_on" => (
+            true,
+            "Flag turned on (recorded in the audit log as flag.set).",
+        ),
+        "flag_off" => (
+            true,
+            "Flag turned off (recorded in the audit log as flag.set).",
+        ),
+        "incident_opened" => (true, "Incident opened. Post the announcement below."),
+        "incident_updated" => (true, "Timeline updated."),
+        "postmortem" => (true, "Postmortem saved."),
+        "backup_taken" => (true, "Snapshot taken and verified."),
+        "backup_verified" => (true, "Snapshot verified: it restores."),
+        "backup_corrupt" => (
+            false,
+            "The snapshot failed verification: it is damaged (a critical alert is raised).",
+        ),
+        "backup_failed" => (
+            false,
+            "The snapshot could not be taken or failed its check; see the audit log and alerts.",
+        ),
+        "invalid" => (
+            false,
+            "Refused: a field is missing or invalid (the audit log names it). Nothing was changed.",
         ),
         "not_found" => (false, "Not found: it may have been pruned."),
         "failed" => (false, "The action failed; see the audit log."),
@@ -142,6 +175,7 @@ pub(super) fn notice(code: Option<&str>) -> Option<Notice> {
 pub(super) fn outcome_code(status: StatusCode, ok_code: &'static str) -> &'static str {
     match status.as_u16() {
         200..=299 => ok_code,
+        400 | 422 => "invalid",
         404 => "not_found",
         409 => "conflict",
         _ => "failed",
@@ -156,6 +190,8 @@ pub(super) struct Chrome {
     pub(super) role: String,
     pub(super) csrf: String,
     pub(super) can_operate: bool,
+    /// Backups are the admin's.
+    pub(super) can_admin: bool,
     pub(super) notice: Option<Notice>,
     pub(super) css: String,
     pub(super) js: String,
@@ -194,6 +230,7 @@ impl Chrome {
             role: s.caller.role.to_string(),
             csrf: s.csrf.clone(),
             can_operate: s.can(Need::Operator),
+            can_admin: s.can(Need::Admin),
             notice: notice(notice_code),
             css: assets::url("app.css"),
             js: assets::url("app.js"),
