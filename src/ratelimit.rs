@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
@@ -33,6 +33,10 @@ impl Class {
     }
 }
 
+/// The name of the failed-key limit, beside the route classes' names (in 429 answers and
+/// their audit events).
+pub const FAILED_KEYS: &str = "failed_keys";
+
 /// The outcome of a limit check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -52,16 +56,40 @@ fn quota(n: u32, window: Duration) -> Option<Quota> {
     Quota::with_period(period.max(Duration::from_nanos(1))).map(|q| q.allow_burst(n))
 }
 
-fn limiter(n: u32, window: Duration) -> Option<DefaultKeyedRateLimiter<String>> {
-    quota(n, window).map(RateLimiter::keyed)
+/// One keyed limiter that can be started afresh: governor's keyed limiters have no reset,
+/// so [`Limits::clear`] swaps in a new one.
+struct Keyed {
+    quota: Quota,
+    current: RwLock<Arc<DefaultKeyedRateLimiter<String>>>,
+}
+
+impl Keyed {
+    fn get(&self) -> Arc<DefaultKeyedRateLimiter<String>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn reset(&self) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(RateLimiter::keyed(self.quota));
+    }
+}
+
+fn limiter(n: u32, window: Duration) -> Option<Keyed> {
+    quota(n, window).map(|quota| Keyed {
+        quota,
+        current: RwLock::new(Arc::new(RateLimiter::keyed(quota))),
+    })
 }
 
 /// Every limiter, and the bookkeeping around them. Shared behind an `Arc`.
 pub struct Limits {
-    general: Option<DefaultKeyedRateLimiter<String>>,
-    worker: Option<DefaultKeyedRateLimiter<String>>,
-    webhook: Option<DefaultKeyedRateLimiter<String>>,
-    auth_fail: Option<DefaultKeyedRateLimiter<String>>,
+    general: Option<Keyed>,
+    worker: Option<Keyed>,
+    webhook: Option<Keyed>,
+    auth_fail: Option<Keyed>,
     window: Duration,
     clock: DefaultClock,
     /// IPs over the failed-key limit, until when.
@@ -113,7 +141,7 @@ impl Limits {
             return Verdict::Allowed;
         };
         let key = client.to_string();
-        match limiter.check_key(&key) {
+        match limiter.get().check_key(&key) {
             Ok(()) => Verdict::Allowed,
             Err(not_until) => Verdict::Limited {
                 retry_after_secs: secs_ceil(not_until.wait_time_from(self.clock.now())),
@@ -146,7 +174,7 @@ impl Limits {
         let Some(limiter) = &self.auth_fail else {
             return Verdict::Allowed;
         };
-        match limiter.check_key(&ip.to_string()) {
+        match limiter.get().check_key(&ip.to_string()) {
             Ok(()) => Verdict::Allowed,
             Err(_) => {
                 let until = Instant::now() + self.window;
@@ -174,12 +202,35 @@ impl Limits {
         }
     }
 
+    /// Forget every count and block at once (`POST /api/ratelimits/clear`): every client
+    /// starts again with a full allowance. Answers how many addresses were blocked.
+    pub fn clear(&self) -> usize {
+        for l in [&self.general, &self.worker, &self.webhook, &self.auth_fail]
+            .into_iter()
+            .flatten()
+        {
+            l.reset();
+        }
+        let blocked = {
+            let mut b = self.blocked.lock().unwrap_or_else(|p| p.into_inner());
+            let n = b.len();
+            b.clear();
+            n
+        };
+        self.reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        blocked
+    }
+
     /// Forget clients whose limits have fully refilled (run periodically).
     pub fn retain_recent(&self) {
         for l in [&self.general, &self.worker, &self.webhook, &self.auth_fail]
             .into_iter()
             .flatten()
         {
+            let l = l.get();
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -256,5 +307,31 @@ mod tests {
             Verdict::Limited { report: false, .. }
         ));
         assert_eq!(l.blocked("2.2.2.2"), Verdict::Allowed);
+    }
+
+    #[test]
+    fn clear_lifts_blocks_and_refills_every_limit() {
+        let l = Limits::new(&config(&[
+            ("RATE_LIMIT_PER_MIN", "1"),
+            ("AUTH_FAIL_LIMIT_PER_MIN", "1"),
+        ]));
+        assert_eq!(l.check(Class::General, "ip:a"), Verdict::Allowed);
+        assert!(matches!(
+            l.check(Class::General, "ip:a"),
+            Verdict::Limited { .. }
+        ));
+        assert_eq!(l.auth_failed("1.1.1.1"), Verdict::Allowed);
+        assert!(matches!(l.auth_failed("1.1.1.1"), Verdict::Limited { .. }));
+        assert!(matches!(l.blocked("1.1.1.1"), Verdict::Limited { .. }));
+        assert_eq!(l.clear(), 1);
+        assert_eq!(l.blocked("1.1.1.1"), Verdict::Allowed);
+        assert_eq!(l.check(Class::General, "ip:a"), Verdict::Allowed);
+        assert_eq!(l.auth_failed("1.1.1.1"), Verdict::Allowed);
+        // The first refusal after a clear is reported again.
+        assert!(matches!(
+            l.check(Class::General, "ip:a"),
+            Verdict::Limited { report: true, .. }
+        ));
+        assert_eq!(l.clear(), 0);
     }
 }

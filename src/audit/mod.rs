@@ -178,6 +178,8 @@ pub struct Filter {
     pub ok: Option<bool>,
     pub action: Option<String>,
     pub actor: Option<String>,
+    /// The client address (`Event::ip`), as the server wrote it.
+    pub ip: Option<String>,
     /// RFC 3339 bounds, inclusive.
     pub since: Option<String>,
     pub until: Option<String>,
@@ -191,6 +193,7 @@ impl Filter {
         self.ok.is_none_or(|ok| e.ok == ok)
             && self.action.as_ref().is_none_or(|a| &e.action == a)
             && self.actor.as_ref().is_none_or(|a| &e.actor == a)
+            && self.ip.as_ref().is_none_or(|ip| &e.ip == ip)
             && self
                 .since
                 .as_ref()

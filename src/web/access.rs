@@ -26,7 +26,7 @@ use crate::audit::NewEvent;
 use crate::auth::{Caller, KEY_HEADER, key_id};
 use crate::clock::rfc3339;
 use crate::logfile::Appender;
-use crate::ratelimit::{Class, Limits, Verdict};
+use crate::ratelimit::{Class, FAILED_KEYS, Limits, Verdict};
 use crate::web::error::{AppError, ErrorMessage};
 
 /// The access handle in `AppState`: the limits and the request log. Cheap to clone.
@@ -181,16 +181,19 @@ fn target(req: &Request) -> String {
     format!("{} {}", req.method(), path)
 }
 
+/// The 429 for `limit` (a route class or `failed_keys`), and its audit event when
+/// `report` (the first refusal of this client in the window).
 async fn refuse(
     state: &AppState,
     client: &Client,
     rid: Option<String>,
     target: String,
-    retry_after_secs: u64,
-    report: bool,
+    verdict: (u64, bool),
+    limit: &'static str,
     why: &str,
 ) -> Response {
-    let err = AppError::rate_limited(retry_after_secs);
+    let (retry_after_secs, report) = verdict;
+    let err = AppError::rate_limited(retry_after_secs, limit);
     state.slo.record_rate_limited();
     if report {
         let ev = NewEvent {
@@ -202,7 +205,7 @@ async fn refuse(
             ip: Some(client.ip.clone()),
             ok: false,
             status: 429,
-            error: Some(format!("{} ({why})", err.message)),
+            error: Some(format!("{} ({limit}: {why})", err.message)),
         };
         if let Err(e) = state.audit.record(ev).await {
             tracing::error!(error = %e, "cannot record rate_limit_exceeded");
@@ -212,6 +215,9 @@ async fn refuse(
     resp.extensions_mut().insert(client.clone());
     resp
 }
+
+/// Why the failed-key limit refused, in the audit event.
+const FAILED_KEYS_WHY: &str = "too many failed keys from this address";
 
 /// What the class layer needs to refuse a request: put in the request's extensions by
 /// [`guard`], so a route class is a plain layer with no state of its own.
@@ -223,24 +229,28 @@ struct Gate {
 }
 
 impl Gate {
-    /// `Some(429)` when `class`'s limit (or the brute-force block) refuses the request.
+    /// `Some(429)` when `class`'s limit (or the failed-key block) refuses the request.
+    /// The block stops only further failed attempts: a wrong key here, a keyless call
+    /// once its route has answered 401 ([`guard`]). A live key from a blocked address
+    /// keeps working, so one stale client behind a NAT cannot lock out the rest.
     async fn refusal(&self, class: Class, target: String) -> Option<Response> {
         let limits = &self.state.access.limits;
-        let (verdict, why) = match limits.blocked(&self.client.ip) {
+        let client = &self.client;
+        let wrong_key = client.caller.is_none() && client.key_id.is_some();
+        let blocked = if wrong_key {
+            limits.blocked(&client.ip)
+        } else {
+            Verdict::Allowed
+        };
+        let (verdict, limit, why) = match blocked {
             Verdict::Allowed => {
-                let who = match &self.client.caller {
+                let who = match &client.caller {
                     Some(c) => format!("key:{}", c.key_id),
-                    None => format!("ip:{}", self.client.ip),
+                    None => format!("ip:{}", client.ip),
                 };
-                (
-                    limits.check(class, &who),
-                    format!("{} limit", class.as_str()),
-                )
+                (limits.check(class, &who), class.as_str(), "route limit")
             }
-            blocked => (
-                blocked,
-                "too many failed keys from this address".to_string(),
-            ),
+            blocked => (blocked, FAILED_KEYS, FAILED_KEYS_WHY),
         };
         let Verdict::Limited {
             retry_after_secs,
@@ -249,15 +259,14 @@ impl Gate {
         else {
             return None;
         };
-        let (state, client) = (&self.state, &self.client);
         let resp = refuse(
-            state,
+            &self.state,
             client,
             self.request_id.clone(),
             target,
-            retry_after_secs,
-            report,
-            &why,
+            (retry_after_secs, report),
+            limit,
+            why,
         )
         .await;
         Some(resp)
@@ -356,6 +365,30 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     let tgt = target(&req);
     let mut resp = next.run(req).await;
     let status = resp.status();
+    // A keyless call that failed (a protected route's 401, a failed login) from a
+    // blocked address is a further failed attempt: refused like a wrong key is. It has
+    // changed nothing, so answering after the route ran is safe.
+    let failed =
+        status == StatusCode::UNAUTHORIZED || resp.extensions().get::<FailedLogin>().is_some();
+    if failed
+        && client.key_id.is_none()
+        && let Verdict::Limited {
+            retry_after_secs,
+            report,
+        } = limits.blocked(&client.ip)
+    {
+        let verdict = (retry_after_secs, report);
+        return refuse(
+            &state,
+            &client,
+            rid,
+            tgt,
+            verdict,
+            FAILED_KEYS,
+            FAILED_KEYS_WHY,
+        )
+        .await;
+    }
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let action = if status == StatusCode::UNAUTHORIZED {
             "auth.failed"
@@ -396,7 +429,9 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             ip: Some(client.ip.clone()),
             ok: false,
             status: 429,
-            error: Some("Rate limit exceeded (too many failed keys from this address)".into()),
+            error: Some(format!(
+                "Rate limit exceeded ({FAILED_KEYS}: {FAILED_KEYS_WHY})"
+            )),
         };
         if let Err(e) = state.audit.record(ev).await {
             tracing::error!(error = %e, "cannot record rate_limit_exceeded");

@@ -17,6 +17,8 @@ pub struct AppError {
     pub message: String,
     /// Seconds for a `Retry-After` header (429, 503).
     pub retry_after: Option<u64>,
+    /// The limit a 429 hit: a route class or `failed_keys` (shown as `"limit"`).
+    pub limit: Option<&'static str>,
     /// The cause of a 5xx, logged and never shown.
     pub source: Option<anyhow::Error>,
 }
@@ -27,6 +29,7 @@ impl AppError {
             status,
             message: message.into(),
             retry_after: None,
+            limit: None,
             source: None,
         }
     }
@@ -45,9 +48,12 @@ impl AppError {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, message)
     }
-    pub fn rate_limited(retry_after_secs: u64) -> Self {
+    /// A 429 naming the limit hit (`crate::ratelimit::Class::as_str` or
+    /// `crate::ratelimit::FAILED_KEYS`).
+    pub fn rate_limited(retry_after_secs: u64, limit: &'static str) -> Self {
         Self {
             retry_after: Some(retry_after_secs.max(1)),
+            limit: Some(limit),
             ..Self::new(StatusCode::TOO_MANY_REQUESTS, "Rate limit exceeded")
         }
     }
@@ -107,6 +113,10 @@ pub struct ErrorBody {
     pub ok: bool,
     /// What went wrong; names the field for bad input.
     pub error: String,
+    /// On a 429 only: the limit hit, a route class (`general`, `worker`, `webhook`) or
+    /// `failed_keys` (too many failed keys from the address).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 /// The body of every API error.
@@ -114,6 +124,7 @@ pub fn error_body(message: &str) -> ErrorBody {
     ErrorBody {
         ok: false,
         error: message.to_string(),
+        limit: None,
     }
 }
 
@@ -127,7 +138,11 @@ impl IntoResponse for AppError {
                 }
             }
         }
-        let mut resp = (self.status, axum::Json(error_body(&self.message))).into_response();
+        let body = ErrorBody {
+            limit: self.limit.map(str::to_string),
+            ..error_body(&self.message)
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {

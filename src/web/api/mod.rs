@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod markers;
 pub mod metrics;
 pub mod payments;
+pub mod ratelimits;
 pub mod scheduler;
 pub mod schedules;
 pub mod schemas;
@@ -53,6 +54,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(markers::router())
         .merge(payments::router())
         .merge(backups::router())
+        .merge(ratelimits::router())
         .routes(routes!(openapi::show));
     // Monitoring must get through: never limited.
     let exempt = OpenApiRouter::new()

@@ -133,6 +133,7 @@ async fn show(
         ok,
         action: Some(q.action.trim().to_string()).filter(|s| !s.is_empty()),
         actor: Some(q.actor.trim().to_string()).filter(|s| !s.is_empty()),
+        ip: None,
         since: bound("since", &q.since)?,
         until: bound("until", &q.until)?,
         before: q.before,
