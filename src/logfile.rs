@@ -315,6 +315,11 @@ impl std::fmt::Debug for Appender {
 /// Most lines written in one batch.
 const BATCH: usize = 4096;
 
+/// How long the writer lets lines gather after the first one wakes it: one wake-up
+/// and one write per few milliseconds under load, instead of one per line (a wake-up
+/// costs the request that sends the line a futex call and the machine a context switch).
+const GATHER: Duration = Duration::from_millis(2);
+
 impl Appender {
     /// Start the writer thread for `file`.
     pub fn start(name: &str, file: RotatingFile) -> io::Result<Appender> {
@@ -396,6 +401,9 @@ fn writer(mut file: RotatingFile, rx: mpsc::Receiver<Msg>, failing: Arc<AtomicBo
                 Err(_) => return,
             }
         };
+        if matches!(first, Some(Msg::Line(_))) {
+            std::thread::sleep(GATHER);
+        }
         let mut control = Vec::new();
         let mut next = first;
         let mut n = 0;

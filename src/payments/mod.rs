@@ -215,10 +215,14 @@ impl Payments {
         self.0.clock.now().timestamp_millis()
     }
 
+    /// One line of `stripe_webhooks.log`. Ids, types and apply errors come from the
+    /// sender's body, so the line goes through the one escaping of text logs: no value
+    /// can start a forged line.
     fn log_line(&self, text: &str) {
+        let line = format!("{} {text}", rfc3339(self.0.clock.now()));
         self.0
             .log
-            .append(format!("{} {text}", rfc3339(self.0.clock.now())));
+            .append(crate::logfile::escape(&line).into_owned());
     }
 
     fn refuse(&self, e: WebhookError) -> WebhookError {

@@ -179,3 +179,26 @@ async fn a_later_event_finishes_a_half_done_fulfilment() {
     let pay = p.store().payment("pi_unit").unwrap().unwrap();
     assert_eq!(pay.fulfilment.unwrap().job_id, calls[0]);
 }
+
+/// Ids and types come from the sender's body: a newline or a line separator in them
+/// must not start a forged line in `stripe_webhooks.log`.
+#[tokio::test]
+async fn webhook_log_lines_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), Arc::new(FakeQueue::default()));
+    let body = json!({
+        "id": "evt_forge\u{2028}x", "object": "event", "created": 1_764_576_000,
+        "type": "custom.kind\n2026-01-01T00:00:00.000Z webhook ok evt_fake forged",
+        "data": {"object": {"id": "obj_1", "object": "custom"}}
+    })
+    .to_string();
+    let r = send(&p, &body).await;
+    assert_eq!(r.outcome, EventOutcome::Ignored);
+    p.log().flush().await.unwrap();
+    let text = std::fs::read_to_string(dir.path().join("stripe_webhooks.log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text:?}");
+    assert!(!text.contains('\u{2028}'), "{text:?}");
+    assert!(lines[0].contains(r"custom.kind\n2026-01-01"), "{text:?}");
+    assert!(lines[0].contains(r"evt_forge\u{2028}x"), "{text:?}");
+}
