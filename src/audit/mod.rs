@@ -187,7 +187,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, e: &Event) -> bool {
+    /// Whether `e` passes (a store may narrow by it, the answer checks it).
+    pub(crate) fn matches(&self, e: &Event) -> bool {
         self.ok.is_none_or(|ok| e.ok == ok)
             && self.action.as_ref().is_none_or(|a| &e.action == a)
             && self.actor.as_ref().is_none_or(|a| &e.actor == a)
@@ -421,7 +422,7 @@ impl Audit {
     pub fn query(&self, f: &Filter) -> Result<(Vec<Event>, Option<u64>), StoreError> {
         let limit = f.limit.max(1);
         let mut out = Vec::new();
-        for r in self.store.newest_first(f.before) {
+        for r in self.store.candidates(f) {
             let e = r?;
             // Newest first and seq follows time: past `since`, nothing older can match.
             if f.since.as_ref().is_some_and(|s| e.ts.as_str() < s.as_str()) {

@@ -200,14 +200,26 @@ async fn seed_audit(store: &Store, home: &std::path::Path, n: usize) -> anyhow::
         let k = AUDIT_BATCH.min(n - done);
         let batch: Vec<NewEvent> = (0..k)
             .map(|_| {
-                let ip = Some(format!("10.{}.{}.{}", mix.below(4), mix.below(256), 1 + mix.below(254)));
-                let request_id = Some(format!("{:032x}", u128::from(mix.next()) << 64 | u128::from(mix.next())));
+                let ip = Some(format!(
+                    "10.{}.{}.{}",
+                    mix.below(4),
+                    mix.below(256),
+                    1 + mix.below(254)
+                ));
+                let request_id = Some(format!(
+                    "{:032x}",
+                    u128::from(mix.next()) << 64 | u128::from(mix.next())
+                ));
                 if mix.below(100) < 4 {
-                    let (action, status, error) = FAILURES[mix.below(FAILURES.len() as u64) as usize];
+                    let (action, status, error) =
+                        FAILURES[mix.below(FAILURES.len() as u64) as usize];
                     // Most failures come from callers without a valid key.
                     let actor = (status != 401).then(|| {
                         let (key_id, role) = ACTORS[mix.below(ACTORS.len() as u64) as usize];
-                        Caller { key_id: key_id.into(), role }
+                        Caller {
+                            key_id: key_id.into(),
+                            role,
+                        }
                     });
                     NewEvent {
                         request_id,
@@ -225,7 +237,10 @@ async fn seed_audit(store: &Store, home: &std::path::Path, n: usize) -> anyhow::
                     let (key_id, role) = ACTORS[mix.below(ACTORS.len() as u64) as usize];
                     NewEvent {
                         request_id,
-                        actor: Some(Caller { key_id: key_id.into(), role }),
+                        actor: Some(Caller {
+                            key_id: key_id.into(),
+                            role,
+                        }),
                         action: action.into(),
                         target: format!("job:{:08x}", mix.below(1 << 32)),
                         ip,
@@ -300,6 +315,10 @@ mod tests {
             })
             .unwrap()
             .0;
-        assert!(!failures.is_empty() && failures.len() < 200, "{}", failures.len());
+        assert!(
+            !failures.is_empty() && failures.len() < 200,
+            "{}",
+            failures.len()
+        );
     }
 }
