@@ -22,6 +22,7 @@ use crate::jobs::{ClaimRequest, NewJob};
 use crate::store::Commit;
 
 mod payments;
+pub(crate) mod seed;
 mod snapshot;
 
 /// Options of `echopilot bench`.

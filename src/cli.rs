@@ -392,6 +392,16 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("while starting the async runtime")?;
+    if args.seed_jobs.is_some() || args.seed_audit.is_some() {
+        let home = args
+            .home
+            .context("--seed-jobs / --seed-audit need --home DIR (the home to build)")?;
+        return runtime.block_on(crate::bench::seed::run(crate::bench::seed::SeedOptions {
+            home,
+            jobs: args.seed_jobs.unwrap_or(0),
+            audit: args.seed_audit.unwrap_or(0),
+        }));
+    }
     runtime.block_on(crate::bench::run(crate::bench::BenchOptions {
         home: args.home,
         jobs: args.jobs,

@@ -228,6 +228,8 @@ async fn snapshot_beside_a_writer_is_point_in_time_and_restores_every_record() {
         if let Some(by_status) = r.get_mut("jobs_status") {
             by_status.retain(|k, _| !k.ends_with(&held_key));
         }
+        // Its (queue, kind) counts one running before and one stuck after.
+        r.remove("jobs_counts");
     }
     assert_eq!(before, after);
 }

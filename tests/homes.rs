@@ -145,12 +145,12 @@ fn a_home_written_by_the_previous_release_opens_with_everything_in_it() {
 fn a_home_from_a_newer_schema_is_refused_untouched() {
     let home = fixture_home();
     let store = home.path().join("data/echopilot.sled");
-    // Say the home was written by a later release: schema version 2 (the codec's
-    // version byte 1, then bincode's varint 2).
+    // Say the home was written by a later release: schema version 3 (the codec's
+    // version byte 1, then bincode's varint 3).
     let instance_before = {
         let db = sled::open(&store).unwrap();
         let meta = db.open_tree("meta").unwrap();
-        meta.insert("schema_version", vec![1u8, 2]).unwrap();
+        meta.insert("schema_version", vec![1u8, 3]).unwrap();
         db.flush().unwrap();
         meta.get("instance").unwrap()
     };
@@ -166,7 +166,7 @@ fn a_home_from_a_newer_schema_is_refused_untouched() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("schema version 2, newer than this binary's 1"),
+        stderr.contains("schema version 3, newer than this binary's 2"),
         "{stderr}"
     );
 
@@ -176,7 +176,7 @@ fn a_home_from_a_newer_schema_is_refused_untouched() {
     assert_eq!(meta.get("instance").unwrap(), instance_before);
     assert_eq!(
         meta.get("schema_version").unwrap().unwrap().as_ref(),
-        [1, 2]
+        [1, 3]
     );
     assert_eq!(std::fs::read(&audit).unwrap(), audit_before);
 }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::clock::{Clock, rfc3339};
 use crate::logfile::{Appender, RotatingFile};
-use crate::store::{CodecError, Record, StoreError};
+use crate::store::{CodecError, Commit, Record, StoreError};
 use store::AuditStore;
 
 /// What a caller of [`Audit::record`] says happened.
@@ -189,7 +189,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, e: &Event) -> bool {
+    /// Whether `e` passes (a store may narrow by it, the answer checks it).
+    pub(crate) fn matches(&self, e: &Event) -> bool {
         self.ok.is_none_or(|ok| e.ok == ok)
             && self.action.as_ref().is_none_or(|a| &e.action == a)
             && self.actor.as_ref().is_none_or(|a| &e.actor == a)
@@ -326,10 +327,44 @@ impl Audit {
     /// Record an event; returns once it is durable (in the store, synced). The NDJSON
     /// line follows shortly, in seq order.
     pub async fn record(&self, e: NewEvent) -> Result<Event, StoreError> {
+        let (event, commit) = {
+            let mut pending = lock(&self.order);
+            self.append(&mut pending, &e)?
+        };
+        commit.durable().await?;
+        self.release(event.seq);
+        Ok(event)
+    }
+
+    /// Record several events in seq order with one durable commit for all (a bulk
+    /// load); returns the last one's seq once all are durable.
+    pub async fn record_all(&self, events: &[NewEvent]) -> Result<u64, StoreError> {
+        let (last, commit) = {
+            let mut pending = lock(&self.order);
+            let mut last = (0, Commit::done());
+            for e in events {
+                let (event, commit) = self.append(&mut pending, e)?;
+                last = (event.seq, commit);
+            }
+            last
+        };
+        commit.durable().await?;
+        self.release(last);
+        Ok(last)
+    }
+
+    /// Chain and store one event; its line waits in `pending` until it is durable.
+    fn append(
+        &self,
+        pending: &mut BTreeMap<u64, String>,
+        e: &NewEvent,
+    ) -> Result<(Event, Commit), StoreError> {
         let (actor, role) = match &e.actor {
             Some(c) => (c.key_id.clone(), c.role.to_string()),
             None => (
-                e.actor_id.unwrap_or_else(|| "anonymous".to_string()),
+                e.actor_id
+                    .clone()
+                    .unwrap_or_else(|| "anonymous".to_string()),
                 String::new(),
             ),
         };
@@ -337,35 +372,29 @@ impl Audit {
         let error = if e.ok {
             None
         } else {
-            e.error.or(Some(String::new()))
+            e.error.clone().or(Some(String::new()))
         };
-        let (event, commit) = {
-            let mut pending = lock(&self.order);
-            let (event, commit) = self.store.append(&mut |seq, prev_hash| {
-                let mut event = Event {
-                    ts: rfc3339(self.clock.now()),
-                    seq: seq + 1,
-                    request_id: e.request_id.clone().unwrap_or_default(),
-                    actor: actor.clone(),
-                    role: role.clone(),
-                    action: e.action.clone(),
-                    target: e.target.clone(),
-                    ip: e.ip.clone().unwrap_or_default(),
-                    ok: e.ok,
-                    status: e.status,
-                    error: error.clone(),
-                    prev_hash: prev_hash.to_string(),
-                    hash: String::new(),
-                };
-                event.hash = chain::hash_event(&event);
-                event
-            })?;
-            pending.insert(event.seq, event.to_json_line());
-            (event, commit)
-        };
-        commit.durable().await?;
-        self.release(event.seq);
-        Ok(event)
+        let (event, commit) = self.store.append(&mut |seq, prev_hash| {
+            let mut event = Event {
+                ts: rfc3339(self.clock.now()),
+                seq: seq + 1,
+                request_id: e.request_id.clone().unwrap_or_default(),
+                actor: actor.clone(),
+                role: role.clone(),
+                action: e.action.clone(),
+                target: e.target.clone(),
+                ip: e.ip.clone().unwrap_or_default(),
+                ok: e.ok,
+                status: e.status,
+                error: error.clone(),
+                prev_hash: prev_hash.to_string(),
+                hash: String::new(),
+            };
+            event.hash = chain::hash_event(&event);
+            event
+        })?;
+        pending.insert(event.seq, event.to_json_line());
+        Ok((event, commit))
     }
 
     /// Queue for the file every pending line up to `durable` (all of them were written
@@ -396,7 +425,7 @@ impl Audit {
     pub fn query(&self, f: &Filter) -> Result<(Vec<Event>, Option<u64>), StoreError> {
         let limit = f.limit.max(1);
         let mut out = Vec::new();
-        for r in self.store.newest_first(f.before) {
+        for r in self.store.candidates(f) {
             let e = r?;
             // Newest first and seq follows time: past `since`, nothing older can match.
             if f.since.as_ref().is_some_and(|s| e.ts.as_str() < s.as_str()) {

@@ -1,7 +1,7 @@
 //! What the audit trail needs from storage, in its own words; sled's implementation is
 //! `crate::store::sled_impl::audit`.
 
-use super::Event;
+use super::{Event, Filter};
 use crate::store::{Commit, StoreError};
 
 /// Events in seq order (or newest first), read lazily.
@@ -27,4 +27,11 @@ pub trait AuditStore: Send + Sync {
 
     /// Events with a seq below `before` (all when `None`), newest first.
     fn newest_first(&self, before: Option<u64>) -> Events<'_>;
+
+    /// Newest first, from below `filter.before`: every event that matches `filter`, and
+    /// perhaps others (the caller checks each). A store narrows by what it indexes
+    /// (failures, action, actor; a time range); SQL says it in its `WHERE`.
+    fn candidates(&self, filter: &Filter) -> Events<'_> {
+        self.newest_first(filter.before)
+    }
 }

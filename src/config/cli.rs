@@ -122,6 +122,13 @@ pub struct BenchArgs {
     /// events) runs only when named.
     #[arg(long)]
     pub only: Option<String>,
+    /// Instead of the workloads: build a big home in `--home` (server stopped) with
+    /// this many jobs of mixed statuses, through the store's own write paths.
+    #[arg(long)]
+    pub seed_jobs: Option<usize>,
+    /// With `--seed-jobs` or alone: this many audit events (a valid hash chain).
+    #[arg(long)]
+    pub seed_audit: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

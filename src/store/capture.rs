@@ -170,6 +170,21 @@ impl Gate {
         f()
     }
 
+    /// As [`Gate::write`] for one write to keys of several trees (a transaction).
+    pub(crate) fn write_keys<R>(
+        &self,
+        keys: &[(&sled::Tree, &[u8])],
+        f: impl FnOnce() -> sled::Result<R>,
+    ) -> sled::Result<R> {
+        let latch = self.latch.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = latch.as_ref() {
+            for (tree, k) in keys {
+                c.keep(tree, k)?;
+            }
+        }
+        f()
+    }
+
     /// As [`Gate::write`] for a write that touches every key of the tree (`clear`).
     pub(crate) fn write_all<R>(
         &self,

@@ -67,7 +67,14 @@ pub(super) fn open(store: &Store) -> Result<(), StoreError> {
                 supported: SCHEMA_VERSION,
             });
         }
-        // Older schemas are upgraded here, step by step, when there are any.
+        // 1 → 2: the job and audit stores rebuild their indexes at open when their own
+        // format mark is missing; the version keeps an older binary off this store.
+        Some(s) if s.version < SCHEMA_VERSION => t.insert(
+            SCHEMA_KEY,
+            &Schema {
+                version: SCHEMA_VERSION,
+            },
+        )?,
         Some(_) => {}
     }
     Ok(())

@@ -21,16 +21,17 @@
 //! | operation | sled (`sled_impl`) | PostgreSQL |
 //! |---|---|---|
 //! | `Commit` | a group-commit ticket: flush + fdatasync shared by every writer waiting (`durable.rs`) | [`Commit::done`]: the transaction committed before the call returned |
-//! | `JobStore::insert` | record in `jobs`, index entry in `jobs_ready`/`jobs_sched`; unique key by `insert_new` / CAS in `jobs_unique` | `INSERT … ON CONFLICT (unique_key) WHERE unfinished DO NOTHING RETURNING`, else `SELECT` the holder |
-//! | `JobStore::update(id, f)` | read, `f`, compare-and-swap the record (retry on conflict), move index entries | `BEGIN; SELECT … FOR UPDATE; f; UPDATE; COMMIT` |
-//! | `JobStore::claim(queues, kinds, n, f)` | peek each (queue, kind) head of `jobs_ready`, take the best by *removing* its entry (atomic: one claimer wins), then `update` | `UPDATE jobs SET … WHERE id IN (SELECT id FROM jobs WHERE status='queued' AND queue = ANY($1) … ORDER BY priority DESC, run_at, id LIMIT $n FOR UPDATE SKIP LOCKED) RETURNING *` |
-//! | `JobStore::list / ids` | reverse range over `jobs` (ids are UUIDv7: time order), filter in memory | `SELECT … WHERE … AND id < $cursor ORDER BY id DESC LIMIT $n` |
-//! | `JobStore::counts` | counters in memory, rebuilt at open, moved with each change | `SELECT queue, kind, status, count(*) … GROUP BY` (or a counts table updated in the same transaction) |
-//! | `JobStore::expired_leases / due / next_run_at` | scan `jobs_running` / range over `jobs_sched` | `WHERE status='running' AND lease_expires_at <= $now` / `WHERE status='scheduled' AND run_at <= $now` / `min(run_at)`, with indexes on those columns |
-//! | `JobStore::prune` | CAS-remove finished records, release unique keys | `DELETE … WHERE finished_at < $t AND status IN (…)` |
+//! | `JobStore::insert` | record in `jobs`, its index entries and counts in one transaction ([`AtomicWrite`]); unique key by `insert_new` / CAS in `jobs_unique` | `INSERT … ON CONFLICT (unique_key) WHERE unfinished DO NOTHING RETURNING`, else `SELECT` the holder |
+//! | `JobStore::update(id, f)` | under the store's write lock: read, `f`, one transaction for the record, its index entries and counts | `BEGIN; SELECT … FOR UPDATE; f; UPDATE; COMMIT` |
+//! | `JobStore::claim(queues, kinds, n, f)` | peek each (queue, kind) head of `jobs_ready`, take the best under the write lock if its record is still queued there, as `update` | `UPDATE jobs SET … WHERE id IN (SELECT id FROM jobs WHERE status='queued' AND queue = ANY($1) … ORDER BY priority DESC, run_at, id LIMIT $n FOR UPDATE SKIP LOCKED) RETURNING *` |
+//! | `JobStore::list / ids` | a filter on status, queue or kind: the `jobs_status` ranges of the matching (status, queue, kind), merged in id order; otherwise a range over `jobs` (ids are UUIDv7: time order) | `SELECT … WHERE … AND id < $cursor ORDER BY id DESC LIMIT $n` |
+//! | `JobStore::counts` | `jobs_counts`, written with each change and read at open; kept in memory | `SELECT queue, kind, status, count(*) … GROUP BY` (or a counts table updated in the same transaction) |
+//! | `JobStore::expired_leases / due / next_run_at` | range over `jobs_running` (by lease end) / over `jobs_sched` (by `run_at`) | `WHERE status='running' AND lease_expires_at <= $now` / `WHERE status='scheduled' AND run_at <= $now` / `min(run_at)`, with indexes on those columns |
+//! | `JobStore::prune` | range over `jobs_finished` (by `finished_at`), remove in transactions of 256, release unique keys | `DELETE … WHERE finished_at < $t AND status IN (…)` |
 //! | `ScheduleStore` | `schedules` tree by name; `update` by CAS | one row per schedule; `SELECT … FOR UPDATE` in `update` |
-//! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → insert at big-endian seq | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
-//! | `AuditStore::since_seq / newest_first` | range over `audit` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
+//! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → the event and its `audit_index` entries in one transaction | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
+//! | `AuditStore::since_seq / newest_first` | range over `audit` |
+//! | `AuditStore::candidates(filter)` | `audit_index` (failures, action, actor, ip) walked together; a time bound by binary search on seq | `WHERE` on indexed columns, `ORDER BY seq DESC` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
 //! | `MinuteStore::merge(minute, f)` | CAS update of the big-endian minute key | `INSERT … ON CONFLICT (minute) DO UPDATE` inside a transaction (`f` on the locked row) |
 //! | `AlertStore::next_id / put` | counter read at open / insert by id | a sequence / `INSERT … ON CONFLICT (id) DO UPDATE` |
 //!
@@ -39,6 +40,7 @@
 //! that a record version cannot say (a tree renamed, a key layout changed) bumps
 //! [`SCHEMA_VERSION`]; a store with a newer one is refused at open, never half-read.
 
+mod atomic;
 mod capture;
 pub mod codec;
 mod durable;
@@ -51,6 +53,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use atomic::AtomicWrite;
 pub use codec::{CodecError, Record};
 pub use sled_impl::SledTarget;
 pub use table::{Cas, Table};
@@ -59,7 +62,10 @@ use durable::GroupCommit;
 
 /// Bump when the meaning of stored data changes in a way a record version cannot say
 /// (a tree renamed, a key layout changed). Older stores are migrated in `meta::open`.
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: the job and audit indexes are written with their records (new layouts of
+/// `jobs_status` and `jobs_running`; `jobs_finished`, `jobs_counts`, `audit_index`),
+/// which an older binary would leave stale.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -12,9 +12,9 @@ use super::space::Space;
 /// One tree holding records of type `T`. Cloning is cheap. Every write passes the
 /// store's [`Gate`], so a running snapshot keeps what it changes.
 pub struct Table<T> {
-    tree: sled::Tree,
-    gate: Arc<Gate>,
-    space: Arc<Space>,
+    pub(super) tree: sled::Tree,
+    pub(super) gate: Arc<Gate>,
+    pub(super) space: Arc<Space>,
     _t: PhantomData<fn() -> T>,
 }
 

@@ -21,7 +21,13 @@ use crate::store::codec::{self, CodecError};
 use crate::store::{Record, Store, StoreError};
 
 /// Job index trees: each key ends with the 16-byte id of a job in `jobs`.
-const JOB_INDEXES: [&str; 3] = ["jobs_ready", "jobs_sched", "jobs_running"];
+const JOB_INDEXES: [&str; 5] = [
+    "jobs_ready",
+    "jobs_sched",
+    "jobs_running",
+    "jobs_status",
+    "jobs_finished",
+];
 
 fn check<T: Record>(v: &[u8]) -> Result<(), CodecError> {
     codec::decode::<T>(v).map(|_| ())
@@ -57,6 +63,7 @@ pub(crate) fn deep_check(store: &Store) -> Result<DeepReport, BackupError> {
     let mut report = DeepReport::default();
     store.read_snapshot(&mut |view| {
         let mut job_ids: HashSet<Vec<u8>> = HashSet::new();
+        let mut seqs: HashSet<Vec<u8>> = HashSet::new();
         let mut trees = view.trees();
         // Jobs first, so the indexes can be checked against them.
         trees.sort_by_key(|t| t != "jobs");
@@ -76,9 +83,22 @@ pub(crate) fn deep_check(store: &Store) -> Result<DeepReport, BackupError> {
                     if is_index && (k.len() < 16 || !job_ids.contains(&k[k.len() - 16..])) {
                         problems.push(format!("{tree} {}: index entry without its job", hex(k)));
                     }
+                    // `audit` sorts before `audit_index`: its seqs are known here.
+                    if tree == "audit_index"
+                        && !k.starts_with(b"\0")
+                        && (k.len() < 8 || !seqs.contains(&k[k.len() - 8..]))
+                    {
+                        problems.push(format!("{tree} {}: index entry without its event", hex(k)));
+                    }
                 }
-                if tree == "jobs" {
-                    job_ids.insert(k.to_vec());
+                match tree.as_str() {
+                    "jobs" => {
+                        job_ids.insert(k.to_vec());
+                    }
+                    "audit" => {
+                        seqs.insert(k.to_vec());
+                    }
+                    _ => {}
                 }
                 Ok(())
             })?;

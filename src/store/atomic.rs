@@ -1,0 +1,141 @@
+//! Writes to several trees that commit as one (a record and its index entries): all of
+//! them or none, also across a crash, and a snapshot sees all or none. One sled
+//! transaction; a SQL backend says the same with `BEGIN … COMMIT`.
+
+use std::sync::Arc;
+
+use sled::Transactional;
+use sled::transaction::{TransactionError, TransactionalTree};
+
+use super::capture::Gate;
+use super::codec::{self, Record};
+use super::space::Space;
+use super::{StoreError, Table};
+
+/// Build with [`Table::put_in`] and [`Table::remove_in`], then [`AtomicWrite::commit`].
+/// Later writes of a key replace earlier ones.
+#[derive(Default)]
+pub struct AtomicWrite {
+    trees: Vec<sled::Tree>,
+    writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
+    gate: Option<(Arc<Gate>, Arc<Space>)>,
+}
+
+impl<T: Record> Table<T> {
+    fn slot(&self, w: &mut AtomicWrite) -> usize {
+        if w.gate.is_none() {
+            w.gate = Some((self.gate.clone(), self.space.clone()));
+        }
+        let name = self.tree.name();
+        match w.trees.iter().position(|t| t.name() == name) {
+            Some(i) => i,
+            None => {
+                w.trees.push(self.tree.clone());
+                w.trees.len() - 1
+            }
+        }
+    }
+
+    /// Add `key → value` to `w`.
+    pub fn put_in(
+        &self,
+        w: &mut AtomicWrite,
+        key: impl AsRef<[u8]>,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = codec::encode(value)?;
+        let i = self.slot(w);
+        w.writes.push((i, key.as_ref().to_vec(), Some(bytes)));
+        Ok(())
+    }
+
+    /// Add the removal of `key` to `w`.
+    pub fn remove_in(&self, w: &mut AtomicWrite, key: impl AsRef<[u8]>) {
+        let i = self.slot(w);
+        w.writes.push((i, key.as_ref().to_vec(), None));
+    }
+}
+
+impl AtomicWrite {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many writes it holds.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Apply every write in one transaction.
+    pub fn commit(self) -> Result<(), StoreError> {
+        let Some((gate, space)) = &self.gate else {
+            return Ok(());
+        };
+        space.check()?;
+        let keys: Vec<(&sled::Tree, &[u8])> = self
+            .writes
+            .iter()
+            .map(|(i, k, _)| (&self.trees[*i], k.as_slice()))
+            .collect();
+        gate.write_keys(&keys, || {
+            self.trees
+                .as_slice()
+                .transaction(|views: &Vec<TransactionalTree>| {
+                    for (i, k, v) in &self.writes {
+                        match v {
+                            Some(v) => views[*i].insert(k.as_slice(), v.as_slice())?,
+                            None => views[*i].remove(k.as_slice())?,
+                        };
+                    }
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<()>| match e {
+                    TransactionError::Storage(e) => e,
+                    // The closure never aborts.
+                    TransactionError::Abort(()) => {
+                        sled::Error::ReportableBug("transaction aborted".into())
+                    }
+                })
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::store::Store;
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    struct N(u32);
+    impl Record for N {
+        const NAME: &'static str = "n";
+        const VERSION: u8 = 1;
+    }
+
+    #[test]
+    fn writes_to_several_tables_land_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.table::<N>("a").unwrap();
+        let b = store.table::<N>("b").unwrap();
+        a.insert([9], &N(9)).unwrap();
+        let mut w = AtomicWrite::new();
+        a.put_in(&mut w, [1], &N(1)).unwrap();
+        b.put_in(&mut w, [2], &N(2)).unwrap();
+        a.remove_in(&mut w, [9]);
+        assert_eq!(w.len(), 3);
+        assert_eq!(a.get([1]).unwrap(), None);
+        w.commit().unwrap();
+        assert_eq!(a.get([1]).unwrap(), Some(N(1)));
+        assert_eq!(b.get([2]).unwrap(), Some(N(2)));
+        assert_eq!(a.get([9]).unwrap(), None);
+        AtomicWrite::new().commit().unwrap();
+    }
+}
