@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod access;
 pub mod dashboard;
-mod jobs;
+pub mod jobs;
 pub mod ops;
 pub mod stripe;
 

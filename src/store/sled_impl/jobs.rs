@@ -26,6 +26,8 @@ use crate::jobs::store::{Change, Counts, Inserted, JobStore, Page};
 use crate::jobs::{Filter, Job, JobError, Status};
 use crate::store::{Cas, Commit, Record, Store, StoreError, Table};
 
+mod insert;
+
 /// An empty index value.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Marker {}
@@ -269,20 +271,12 @@ impl JobStore for SledJobs {
                 .ok_or_else(|| JobError::NotFound(job.id.clone()))?;
             return Ok((Inserted::Duplicate(existing), self.store.pending()));
         }
-        match job.status {
-            Status::Queued => self.ready.insert(ready_key(job, &id), &Marker {})?,
-            _ => self.sched.insert(sched_key(job.run_at, &id), &Marker {})?,
-        }
-        self.by_status
-            .insert(status_key(job.status, &id), &Marker {})?;
-        {
-            let mut pairs = lock(&self.pairs);
-            if !pairs.contains(&(job.queue.clone(), job.kind.clone())) {
-                pairs.insert((job.queue.clone(), job.kind.clone()));
-            }
-        }
-        self.bump(&job.queue, &job.kind, None, Some(job.status));
+        self.index_new(job, &id)?;
         Ok((Inserted::New(job.clone()), self.store.pending()))
+    }
+
+    fn insert_batch(&self, jobs: &[Job]) -> Result<(Vec<Inserted>, Commit), JobError> {
+        self.insert_many(jobs)
     }
 
     fn get(&self, id: &str) -> Result<Option<Job>, JobError> {
