@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod backups;
+pub mod cache;
 pub mod db;
 pub mod flags;
 pub mod incidents;
@@ -53,6 +54,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(markers::router())
         .merge(payments::router())
         .merge(backups::router())
+        .merge(cache::router())
         .routes(routes!(openapi::show));
     // Monitoring must get through: never limited.
     let exempt = OpenApiRouter::new()
