@@ -21,9 +21,12 @@ use crate::config::{Config, HomeArg, ServeArgs};
 use crate::jobs::{ClaimRequest, NewJob};
 use crate::store::Commit;
 
+mod batch;
 mod payments;
+mod report;
 pub(crate) mod seed;
 mod snapshot;
+mod status;
 
 /// Options of `echopilot bench`.
 #[derive(Debug, Clone)]
@@ -36,6 +39,8 @@ pub(crate) struct BenchOptions {
     pub max_secs: u64,
     /// Run only workloads whose name contains this.
     pub only: Option<String>,
+    /// Also print every figure as one JSON document, the last line of the output.
+    pub json: bool,
 }
 
 struct Server {
@@ -515,6 +520,9 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     .await??;
     println!("disk: {disk:.0} fdatasync/s (1,000 x 4 KiB write + fdatasync)\n");
 
+    // With no `--only`, the table: single enqueue (1 and 32 producers), bulk
+    // enqueue, the 8-worker drains, the status routes; more shapes when asked by name.
+    let table = opts.only.is_none();
     let mut all = Vec::new();
     if want("enqueue-http") {
         all.push(http_enqueue(&parent, 1, n, max).await?);
@@ -522,7 +530,11 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
         all.push(http_enqueue(&parent, 32, n, max).await?);
         report(&mut all, disk);
     }
-    if want("enqueue-local") {
+    if want("bulk-enqueue") {
+        all.push(batch::http_enqueue_batch(&parent, 4, 100, n, max).await?);
+        report(&mut all, disk);
+    }
+    if !table && want("enqueue-local") {
         all.push(local_enqueue(&parent, 1, n, max).await?);
         report(&mut all, disk);
         all.push(local_enqueue(&parent, 32, n, max).await?);
@@ -530,7 +542,7 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     }
     for batch in [1, 100] {
         for workers in [2, 8, 32] {
-            if want("drain-http") {
+            if want("drain-http") && (!table || workers == 8) {
                 all.push(http_drain(&parent, workers, batch, n, max).await?);
                 report(&mut all, disk);
             }
@@ -538,11 +550,17 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     }
     for batch in [1, 100] {
         for workers in [2, 8, 32] {
-            if want("drain-local") {
+            if !table && want("drain-local") {
                 all.push(local_drain(&parent, workers, batch, n, max).await?);
                 report(&mut all, disk);
             }
         }
+    }
+    let mut status_figures = None;
+    if want("status") {
+        let f = status::run(&parent, (max.as_secs() / 4).clamp(2, 10)).await?;
+        f.print();
+        status_figures = Some(f);
     }
     if want("webhooks") {
         all.push(payments::webhooks(&parent, 16, n, max).await?);
@@ -561,5 +579,9 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     })
     .await??;
     println!("\ndisk after: {disk_after:.0} fdatasync/s");
+    if opts.json {
+        let doc = report::document(cores, disk, disk_after, &mut all, status_figures.as_ref());
+        println!("{doc}");
+    }
     Ok(())
 }

@@ -407,5 +407,6 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         jobs: args.jobs,
         max_secs: args.max_secs,
         only: args.only,
+        json: args.json,
     }))
 }

@@ -91,6 +91,8 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// Requests at least this slow get a `Slow request` line (`SLOW_REQUEST_MS`).
     pub slow_request_ms: u64,
+    /// How long a rendered status figure is shared, 0 to 1000 ms (`STATUS_CACHE_MS`).
+    pub status_cache_ms: u64,
     /// Requests per client per window (`RATE_LIMIT_PER_MIN`; 0 disables).
     pub rate_limit_per_min: u32,
     /// Rate-limit window in seconds (`RATE_LIMIT_WINDOW_SECS`).
@@ -185,6 +187,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("MAX_BODY_BYTES", "1048576"),
     ("REQUEST_TIMEOUT_SECS", "30"),
     ("SLOW_REQUEST_MS", "500"),
+    ("STATUS_CACHE_MS", "250"),
     ("RATE_LIMIT_PER_MIN", "600"),
     ("RATE_LIMIT_WINDOW_SECS", "60"),
     ("WORKER_RATE_LIMIT_PER_MIN", "6000"),
@@ -396,6 +399,10 @@ impl Config {
             max_body_bytes: lookup.positive("MAX_BODY_BYTES")?,
             request_timeout_secs: lookup.positive("REQUEST_TIMEOUT_SECS")?,
             slow_request_ms: lookup.parse("SLOW_REQUEST_MS")?,
+            status_cache_ms: match lookup.parse("STATUS_CACHE_MS")? {
+                ms @ 0..=1000 => ms,
+                _ => return Err(ConfigError::new("STATUS_CACHE_MS", "must be 0 to 1000")),
+            },
             rate_limit_per_min: lookup.parse("RATE_LIMIT_PER_MIN")?,
             rate_limit_window_secs: lookup.positive("RATE_LIMIT_WINDOW_SECS")?,
             worker_rate_limit_per_min: lookup.parse("WORKER_RATE_LIMIT_PER_MIN")?,

@@ -10,7 +10,8 @@
 //! - [`web`]         HTTP only: `web::api` (one module per resource), the OpenAPI document,
 //!   `web::dashboard` (the v2 and v1 pages, sessions, CSRF, static assets),
 //!   extractors, errors, the audit helper, the guard and route-class layers; `web::listener`
-//!   accepts connections (cap, header-read timeout)
+//!   accepts connections (cap, header-read timeout); `web::cache` shares the public
+//!   status figures for a fraction of a second
 //! - [`error`]       `Classify`: how a domain error is answered (`web::error::AppError`
 //!   turns it into `{"ok": false, "error": ...}` with its status)
 //! - [`cli`]         the subcommands besides `serve` (`db`, `keygen`, `audit verify`, `logs rotate`, `bench`);
@@ -48,7 +49,8 @@
 //! - [`server_addr`] `data/echopilot.addr`: where the running server listens, for the CLI
 //! - [`clock`]       wall-clock time that tests can freeze and advance
 //! - [`build_info`]  version, git commit, dirty flag, build time (from `build.rs`)
-//! - `bench`         `echopilot bench`: durable enqueue and drain figures
+//! - `bench`         `echopilot bench`: durable enqueue (single and bulk), drain and
+//!   status-route figures beside the disk's sync rate and a hello-world baseline
 
 pub mod app;
 pub mod audit;

@@ -10,7 +10,7 @@ use chrono::DateTime;
 use echopilot::clock::Clock;
 use echopilot::jobs::{ClaimRequest, NewJob};
 use echopilot::scheduler;
-use helpers::{ADMIN_KEY, OPERATOR_KEY, Process, TestApp, VIEWER_KEY, WORKER_KEY};
+use helpers::{OPERATOR_KEY, Process, TestApp, VIEWER_KEY, WORKER_KEY};
 use serde_json::{Value, json};
 
 fn t0() -> chrono::DateTime<chrono::Utc> {
@@ -683,30 +683,7 @@ fn kill_dash_nine_loses_no_acknowledged_job() {
     let p2 = Process::start(dir.path(), &[]);
     let held = ids.last().unwrap().clone();
     rt.block_on(async {
-        let mut found = HashSet::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut url = format!("{}/api/jobs?kind=durable&limit=500", p2.base);
-            if let Some(c) = &cursor {
-                url.push_str(&format!("&cursor={c}"));
-            }
-            let v: Value = client
-                .get(url)
-                .header("X-Dash-Key", ADMIN_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            for j in v["jobs"].as_array().unwrap() {
-                found.insert(j["id"].as_str().unwrap().to_string());
-            }
-            match v["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => break,
-            }
-        }
+        let found = helpers::jobs::all_job_ids(&client, &p2.base, "durable").await;
         for id in &ids {
             assert!(found.contains(id), "job {id} was acknowledged but lost");
         }

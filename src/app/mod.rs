@@ -98,6 +98,8 @@ pub struct Shared {
     pub session_key: Arc<crate::web::dashboard::SessionKey>,
     /// Disaster-recovery snapshots.
     pub backups: crate::backup::Backups,
+    /// The public status figures, rendered once per window and shared.
+    pub status_cache: Arc<crate::web::cache::StatusCache>,
 }
 
 impl AppState {
@@ -216,7 +218,10 @@ impl AppState {
             .context("while syncing the recovered job queue")?;
         let session_key = crate::web::dashboard::SessionKey::load_or_create(&config.data_dir())
             .context("while loading the dashboard's session key")?;
+        let status_cache =
+            crate::web::cache::StatusCache::new(Duration::from_millis(config.status_cache_ms));
         let state = AppState(Arc::new(Shared {
+            status_cache: Arc::new(status_cache),
             session_key: Arc::new(session_key),
             flags,
             incidents,

@@ -117,9 +117,10 @@ pub struct BenchArgs {
     /// Longest a single workload may run, in seconds (the figure covers what it did).
     #[arg(long, default_value_t = 20)]
     pub max_secs: u64,
-    /// Run only the workloads whose name contains this: enqueue-http, enqueue-local,
-    /// drain-http, drain-local, webhooks, reconcile; `snapshot` (100,000 jobs + 10⁶ audit
-    /// events) runs only when named.
+    /// Run only the workloads whose name contains this: enqueue-http, bulk-enqueue,
+    /// enqueue-local, drain-http, drain-local, status, webhooks, reconcile; `snapshot`
+    /// (100,000 jobs + 10⁶ audit events) runs only when named. Without it: the issue's
+    /// table (enqueue 1 and 32 producers, bulk enqueue, 8-worker drains, status routes).
     #[arg(long)]
     pub only: Option<String>,
     /// Instead of the workloads: build a big home in `--home` (server stopped) with
@@ -129,6 +130,9 @@ pub struct BenchArgs {
     /// With `--seed-jobs` or alone: this many audit events (a valid hash chain).
     #[arg(long)]
     pub seed_audit: Option<usize>,
+    /// Also print every figure as one JSON document, the last line of the output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

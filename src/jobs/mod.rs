@@ -21,6 +21,6 @@ pub use service::Jobs;
 pub use store::JobStore;
 pub use types::{
     BUILTIN_WORKER, ClaimRequest, DEFAULT_LEASE_SECS, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE,
-    DEFAULT_TIMEOUT_SECS, Enqueued, Filter, JobError, JobEvent, MAX_CLAIM, NewJob, Outcome,
-    check_name, tail, truncate,
+    DEFAULT_TIMEOUT_SECS, Enqueued, Filter, JobError, JobEvent, MAX_BATCH, MAX_CLAIM, NewJob,
+    Outcome, check_name, tail, truncate,
 };

@@ -3,7 +3,7 @@
 //! Every change hands back the store's [`Commit`]; the caller awaits it before it
 //! answers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -15,7 +15,8 @@ use super::model::{self, Job, Status, ms};
 use super::store::{Inserted, JobStore};
 use super::transitions;
 use super::types::{
-    BUILTIN_WORKER, ClaimRequest, Enqueued, Filter, JobError, JobEvent, MAX_CLAIM, NewJob, truncate,
+    BUILTIN_WORKER, ClaimRequest, Enqueued, Filter, JobError, JobEvent, MAX_BATCH, MAX_CLAIM,
+    NewJob, truncate,
 };
 use crate::clock::Clock;
 use crate::store::Commit;
@@ -252,6 +253,67 @@ impl Jobs {
                 commit,
             ),
         })
+    }
+
+    /// Put up to [`MAX_BATCH`] new jobs in as one change under one commit. Every entry is
+    /// checked first: an error names the entry (`jobs[3].kind: …`) and nothing is stored.
+    /// Each entry's unique key is honoured as in [`Jobs::enqueue`]; two entries with the
+    /// same key are refused. Answers in the entries' order.
+    pub fn enqueue_batch(&self, news: Vec<NewJob>) -> Result<(Vec<Enqueued>, Commit), JobError> {
+        if news.is_empty() || news.len() > MAX_BATCH {
+            return Err(JobError::Invalid(format!(
+                "jobs: must hold 1 to {MAX_BATCH} jobs"
+            )));
+        }
+        let now = self.now();
+        let mut keys: HashMap<&str, usize> = HashMap::new();
+        for (i, new) in news.iter().enumerate() {
+            if new.id.is_some() {
+                return Err(JobError::Invalid(format!(
+                    "jobs[{i}].id: not allowed in a batch"
+                )));
+            }
+            if let Some(u) = new.unique_key.as_deref()
+                && let Some(first) = keys.insert(u, i)
+            {
+                return Err(JobError::Invalid(format!(
+                    "jobs[{i}].unique_key: the same as jobs[{first}].unique_key"
+                )));
+            }
+        }
+        let jobs = news
+            .into_iter()
+            .enumerate()
+            .map(|(i, new)| {
+                transitions::new_job(new, uuid::Uuid::now_v7().to_string(), now).map_err(
+                    |e| match e {
+                        JobError::Invalid(m) => JobError::Invalid(format!("jobs[{i}].{m}")),
+                        e => e,
+                    },
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (inserted, commit) = self.store.insert_batch(&jobs)?;
+        let mut woken = BTreeSet::new();
+        let out = inserted
+            .into_iter()
+            .map(|ins| match ins {
+                Inserted::New(job) => {
+                    if job.status == Status::Queued && woken.insert(job.kind.clone()) {
+                        self.wake_executors(&job.kind);
+                    }
+                    Enqueued {
+                        job,
+                        duplicate: false,
+                    }
+                }
+                Inserted::Duplicate(job) => Enqueued {
+                    job,
+                    duplicate: true,
+                },
+            })
+            .collect();
+        Ok((out, commit))
     }
 
     /// Move scheduled jobs whose `run_at` arrived to the ready queue. Returns how many.

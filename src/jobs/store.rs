@@ -39,6 +39,12 @@ pub trait JobStore: Send + Sync {
     /// the key up. (SQL: `INSERT … ON CONFLICT (id) DO NOTHING`.)
     fn insert(&self, job: &Job) -> Result<(Inserted, Commit), JobError>;
 
+    /// Store several new jobs as one change under one commit: each entry as
+    /// [`Self::insert`] would (a taken id or a held unique key gives that job back), the
+    /// new ones all or none. The entries' unique keys differ (the caller checks).
+    /// (SQL: one transaction of `INSERT … ON CONFLICT DO NOTHING`.)
+    fn insert_batch(&self, jobs: &[Job]) -> Result<(Vec<Inserted>, Commit), JobError>;
+
     /// One job by id.
     fn get(&self, id: &str) -> Result<Option<Job>, JobError>;
 

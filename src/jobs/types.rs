@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 25;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_LEASE_SECS: u64 = 300;
 pub const MAX_CLAIM: usize = 100;
+/// The most jobs one batch enqueue stores.
+pub const MAX_BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

@@ -117,9 +117,13 @@ fn without_position(msg: &str) -> String {
 /// `k: required`; anything else → `<path>: <message>` (`body` for the whole body).
 fn field_message(path: &str, msg: &str) -> String {
     let parent = if path == "." { "" } else { path };
+    // An unknown field's path ends with the field itself (`jobs[1].x`); a missing
+    // field's path is its parent's.
     let join = |name: &str| {
-        if parent.is_empty() || parent.ends_with(name) {
+        if parent.is_empty() || parent == name {
             name.to_string()
+        } else if parent.ends_with(&format!(".{name}")) {
+            parent.to_string()
         } else {
             format!("{parent}.{name}")
         }
@@ -238,6 +242,7 @@ mod tests {
     }
 
     #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Entry {
         id: String,
@@ -258,6 +263,10 @@ mod tests {
         assert_eq!(
             err(r#"{"kind": "x", "results": [{}]}"#),
             "results[0].id: required"
+        );
+        assert_eq!(
+            err(r#"{"kind": "x", "results": [{"id": "a"}, {"id": "b", "x": 1}]}"#),
+            "results[1].x: unknown field (expected id)"
         );
         assert_eq!(err("[1, 2]"), "body: expected a JSON object");
         assert!(err("5").starts_with("body: invalid type"), "{}", err("5"));

@@ -5,6 +5,7 @@ pub mod access;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod cache;
 pub mod change_group;
 pub mod dashboard;
 pub mod error;

@@ -165,3 +165,35 @@ impl TestApp {
         }
     }
 }
+
+/// Every job id of `kind` on the server at `base`, read page by page (admin key).
+pub async fn all_job_ids(
+    client: &reqwest::Client,
+    base: &str,
+    kind: &str,
+) -> std::collections::HashSet<String> {
+    let mut found = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/api/jobs?kind={kind}&limit=500");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let v: Value = client
+            .get(url)
+            .header("X-Dash-Key", super::ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for j in v["jobs"].as_array().unwrap() {
+            found.insert(j["id"].as_str().unwrap().to_string());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return found,
+        }
+    }
+}

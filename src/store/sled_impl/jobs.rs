@@ -34,6 +34,8 @@ use crate::jobs::store::{Change, Counts, Inserted, JobStore, Page};
 use crate::jobs::{Filter, Job, JobError, Status};
 use crate::store::{Cas, Commit, Record, Store, StoreError, Table};
 
+mod insert;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct UniqueHolder {
     id: String,
@@ -185,6 +187,10 @@ impl JobStore for SledJobs {
         }
         self.t.write(&mut counts, &[(&id, None, Some(job))])?;
         Ok((Inserted::New(job.clone()), self.store.pending()))
+    }
+
+    fn insert_batch(&self, jobs: &[Job]) -> Result<(Vec<Inserted>, Commit), JobError> {
+        self.insert_many(jobs)
     }
 
     fn get(&self, id: &str) -> Result<Option<Job>, JobError> {

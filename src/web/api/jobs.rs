@@ -31,6 +31,7 @@ use crate::web::extract::{AppJson, AppPath, AppQuery, MaybeJson, in_range};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
+        .routes(routes!(create_batch))
         .routes(routes!(stats))
         .routes(routes!(stuck))
         .routes(routes!(retry_bulk))
@@ -155,6 +156,84 @@ pub async fn create(
         (status, body, commit)
     });
     audited(&state, origin, &caller, "job.create", target, outcome).await
+}
+
+/// The body of `POST /api/jobs/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobs {
+    /// Each as the body of `POST /api/jobs`.
+    #[schema(min_items = 1, max_items = 1000)]
+    jobs: Vec<CreateJob>,
+}
+
+/// `POST /api/jobs/batch` (operator): up to 1,000 jobs, all checked before any is
+/// stored, one commit and one audit event for the batch.
+#[utoipa::path(post, path = "/api/jobs/batch", tag = "jobs",
+    request_body = CreateJobs,
+    responses(
+        (status = 201, description = "stored; each entry says whether it was a duplicate", body = OkBody),
+        (status = 200, description = "every entry's unique_key was held already", body = OkBody),
+    ),
+    extensions(("x-required-role" = json!("operator"))))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    Operator(caller): Operator,
+    origin: Origin,
+    AppJson(body): AppJson<CreateJobs>,
+) -> Response {
+    let sent = body.jobs.len();
+    let enqueued = body
+        .jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, j)| {
+            j.into_new_job().map_err(|mut e| {
+                e.message = format!("jobs[{i}].{}", e.message);
+                e
+            })
+        })
+        .collect::<Result<Vec<_>>>()
+        .and_then(|news| Ok(state.jobs.enqueue_batch(news)?));
+    let target = match &enqueued {
+        Ok((r, _)) => batch_summary(r),
+        Err(_) => format!("jobs count={sent}"),
+    };
+    let outcome = enqueued.map(|(r, commit)| {
+        let status = match r.iter().all(|e| e.duplicate) {
+            true => StatusCode::OK,
+            false => StatusCode::CREATED,
+        };
+        let jobs: Vec<Value> = r
+            .iter()
+            .map(|e| json!({"duplicate": e.duplicate, "job": e.job.full_json()}))
+            .collect();
+        let created = r.iter().filter(|e| !e.duplicate).count();
+        let body = json!({"ok": true, "count": jobs.len(), "created": created, "jobs": jobs});
+        (status, body, commit)
+    });
+    audited(&state, origin, &caller, "job.create_batch", target, outcome).await
+}
+
+/// The batch's audit target: count, duplicates, first and last id, jobs per queue/kind.
+fn batch_summary(r: &[crate::jobs::Enqueued]) -> String {
+    let mut per: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+    for e in r {
+        *per.entry((&e.job.queue, &e.job.kind)).or_default() += 1;
+    }
+    let per: Vec<String> = per
+        .iter()
+        .map(|((q, k), n)| format!("{q}/{k}={n}"))
+        .collect();
+    let id = |e: Option<&crate::jobs::Enqueued>| e.map_or("", |e| e.job.id.as_str()).to_string();
+    format!(
+        "jobs count={} duplicates={} first={} last={} {}",
+        r.len(),
+        r.iter().filter(|e| e.duplicate).count(),
+        id(r.first()),
+        id(r.last()),
+        per.join(",")
+    )
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -2,9 +2,7 @@
 //! viewer key is needed.
 
 use axum::extract::State;
-use axum::http::header;
 use axum::http::request::Parts;
-use axum::response::IntoResponse;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -13,6 +11,7 @@ use crate::app::AppState;
 use crate::auth::Need;
 use crate::slo::metrics;
 use crate::web::auth::require;
+use crate::web::cache::{Figure, Rendered};
 use crate::web::error::ErrorBody;
 use crate::web::error::Result;
 
@@ -27,18 +26,26 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 403, description = "METRICS_KEY_REQUIRED=true and a key without a read role", body = ErrorBody),
     ),
     extensions(("x-required-role" = json!("public"))))]
-pub async fn show(State(state): State<AppState>, parts: Parts) -> Result<impl IntoResponse> {
+pub async fn show(State(state): State<AppState>, parts: Parts) -> Result<Rendered> {
     if state.config.metrics_key_required {
         require(&parts, &state, Need::Viewer)?;
     }
-    let stripe = state.payments.counters();
-    let text = metrics::render(&metrics::Sources {
-        slo: &state.slo,
-        alerts: &state.alerts,
-        audit: &state.audit,
-        uptime: state.uptime(),
-        webhook_events: &stripe.events,
-        signature_failures: &stripe.signature_failures,
-    })?;
-    Ok(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text))
+    state
+        .status_cache
+        .get(Figure::Metrics, || {
+            let stripe = state.payments.counters();
+            let text = metrics::render(&metrics::Sources {
+                slo: &state.slo,
+                alerts: &state.alerts,
+                audit: &state.audit,
+                uptime: state.uptime(),
+                webhook_events: &stripe.events,
+                signature_failures: &stripe.signature_failures,
+            })?;
+            Ok(Rendered {
+                content_type: metrics::CONTENT_TYPE,
+                body: text.into(),
+            })
+        })
+        .await
 }

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod backups;
+pub mod cache;
 pub mod db;
 pub mod flags;
 pub mod incidents;
@@ -55,6 +56,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(payments::router())
         .merge(backups::router())
         .merge(ratelimits::router())
+        .merge(cache::router())
         .routes(routes!(openapi::show));
     // Monitoring must get through: never limited.
     let exempt = OpenApiRouter::new()

@@ -17,8 +17,8 @@ use crate::web::access::Origin;
 use crate::web::api::schemas::SchedulerStatus;
 use crate::web::audit::audited;
 use crate::web::auth::Operator;
+use crate::web::cache::{Figure, Rendered};
 use crate::web::error::Result;
-use crate::web::extract::AppJson;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,8 +52,13 @@ pub fn status_json(state: &AppState) -> Value {
 #[utoipa::path(get, path = "/api/scheduler/status", tag = "scheduler",
     responses((status = 200, body = SchedulerStatus)),
     extensions(("x-required-role" = json!("public"))))]
-pub async fn status(State(state): State<AppState>) -> Result<AppJson<Value>> {
-    Ok(AppJson(status_json(&state)))
+pub async fn status(State(state): State<AppState>) -> Result<Rendered> {
+    state
+        .status_cache
+        .get(Figure::Scheduler, || {
+            Ok(Rendered::json(&status_json(&state)))
+        })
+        .await
 }
 
 /// `POST /api/scheduler/restart` (operator): unpause, recover stuck jobs, tick now.

@@ -9,8 +9,8 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::slo::{Figures, round4};
 use crate::web::api::schemas::OkBody;
+use crate::web::cache::{Figure, Rendered};
 use crate::web::error::Result;
-use crate::web::extract::AppJson;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(status))
@@ -20,9 +20,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/slo/status", tag = "slo",
     responses((status = 200, body = OkBody)),
     extensions(("x-required-role" = json!("public"))))]
-pub async fn status(State(state): State<AppState>) -> Result<AppJson<Value>> {
-    let f = state.slo.figures()?;
-    Ok(AppJson(to_json(&state, &f)))
+pub async fn status(State(state): State<AppState>) -> Result<Rendered> {
+    state
+        .status_cache
+        .get(Figure::Slo, || {
+            let f = state.slo.figures()?;
+            Ok(Rendered::json(&to_json(&state, &f)))
+        })
+        .await
 }
 
 fn to_json(state: &AppState, f: &Figures) -> Value {

@@ -1,8 +1,6 @@
 //! `GET /api/status/summary`: is EchoPilot healthy, and if not, which part is not.
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Map, json};
 
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +10,8 @@ use crate::app::AppState;
 use crate::build_info;
 use crate::health::{self, Component};
 use crate::web::api::schemas::StatusSummary;
-use crate::web::error::AppError;
+use crate::web::cache::{Figure, Rendered};
+use crate::web::error::Result;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(summary))
@@ -23,8 +22,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/status/summary", tag = "status",
     responses((status = 200, body = StatusSummary)),
     extensions(("x-required-role" = json!("public"))))]
-pub async fn summary(State(state): State<AppState>) -> Response {
-    let components = components(&state);
+pub async fn summary(State(state): State<AppState>) -> Result<Rendered> {
+    state
+        .status_cache
+        .get(Figure::Summary, || render(&state))
+        .await
+}
+
+fn render(state: &AppState) -> Result<Rendered> {
+    let components = components(state);
     let overall = health::overall(&components);
     let mut comps = Map::new();
     for (name, c) in &components {
@@ -42,14 +48,15 @@ pub async fn summary(State(state): State<AppState>) -> Response {
         "components": comps,
     });
     // Only during a window, so a diff taken before and after maintenance stays quiet.
-    match state.maintenance.active() {
-        Ok(Some(a)) => v["maintenance"] = super::maintenance::active_json(&a),
-        Ok(None) => {}
-        Err(e) => return AppError::from(e).into_response(),
+    if let Some(a) = state.maintenance.active()? {
+        v["maintenance"] = super::maintenance::active_json(&a);
     }
     let mut body = serde_json::to_string_pretty(&v).unwrap_or_default();
     body.push('\n');
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    Ok(Rendered {
+        content_type: "application/json",
+        body: body.into(),
+    })
 }
 
 /// Every component, in display order. Domains add theirs here; the rules are in
