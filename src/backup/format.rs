@@ -127,6 +127,10 @@ fn write_inner(
     let compressed = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
         let compressor = scope.spawn(move || -> std::io::Result<File> {
+            // Compressing is most of a snapshot's CPU time: it takes what the requests
+            // served beside it leave. The reader keeps its priority: writers wait on
+            // the capture's lock while it holds it, so it must not be preempted there.
+            lower_priority();
             let mut z =
                 ZlibEncoder::new(BufWriter::with_capacity(1 << 20, body), Compression::fast());
             for chunk in rx {
@@ -221,6 +225,15 @@ fn write_inner(
     }
     Ok((header, hex(digest.as_slice())))
 }
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // Per thread on Linux. Best effort: the snapshot is the same at any priority.
+    let _ = rustix::process::nice(10);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// Frames are handed to the compressor in chunks of this size.
 const CHUNK: usize = 1 << 20;

@@ -146,29 +146,6 @@ pub struct Backups {
 
 fn no_progress(_: u64, _: u64) {}
 
-/// Run `f` on a thread of its own at a lower CPU priority (threads it starts inherit
-/// it): the requests served beside a snapshot keep the cores first, and the snapshot
-/// takes what they leave.
-fn in_background<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            lower_priority();
-            f()
-        })
-        .join()
-        .unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // Per thread on Linux. Best effort: the snapshot is the same at any priority.
-    let _ = rustix::process::nice(10);
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
-
 impl Backups {
     pub fn new(
         settings: Settings,
@@ -235,14 +212,12 @@ impl Backups {
             commit: self.origin.1.clone(),
             created_at: rfc3339(now),
         };
-        let (header, sha256) = in_background(|| {
-            format::write(
-                source.as_ref(),
-                &origin,
-                &path,
-                progress.unwrap_or(&no_progress),
-            )
-        })?;
+        let (header, sha256) = format::write(
+            source.as_ref(),
+            &origin,
+            &path,
+            progress.unwrap_or(&no_progress),
+        )?;
         let size_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(Taken {
             name: path

@@ -221,7 +221,9 @@ impl Store {
     /// filler syncs. The files are the same; a later [`Store::open`] reads them.
     pub(crate) fn open_bulk(home: &Path) -> Result<Store, StoreError> {
         Self::open_tuned(home, |c| {
-            c.cache_capacity(512 * 1024 * 1024)
+            // Room for a whole 10⁶-event store: evicting pages mid-restore means
+            // writing and reading them back.
+            c.cache_capacity(1024 * 1024 * 1024)
                 .mode(sled::Mode::HighThroughput)
                 .flush_every_ms(None)
         })
