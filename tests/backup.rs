@@ -460,10 +460,20 @@ async fn the_scheduled_backup_fires_and_is_verified() {
         text.contains("echopilot_backup_last_verified_age_seconds "),
         "{text}"
     );
-    let (_, audit) = app
-        .get("/api/audit?action=backup.create", Some(VIEWER_KEY))
-        .await;
-    assert_eq!(audit["events"][0]["actor"], "scheduler", "{audit}");
+    // The run's audit event is written as the run ends, a moment after the list shows
+    // the verified snapshot.
+    let start = Instant::now();
+    loop {
+        let (_, audit) = app
+            .get("/api/audit?action=backup.create", Some(VIEWER_KEY))
+            .await;
+        if !audit["events"][0].is_null() {
+            assert_eq!(audit["events"][0]["actor"], "scheduler", "{audit}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{audit}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -629,14 +639,15 @@ async fn verify_checks_the_link_across_the_pruned_prefix() {
         "{out}"
     );
 
-    // A record without the hash cannot vouch for the boundary.
+    // A record as older releases wrote it, without the hash: accepted (the boundary
+    // is not linked) rather than failing every such home until its next prune.
     std::fs::write(&current, saved).unwrap();
     let record = logs.join("archive/audit-pruned.json");
     let mut p: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
     p.as_object_mut().unwrap().remove("last_hash");
     std::fs::write(&record, p.to_string()).unwrap();
-    let b = echopilot::audit::verify(&logs, None).unwrap_err();
-    assert!(b.reason.contains("keeps no hash"), "{b}");
+    let r = echopilot::audit::verify(&logs, None).unwrap();
+    assert_eq!(r.first_seq, Some(pruned.through_seq + 1));
 }
 
 #[tokio::test]

@@ -163,14 +163,15 @@ fn anchored(
     }
     match &p.last_hash {
         Some(hash) => Ok(chain::Verifier::after(p.through_seq, hash)),
-        None => Err(chain::Break {
-            seq: first,
-            reason: format!(
-                "the log retention record keeps no hash of seq {}: the link to the first \
-                 remaining event cannot be checked",
-                p.through_seq
-            ),
-            location: record,
-        }),
+        // A record written before retention kept the hash (homes from older releases):
+        // the first remaining event cannot be linked, and refusing would fail every
+        // such home until its next prune, which writes the hash.
+        None => {
+            tracing::warn!(
+                through = p.through_seq,
+                "the log retention record keeps no hash; the first remaining event is not linked"
+            );
+            Ok(chain::Verifier::default())
+        }
     }
 }
