@@ -38,7 +38,10 @@ pub(super) fn document(
     all: &mut [Figures],
     status: Option<&StatusFigures>,
 ) -> Value {
-    let workloads: Vec<Value> = all.iter_mut().map(|f| f.figures_json(disk_before)).collect();
+    let workloads: Vec<Value> = all
+        .iter_mut()
+        .map(|f| f.figures_json(disk_before))
+        .collect();
     json!({
         "version": crate::build_info::VERSION,
         "commit": crate::build_info::commit_label(),
