@@ -150,6 +150,12 @@ async fn main() -> anyhow::Result<()> {
         "/dashboard/audit".into(),
         "/dashboard/audit?ok=false".into(),
         "/dashboard/alerts".into(),
+        "/dashboard?range=7d".into(),
+        "/dashboard?range=30d".into(),
+        "/dashboard/payments".into(),
+        "/dashboard/flags".into(),
+        "/dashboard/incidents".into(),
+        "/dashboard/backups".into(),
         "/dashboard/v1".into(),
     ];
     println!(

@@ -109,20 +109,17 @@ fn time_ticks(s: &Series, parts: usize, fmt: &str) -> Vec<(f64, String)> {
         .collect()
 }
 
-/// The markers inside series `s`, by bucket. A bucket with a burst of 429s is found in
-/// the series itself (as many refusals per bucket as a burst has per minute), so no
-/// chart scans the minutes.
-fn markers_of(state: &AppState, s: &Series) -> Result<Vec<Marker>, ErrorPage> {
-    let since = DateTime::from_timestamp((s.start_minute * 60) as i64, 0).unwrap_or_default();
-    let minute = |t: DateTime<chrono::Utc>| crate::slo::minute_of(t);
-    let mut out: Vec<Marker> = markers::collect(state, since, Some(state.clock.now()), false)
-        .map_err(page_err)?
-        .into_iter()
+/// The markers inside series `s`, by bucket, from `all` (one read for every chart). A
+/// bucket with a burst of 429s is found in the series itself (as many refusals per
+/// bucket as a burst has per minute), so no chart scans the minutes.
+fn markers_of(all: &[markers::Marker], s: &Series) -> Vec<Marker> {
+    let mut out: Vec<Marker> = all
+        .iter()
         .filter_map(|m| {
-            s.index_of(minute(m.at)).map(|at| Marker {
+            s.index_of(crate::slo::minute_of(m.at)).map(|at| Marker {
                 at,
-                label: m.short,
-                title: m.label,
+                label: m.short.clone(),
+                title: m.label.clone(),
                 kind: m.kind,
             })
         })
@@ -142,7 +139,11 @@ fn markers_of(state: &AppState, s: &Series) -> Result<Vec<Marker>, ErrorPage> {
     }
     out.sort_by_key(|m| m.at);
     let skip = out.len().saturating_sub(MAX_DRAWN);
-    Ok(out.into_iter().skip(skip).collect())
+    out.into_iter().skip(skip).collect()
+}
+
+fn start_of(s: &Series) -> DateTime<chrono::Utc> {
+    DateTime::from_timestamp((s.start_minute * 60) as i64, 0).unwrap_or_default()
 }
 
 pub(super) fn build(
@@ -157,8 +158,10 @@ pub(super) fn build(
         .series(r.buckets, r.bucket_minutes)
         .map_err(page_err)?;
     let window = state.slo.series(f.window_days * 4, 360).map_err(page_err)?;
-    let markers_day = markers_of(state, &day)?;
-    let markers_window = markers_of(state, &window)?;
+    let since = start_of(&day).min(start_of(&window));
+    let all = markers::collect(state, since, Some(state.clock.now()), false).map_err(page_err)?;
+    let markers_day = markers_of(&all, &day);
+    let markers_window = markers_of(&all, &window);
     let day_ticks = time_ticks(&day, 6, r.ticks);
     let (per, span) = (r.per, r.label);
     let requests: Vec<f64> = day.buckets.iter().map(|b| b.requests as f64).collect();
@@ -289,4 +292,31 @@ pub(super) fn build(
             targets.availability_pct, f.window_days, f.budget.allowed_errors, f.errors
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_their_span_and_unknown_ones_are_refused() {
+        for r in &RANGES {
+            assert!(
+                r.buckets <= 300,
+                "{}: a chart of at most 300 buckets",
+                r.key
+            );
+        }
+        let minutes = |k: &str| {
+            let r = range(Some(k)).ok().unwrap();
+            r.buckets * r.bucket_minutes
+        };
+        assert_eq!(minutes("1h"), 60);
+        assert_eq!(minutes("24h"), 24 * 60);
+        assert_eq!(minutes("7d"), 7 * 24 * 60);
+        assert_eq!(minutes("30d"), 30 * 24 * 60);
+        assert_eq!(range(None).ok().unwrap().key, "24h");
+        assert_eq!(range(Some("")).ok().unwrap().key, "24h");
+        assert!(range(Some("2y")).is_err());
+    }
 }
