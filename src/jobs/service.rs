@@ -15,7 +15,8 @@ use super::model::{self, Job, Status, ms};
 use super::store::{Inserted, JobStore};
 use super::transitions;
 use super::types::{
-    BUILTIN_WORKER, ClaimRequest, Enqueued, Filter, JobError, JobEvent, MAX_CLAIM, NewJob, truncate,
+    BUILTIN_WORKER, ClaimRequest, Enqueued, Filter, JobError, JobEvent, MAX_CLAIM, NewJob,
+    Reporter, truncate,
 };
 use crate::clock::Clock;
 use crate::store::Commit;
@@ -271,54 +272,73 @@ impl Jobs {
     }
 
     /// Claim up to `req.count` ready jobs: best priority first, then earliest `run_at`,
-    /// then oldest id. Exclusive: each job goes to exactly one claimer.
+    /// then oldest id. Exclusive: each job goes to exactly one claimer. For the server's
+    /// own code; API callers claim with [`Jobs::claim_for_key`].
     pub fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Job>, Commit), JobError> {
+        self.claim_as(req, None)
+    }
+
+    /// [`Jobs::claim`] for an API key (`key_id`, never the key): the claims are that
+    /// key's, and only it (or an operator) may report on them.
+    pub fn claim_for_key(
+        &self,
+        req: &ClaimRequest,
+        key_id: &str,
+    ) -> Result<(Vec<Job>, Commit), JobError> {
+        self.claim_as(req, Some(key_id))
+    }
+
+    fn claim_as(
+        &self,
+        req: &ClaimRequest,
+        key_id: Option<&str>,
+    ) -> Result<(Vec<Job>, Commit), JobError> {
         let (_, promoted) = self.promote_due()?;
         let now = self.now();
         let count = req.count.clamp(1, MAX_CLAIM);
         let (jobs, commit) = self.store.claim(&req.queues, &req.kinds, count, &mut |j| {
-            transitions::claimed(j, &req.worker, req.lease_secs, now)
+            transitions::claimed_by(j, &req.worker, key_id, req.lease_secs, now)
         })?;
         Ok((jobs, promoted.and(commit)))
     }
 
-    /// Extend a running job's lease (a stuck one comes back to running).
-    pub fn heartbeat(
+    /// Extend a running job's lease (a stuck one comes back to running). `by`: a worker
+    /// name (`Option<&str>`, the server's own code) or an [`ApiReporter`](super::ApiReporter).
+    pub fn heartbeat<'a>(
         &self,
         id: &str,
-        worker: Option<&str>,
+        by: impl Into<Reporter<'a>>,
         lease_secs: u64,
     ) -> Result<(Job, Commit), JobError> {
         let now = self.now();
-        self.apply(id, |j| transitions::heartbeat(j, worker, lease_secs, now))
+        let by = by.into();
+        self.apply(id, |j| transitions::heartbeat(j, by, lease_secs, now))
     }
 
     /// A successful attempt. `result` is JSON text.
-    pub fn complete(
+    pub fn complete<'a>(
         &self,
         id: &str,
-        worker: Option<&str>,
+        by: impl Into<Reporter<'a>>,
         result: Option<String>,
     ) -> Result<(Job, Commit), JobError> {
         let now = self.now();
-        self.apply(id, |j| {
-            transitions::completed(j, worker, result.clone(), now)
-        })
+        let by = by.into();
+        self.apply(id, |j| transitions::completed(j, by, result.clone(), now))
     }
 
     /// A failed attempt: back to `scheduled` with backoff, or `dead` after the last one.
-    pub fn fail(
+    pub fn fail<'a>(
         &self,
         id: &str,
-        worker: Option<&str>,
+        by: impl Into<Reporter<'a>>,
         error: &str,
     ) -> Result<(Job, Commit), JobError> {
         let now = self.now();
         let jitter = self.jitter();
         let error = truncate(error, 4096);
-        self.apply(id, |j| {
-            transitions::failed_by(j, worker, &error, now, jitter)
-        })
+        let by = by.into();
+        self.apply(id, |j| transitions::failed_by(j, by, &error, now, jitter))
     }
 
     /// Back to `queued` now: a stuck, dead, cancelled or failed (scheduled after an

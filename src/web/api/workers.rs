@@ -1,6 +1,9 @@
 //! The worker protocol of the job queue: claim, heartbeat, complete, fail, and batch
 //! complete. Workers in any language call these with a `worker` key (operators and
-//! admins may too); each call is one audit event (a batch names its counts).
+//! admins may too); each call is one audit event (a batch names its counts). A claim
+//! belongs to the key that made it: another worker key's report is a 409; an operator
+//! or admin may act on any claim (audited `as:<role>`); the server's own jobs are never
+//! reported here.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,8 +15,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::auth::{Caller, Need};
 use crate::jobs::ids::QueueName;
-use crate::jobs::{ClaimRequest, DEFAULT_LEASE_SECS, Job, JobError, MAX_CLAIM};
+use crate::jobs::{ApiReporter, ClaimRequest, DEFAULT_LEASE_SECS, Job, JobError, MAX_CLAIM};
 use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::jobs::{View, answer_job, change};
@@ -109,7 +113,7 @@ pub async fn claim(
         .clone()
         .unwrap_or_else(|| format!("key:{}", caller.key_id));
     let listed = body.count.is_some();
-    let claimed = claim_jobs(&state, &worker, body);
+    let claimed = claim_jobs(&state, &caller, &worker, body);
     let target = match &claimed {
         Ok((jobs, _)) if jobs.len() == 1 => format!("job:{} worker:{worker}", jobs[0].id),
         Ok((jobs, _)) => format!("worker:{worker} claimed={}", jobs.len()),
@@ -128,7 +132,12 @@ pub async fn claim(
 }
 
 /// Check a claim and take its jobs (none while the scheduler is paused).
-fn claim_jobs(state: &AppState, worker: &str, body: Claim) -> Result<(Vec<Job>, Commit)> {
+fn claim_jobs(
+    state: &AppState,
+    caller: &Caller,
+    worker: &str,
+    body: Claim,
+) -> Result<(Vec<Job>, Commit)> {
     if worker.is_empty() || worker.len() > 100 || worker.starts_with(crate::jobs::BUILTIN_WORKER) {
         return Err(AppError::bad_request(
             "worker: must be 1-100 characters and not start with \"builtin:\"",
@@ -148,7 +157,50 @@ fn claim_jobs(state: &AppState, worker: &str, body: Claim) -> Result<(Vec<Job>, 
     if state.scheduler.is_paused() {
         return Ok((Vec::new(), Commit::done()));
     }
-    Ok(state.jobs.claim(&req)?)
+    Ok(state.jobs.claim_for_key(&req, &caller.key_id)?)
+}
+
+/// The caller of a report, as the queue checks it against the claim: a worker key only
+/// on its own claims, an operator or admin on any.
+fn reporter<'a>(caller: &'a Caller, worker: Option<&'a str>) -> ApiReporter<'a> {
+    ApiReporter {
+        key_id: &caller.key_id,
+        worker,
+        any_claim: Need::Operator.allows(caller.role),
+    }
+}
+
+/// The audit target of a report: the job, the worker whose claim it was, and, when an
+/// operator or admin acted on another key's claim, `as:<role>`.
+fn report_target(
+    id: &str,
+    caller: &Caller,
+    worker: Option<&str>,
+    done: &Result<(Job, Commit)>,
+) -> String {
+    let (holder, key) = match done {
+        Ok((j, _)) => (j.worker.clone(), j.worker_key.clone()),
+        Err(_) => (worker.map(str::to_string), None),
+    };
+    let holder = holder.unwrap_or_else(|| format!("key:{}", caller.key_id));
+    let mut t = format!("job:{id} worker:{holder}");
+    if done.is_ok() && key.as_deref() != Some(caller.key_id.as_str()) {
+        t.push_str(&format!(" as:{}", caller.role));
+    }
+    t
+}
+
+/// Audit and answer a worker's report on one job.
+async fn answer_report(
+    state: &AppState,
+    origin: Origin,
+    caller: &Caller,
+    action: &str,
+    (id, worker): (&str, Option<&str>),
+    outcome: Result<(Job, Commit)>,
+) -> Response {
+    let target = report_target(id, caller, worker, &outcome);
+    answer_job(state, origin, caller, action, target, outcome, View::Public).await
 }
 
 /// The body of a heartbeat.
@@ -175,13 +227,12 @@ pub async fn heartbeat(
     AppPath(id): AppPath<String>,
     MaybeJson(body): MaybeJson<Heartbeat>,
 ) -> Response {
-    let outcome = lease(body.lease_secs).and_then(|secs| {
-        change(&id, |id| {
-            state.jobs.heartbeat(id, body.worker.as_deref(), secs)
-        })
-    });
+    let worker = body.worker.as_deref();
+    let by = reporter(&caller, worker);
+    let outcome = lease(body.lease_secs)
+        .and_then(|secs| change(&id, |id| state.jobs.heartbeat(id, by, secs)));
     let action = "job.heartbeat";
-    answer_job(&state, origin, &caller, action, &id, outcome, View::Public).await
+    answer_report(&state, origin, &caller, action, (&id, worker), outcome).await
 }
 
 /// The body of a completion.
@@ -212,11 +263,11 @@ pub async fn complete(
     MaybeJson(body): MaybeJson<Complete>,
 ) -> Response {
     let result = result_text(body.result);
-    let outcome = change(&id, |id| {
-        state.jobs.complete(id, body.worker.as_deref(), result)
-    });
+    let worker = body.worker.as_deref();
+    let by = reporter(&caller, worker);
+    let outcome = change(&id, |id| state.jobs.complete(id, by, result));
     let action = "job.complete";
-    answer_job(&state, origin, &caller, action, &id, outcome, View::Public).await
+    answer_report(&state, origin, &caller, action, (&id, worker), outcome).await
 }
 
 /// The body of a failure report.
@@ -243,11 +294,11 @@ pub async fn fail(
     MaybeJson(body): MaybeJson<Fail>,
 ) -> Response {
     let error = body.error.unwrap_or_else(|| "failed".into());
-    let outcome = change(&id, |id| {
-        state.jobs.fail(id, body.worker.as_deref(), &error)
-    });
+    let worker = body.worker.as_deref();
+    let by = reporter(&caller, worker);
+    let outcome = change(&id, |id| state.jobs.fail(id, by, &error));
     let action = "job.fail";
-    answer_job(&state, origin, &caller, action, &id, outcome, View::Public).await
+    answer_report(&state, origin, &caller, action, (&id, worker), outcome).await
 }
 
 /// One entry of a batch completion: `result` completes the job, `error` fails it.
@@ -283,11 +334,12 @@ pub async fn complete_batch(
     AppJson(body): AppJson<CompleteBatch>,
 ) -> Response {
     let worker = body.worker;
-    let applied = apply_batch(&state, worker.as_deref(), body.results);
+    let by = reporter(&caller, worker.as_deref());
+    let applied = apply_batch(&state, by, body.results);
     let target = match &applied {
         Ok(t) => format!(
             "worker:{} completed={} failed={} refused={}",
-            worker.as_deref().unwrap_or("-"),
+            worker.unwrap_or_else(|| format!("key:{}", caller.key_id)),
             t.completed,
             t.failed,
             t.refused
@@ -324,7 +376,7 @@ struct BatchTally {
 /// store failure fails the batch.
 fn apply_batch(
     state: &AppState,
-    worker: Option<&str>,
+    by: ApiReporter<'_>,
     entries: Vec<BatchEntry>,
 ) -> Result<BatchTally> {
     if entries.len() > 1000 {
@@ -339,13 +391,10 @@ fn apply_batch(
     };
     for e in entries {
         let r = match e.error {
-            Some(err) => state
-                .jobs
-                .fail(&e.id, worker, &err)
-                .inspect(|_| t.failed += 1),
+            Some(err) => state.jobs.fail(&e.id, by, &err).inspect(|_| t.failed += 1),
             None => state
                 .jobs
-                .complete(&e.id, worker, result_text(e.result))
+                .complete(&e.id, by, result_text(e.result))
                 .inspect(|_| t.completed += 1),
         };
         t.results.push(match r {
