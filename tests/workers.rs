@@ -3,6 +3,8 @@
 
 mod helpers;
 
+use std::time::{Duration, Instant};
+
 use echopilot::jobs::{ClaimRequest, NewJob};
 use helpers::{ADMIN_KEY, OPERATOR_KEY, TestApp, VIEWER_KEY, WORKER_KEY};
 use serde_json::{Value, json};
@@ -154,4 +156,146 @@ async fn the_servers_own_jobs_are_not_reported_over_http() {
     commit.durable().await.unwrap();
     assert_eq!(app.job_full(&id).await["status"], "succeeded");
     app.stop().await;
+}
+
+/// A permanent failure is dead at once; a failed attempt back in the queue shows no
+/// current worker; the stats count failed attempts of the last hour.
+#[tokio::test]
+async fn permanent_failures_requeued_workers_and_the_failed_count() {
+    let app = TestApp::spawn().await;
+    let a = app.enqueue_id(json!({"kind": "email"})).await;
+    let b = app.enqueue_id(json!({"kind": "email"})).await;
+    let (s, v) = app.claim(json!({"worker": "w1", "count": 2})).await;
+    assert_eq!((s, v["jobs"].as_array().unwrap().len()), (200, 2), "{v}");
+
+    let (s, v) = app
+        .fail(&a, json!({"error": "no such address", "retry": false}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let job = app.job_full(&a).await;
+    assert_eq!(
+        (job["status"].clone(), job["attempts"].clone()),
+        (json!("dead"), json!(1))
+    );
+
+    let (s, _) = app.fail(&b, json!({"error": "smtp down"})).await;
+    assert_eq!(s, 200);
+    let job = app.job_full(&b).await;
+    assert_eq!(job["status"], "scheduled");
+    assert_eq!(
+        (job["worker"].clone(), job["worker_key"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(job["history"][0]["worker"], "w1");
+
+    let stats = app.jobs_stats().await;
+    assert_eq!(stats["failed"], 2, "{stats}");
+    assert_eq!(stats["failed_window_secs"], 3600);
+    app.stop().await;
+}
+
+/// A batch entry with both `result` and `error`, or neither, is refused on its own,
+/// saying why; the others proceed.
+#[tokio::test]
+async fn batch_entries_with_both_or_neither_are_refused_alone() {
+    let app = TestApp::spawn().await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(app.enqueue_id(json!({"kind": "email"})).await);
+    }
+    let (s, v) = app.claim(json!({"count": 4})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = app
+        .complete_batch(json!({"results": [
+            {"id": ids[0], "result": {"sent": true}, "error": "and failed too"},
+            {"id": ids[1]},
+            {"id": ids[2], "result": null},
+            {"id": ids[3], "error": "bounced", "retry": false},
+        ]}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["completed"].clone(),
+            v["failed"].clone(),
+            v["refused"].clone()
+        ),
+        (json!(1), json!(1), json!(2)),
+        "{v}"
+    );
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results[0]["ok"], false);
+    assert!(
+        results[0]["error"].as_str().unwrap().contains("not both"),
+        "{v}"
+    );
+    assert_eq!(results[1]["ok"], false);
+    assert!(
+        results[1]["error"].as_str().unwrap().contains("result"),
+        "{v}"
+    );
+    assert_eq!(results[2]["status"], "succeeded");
+    assert_eq!(results[3]["status"], "dead");
+    for id in &ids[..2] {
+        assert_eq!(app.job_full(id).await["status"], "running");
+    }
+    app.stop().await;
+}
+
+/// `wait_secs` long-polls: answered as soon as a job is ready, and at once when the
+/// server stops; more than 20 is refused.
+#[tokio::test]
+async fn a_claim_waits_for_a_job_and_stops_waiting_at_shutdown() {
+    let app = TestApp::spawn().await;
+    let (s, v) = app.claim(json!({"wait_secs": 21})).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("wait_secs"), "{v}");
+
+    let started = Instant::now();
+    let waiting = {
+        let (client, url) = (app.client.clone(), app.url("/api/jobs/claim"));
+        tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .header("x-dash-key", WORKER_KEY)
+                .json(&json!({"worker": "w1", "wait_secs": 20}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "answered before any job was ready");
+    let id = app.enqueue_id(json!({"kind": "email"})).await;
+    let (s, v) = waiting.await.unwrap();
+    assert_eq!((s, v["job"]["id"].clone()), (200, json!(id)), "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "waited out its time"
+    );
+
+    // Shutdown ends a wait at once: the claim answers, empty.
+    let started = Instant::now();
+    let waiting = {
+        let (client, url) = (app.client.clone(), app.url("/api/jobs/claim"));
+        tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .header("x-dash-key", WORKER_KEY)
+                .json(&json!({"wait_secs": 20}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.stop().await;
+    let (s, v) = waiting.await.unwrap();
+    assert_eq!((s, v["job"].clone()), (200, Value::Null), "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "shutdown waited for the claim"
+    );
 }

@@ -17,7 +17,7 @@ pub mod transitions;
 mod types;
 
 pub use model::{Job, Status, backoff_secs};
-pub use service::Jobs;
+pub use service::{FAILED_WINDOW_SECS, Jobs};
 pub use store::JobStore;
 pub use types::{
     ApiReporter, BUILTIN_WORKER, ClaimRequest, DEFAULT_LEASE_SECS, DEFAULT_MAX_ATTEMPTS,

@@ -262,6 +262,12 @@ impl Job {
         }
     }
 
+    /// No worker holds it any more (re-queued): its history keeps who ran it.
+    pub(crate) fn release(&mut self) {
+        self.worker = None;
+        self.worker_key = None;
+    }
+
     pub(crate) fn push_attempt(&mut self, worker: &str, now: i64) {
         self.history.push(Attempt {
             attempt: self.attempts,

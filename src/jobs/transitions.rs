@@ -184,31 +184,35 @@ pub fn completed(
     Ok(n)
 }
 
-/// A failed attempt reported by its holder.
+/// A failed attempt reported by its holder; `retry: false` is a permanent failure:
+/// `dead` at once, whatever attempts remain (Sidekiq's `retry: false`).
 pub fn failed_by(
     j: &Job,
     by: Reporter<'_>,
     error: &str,
+    retry: bool,
     now: i64,
     jitter: u64,
 ) -> Result<Job, JobError> {
     check_holder(j, by)?;
-    Ok(failed(j, error, now, jitter))
+    Ok(failed(j, error, retry, now, jitter))
 }
 
-/// A failed attempt: back to `scheduled` with backoff, or `dead` after the last one.
-fn failed(j: &Job, error: &str, now: i64, jitter: u64) -> Job {
+/// A failed attempt: back to `scheduled` with backoff (no worker holds it then: its
+/// history keeps who ran it), or `dead` after the last one or when told not to retry.
+fn failed(j: &Job, error: &str, retry: bool, now: i64, jitter: u64) -> Job {
     let mut n = j.clone();
     n.last_error = Some(error.to_string());
     n.lease_expires_at = None;
     n.updated_at = now;
     n.close_attempt(now, "failed", Some(error));
-    if n.attempts >= n.max_attempts {
+    if !retry || n.attempts >= n.max_attempts {
         n.status = Status::Dead;
         n.finished_at = Some(now);
     } else {
         n.status = Status::Scheduled;
         n.run_at = now + (backoff_secs(n.attempts, jitter) as i64) * 1000;
+        n.release();
     }
     n
 }
@@ -234,6 +238,7 @@ pub fn retried(j: &Job, now: i64) -> Result<Job, JobError> {
     n.updated_at = now;
     n.finished_at = None;
     n.lease_expires_at = None;
+    n.release();
     if n.attempts >= n.max_attempts {
         n.max_attempts = n.attempts + 1;
     }
@@ -293,7 +298,7 @@ pub fn requeued(j: &Job, limit: i64, now: i64, jitter: u64) -> Result<Job, JobEr
     if j.status != Status::Stuck || j.stuck_since() > limit {
         return Err(JobError::Conflict("not yet".into()));
     }
-    let mut n = failed(j, "stuck: lease expired, re-queued", now, jitter);
+    let mut n = failed(j, "stuck: lease expired, re-queued", true, now, jitter);
     if n.status == Status::Scheduled {
         n.status = Status::Queued;
         n.run_at = now;
@@ -344,12 +349,14 @@ mod tests {
         assert_eq!((r.status, r.attempts), (Status::Running, 1));
         assert_eq!(r.lease_expires_at, Some(12_000));
         assert!(completed(&r, Some("other").into(), None, 3_000).is_err());
-        let f = failed_by(&r, Some("w").into(), "boom", 3_000, 0).unwrap();
+        let f = failed_by(&r, Some("w").into(), "boom", true, 3_000, 0).unwrap();
+        assert_eq!((f.worker.as_deref(), f.worker_key.as_deref()), (None, None));
+        assert_eq!(f.history[0].worker, "w");
         assert_eq!(f.status, Status::Scheduled);
         assert_eq!(f.run_at, 3_000 + 16_000);
         assert_eq!(outcome(&r, &f), Some(Outcome::Failed));
         let r2 = claimed(&promoted(&f, 20_000).unwrap(), "w", 10, 20_000);
-        let d = failed_by(&r2, Reporter::Internal(None), "boom", 21_000, 0).unwrap();
+        let d = failed_by(&r2, Reporter::Internal(None), "boom", true, 21_000, 0).unwrap();
         assert_eq!(d.status, Status::Dead);
         assert_eq!(outcome(&r2, &d), Some(Outcome::Dead));
         let again = retried(&d, 22_000).unwrap();
@@ -366,6 +373,7 @@ mod tests {
         assert!(requeued(&s, 9_999, 20_000, 0).is_err());
         let q = requeued(&s, 10_000, 20_000, 0).unwrap();
         assert_eq!((q.status, q.run_at), (Status::Queued, 20_000));
+        assert_eq!(q.worker, None, "a re-queued job has no current worker");
         assert!(cancelled(&q, 21_000).is_ok());
         let done = completed(&r, Some("w").into(), None, 5).unwrap();
         assert!(cancelled(&done, 6).is_err());
@@ -386,7 +394,7 @@ mod tests {
         assert!(completed(&r, api("k2", None, false), None, 1).is_err());
         assert!(completed(&r, api("k2", Some("w1"), false), None, 1).is_err());
         assert!(heartbeat(&r, api("k2", None, false), 10, 1).is_err());
-        assert!(failed_by(&r, api("k2", None, false), "x", 1, 0).is_err());
+        assert!(failed_by(&r, api("k2", None, false), "x", true, 1, 0).is_err());
         // The holder's key, with its name or none; not under another name.
         assert!(completed(&r, api("k1", Some("w2"), false), None, 1).is_err());
         assert!(completed(&r, api("k1", None, false), None, 1).is_ok());
@@ -402,5 +410,14 @@ mod tests {
         let err = completed(&b, api("k9", None, true), None, 1).unwrap_err();
         assert!(err.to_string().contains("server itself"), "{err}");
         assert!(completed(&b, Reporter::Internal(None), None, 1).is_ok());
+    }
+
+    #[test]
+    fn retry_false_is_dead_at_once() {
+        let r = claimed(&queued(), "w", 10, 0);
+        assert_eq!(r.max_attempts, 2);
+        let d = failed_by(&r, Some("w").into(), "bad input", false, 1, 0).unwrap();
+        assert_eq!((d.status, d.attempts), (Status::Dead, 1));
+        assert_eq!(outcome(&r, &d), Some(Outcome::Dead));
     }
 }

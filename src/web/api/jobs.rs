@@ -222,7 +222,9 @@ pub async fn list(
     })))
 }
 
-/// `GET /api/jobs/stats` (viewer): counts per status per queue, and totals.
+/// `GET /api/jobs/stats` (viewer): counts per status per queue, and totals; `failed`:
+/// attempts that failed (to be retried, or dead) in the last `failed_window_secs`
+/// (3600: the last hour, counted since this process started).
 #[utoipa::path(get, path = "/api/jobs/stats", tag = "jobs",
     responses((status = 200, body = OkBody)),
     extensions(("x-required-role" = json!("viewer"))))]
@@ -245,9 +247,13 @@ pub async fn stats(State(state): State<AppState>, _: Viewer) -> Result<AppJson<V
         }
         queues.insert(q.clone(), Value::Object(m));
     }
-    Ok(AppJson(
-        json!({"ok": true, "totals": totals, "queues": queues}),
-    ))
+    Ok(AppJson(json!({
+        "ok": true,
+        "totals": totals,
+        "queues": queues,
+        "failed": state.jobs.recent_failures(),
+        "failed_window_secs": crate::jobs::FAILED_WINDOW_SECS,
+    })))
 }
 
 /// `GET /api/jobs/stuck` (viewer): with how long each has been stuck and its worker.

@@ -5,11 +5,14 @@
 //! or admin may act on any claim (audited `as:<role>`); the server's own jobs are never
 //! reported here.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -88,7 +91,15 @@ pub struct Claim {
     /// Claim up to this many; the answer is then a list, `jobs`.
     #[schema(minimum = 1, maximum = 100)]
     count: Option<usize>,
+    /// When none is ready, wait up to this long for one (long poll): answered as soon
+    /// as a job is ready, at the latest after this (within the request timeout), and at
+    /// once when the server stops. Default 0: answer at once.
+    #[schema(minimum = 0, maximum = 20)]
+    wait_secs: Option<u64>,
 }
+
+/// The longest a claim may wait for a job.
+pub const MAX_WAIT_SECS: u64 = 20;
 
 fn lease(secs: Option<u64>) -> Result<u64> {
     secs.map(|n| in_range("lease_secs", n, 1, 86_400))
@@ -113,7 +124,7 @@ pub async fn claim(
         .clone()
         .unwrap_or_else(|| format!("key:{}", caller.key_id));
     let listed = body.count.is_some();
-    let claimed = claim_jobs(&state, &caller, &worker, body);
+    let claimed = claim_jobs(&state, &caller, &worker, body).await;
     let target = match &claimed {
         Ok((jobs, _)) if jobs.len() == 1 => format!("job:{} worker:{worker}", jobs[0].id),
         Ok((jobs, _)) => format!("worker:{worker} claimed={}", jobs.len()),
@@ -131,13 +142,42 @@ pub async fn claim(
     audited(&state, origin, &caller, "job.claim", target, outcome).await
 }
 
-/// Check a claim and take its jobs (none while the scheduler is paused).
-fn claim_jobs(
+/// Check a claim and take its jobs (none while the scheduler is paused), waiting up to
+/// `wait_secs` for one when none is ready.
+async fn claim_jobs(
     state: &AppState,
     caller: &Caller,
     worker: &str,
     body: Claim,
 ) -> Result<(Vec<Job>, Commit)> {
+    let wait = body
+        .wait_secs
+        .map(|n| in_range("wait_secs", n, 0, MAX_WAIT_SECS))
+        .transpose()?
+        .unwrap_or(0);
+    let req = claim_request(worker, body)?;
+    // Answer before the request timeout would cut the request off.
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let wait = Duration::from_secs(wait).min(timeout.saturating_sub(Duration::from_secs(1)));
+    let deadline = Instant::now() + wait;
+    let mut commit = Commit::done();
+    loop {
+        // Taken before the claim, so a job queued right after it still wakes us.
+        let ready = state.jobs.claimable();
+        let (jobs, c) = take(state, caller, &req)?;
+        commit = commit.and(c);
+        if !jobs.is_empty() || state.jobs.is_stopping() || Instant::now() >= deadline {
+            return Ok((jobs, commit));
+        }
+        tokio::select! {
+            _ = ready => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// A claim's body, checked.
+fn claim_request(worker: &str, body: Claim) -> Result<ClaimRequest> {
     if worker.is_empty() || worker.len() > 100 || worker.starts_with(crate::jobs::BUILTIN_WORKER) {
         return Err(AppError::bad_request(
             "worker: must be 1-100 characters and not start with \"builtin:\"",
@@ -154,10 +194,15 @@ fn claim_jobs(
         count: count.unwrap_or(1),
         worker: worker.to_string(),
     };
+    Ok(req)
+}
+
+/// One try at a claim (none while the scheduler is paused).
+fn take(state: &AppState, caller: &Caller, req: &ClaimRequest) -> Result<(Vec<Job>, Commit)> {
     if state.scheduler.is_paused() {
         return Ok((Vec::new(), Commit::done()));
     }
-    Ok(state.jobs.claim_for_key(&req, &caller.key_id)?)
+    Ok(state.jobs.claim_for_key(req, &caller.key_id)?)
 }
 
 /// The caller of a report, as the queue checks it against the claim: a worker key only
@@ -278,6 +323,9 @@ pub struct Fail {
     worker: Option<String>,
     /// What went wrong (default `failed`).
     error: Option<String>,
+    /// `false`: a permanent failure, `dead` at once (default `true`: retried with backoff
+    /// until `max_attempts`).
+    retry: Option<bool>,
 }
 
 /// `POST /api/job/{id}/fail` (worker): `{"worker", "error"}`.
@@ -296,17 +344,29 @@ pub async fn fail(
     let error = body.error.unwrap_or_else(|| "failed".into());
     let worker = body.worker.as_deref();
     let by = reporter(&caller, worker);
-    let outcome = change(&id, |id| state.jobs.fail(id, by, &error));
+    let retry = body.retry.unwrap_or(true);
+    let outcome = change(&id, |id| state.jobs.fail_with(id, by, &error, retry));
     let action = "job.fail";
     answer_report(&state, origin, &caller, action, (&id, worker), outcome).await
 }
 
-/// One entry of a batch completion: `result` completes the job, `error` fails it.
+/// One entry of a batch completion: `result` completes the job, `error` fails it; an
+/// entry with both, or neither, is refused on its own.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchEntry {
     id: String,
+    /// What the job produced (any JSON, `null` included).
+    #[serde(default, deserialize_with = "present")]
     result: Option<Value>,
+    /// What went wrong: a failed attempt.
     error: Option<String>,
+    /// With `error`: `false` makes it permanent (`dead` at once).
+    retry: Option<bool>,
+}
+
+/// A field that is there, even as `null` (absent stays `None` through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// The body of `POST /api/jobs/complete`.
@@ -390,11 +450,20 @@ fn apply_batch(
         commit: Commit::done(),
     };
     for e in entries {
-        let r = match e.error {
-            Some(err) => state.jobs.fail(&e.id, by, &err).inspect(|_| t.failed += 1),
-            None => state
+        let r = match (e.result, e.error) {
+            (Some(_), Some(_)) => Err(JobError::Invalid(
+                "give either result (complete) or error (fail), not both".into(),
+            )),
+            (None, None) => Err(JobError::Invalid(
+                "give result (complete) or error (fail)".into(),
+            )),
+            (None, Some(err)) => state
                 .jobs
-                .complete(&e.id, by, result_text(e.result))
+                .fail_with(&e.id, by, &err, e.retry.unwrap_or(true))
+                .inspect(|_| t.failed += 1),
+            (Some(result), None) => state
+                .jobs
+                .complete(&e.id, by, result_text(Some(result)))
                 .inspect(|_| t.completed += 1),
         };
         t.results.push(match r {
