@@ -122,6 +122,8 @@ pub async fn serve(
         Some(r) => r.context("server task").and_then(|r| r.context("server")),
         None => {
             tracing::info!("shutting down: draining requests");
+            // Long-polling claims answer now instead of holding the drain up.
+            state.jobs.stop_waiting();
             match tokio::time::timeout(DRAIN_LIMIT, &mut server).await {
                 Ok(r) => r.context("server task").and_then(|r| r.context("server")),
                 Err(_) => {

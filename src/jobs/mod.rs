@@ -17,10 +17,10 @@ pub mod transitions;
 mod types;
 
 pub use model::{Job, Status, backoff_secs};
-pub use service::Jobs;
+pub use service::{FAILED_WINDOW_SECS, Jobs};
 pub use store::JobStore;
 pub use types::{
-    BUILTIN_WORKER, ClaimRequest, DEFAULT_LEASE_SECS, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE,
-    DEFAULT_TIMEOUT_SECS, Enqueued, Filter, JobError, JobEvent, MAX_BATCH, MAX_CLAIM, NewJob,
-    Outcome, check_name, tail, truncate,
+    ApiReporter, BUILTIN_WORKER, ClaimRequest, DEFAULT_LEASE_SECS, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE, DEFAULT_TIMEOUT_SECS, Enqueued, Filter, JobError, JobEvent, MAX_BATCH,
+    MAX_CLAIM, NewJob, Outcome, Reporter, check_name, tail, truncate,
 };

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::clock::rfc3339;
 use crate::store::Record;
+use crate::store::codec::CodecError;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -102,11 +103,35 @@ pub struct Job {
     /// The cron schedule that enqueued it, if any.
     pub schedule: Option<String>,
     pub history: Vec<Attempt>,
+    /// The id (never the key) of the API key whose claim holds the current lease: only
+    /// that key may report on it. `None` for the built-in executors, and for jobs claimed
+    /// before version 2 (their reports are refused, so they come back as stuck).
+    pub worker_key: Option<String>,
 }
 
 impl Record for Job {
     const NAME: &'static str = "job";
-    const VERSION: u8 = 1;
+    /// 2: `worker_key` appended.
+    const VERSION: u8 = 2;
+
+    fn migrate(version: u8, body: &[u8]) -> Result<Self, CodecError> {
+        match version {
+            // Version 1 is version 2 without its last field. bincode writes fields in
+            // order and `None` as one zero byte, so the old body plus that byte is the
+            // new layout with no key.
+            1 => {
+                let mut v2 = Vec::with_capacity(body.len() + 1);
+                v2.extend_from_slice(body);
+                v2.push(0);
+                crate::store::codec::decode_body(Self::NAME, 1, &v2)
+            }
+            found => Err(CodecError::UnknownVersion {
+                record: Self::NAME,
+                found,
+                expected: Self::VERSION,
+            }),
+        }
+    }
 }
 
 /// At most this many attempts are kept in a job's history.
@@ -161,6 +186,7 @@ impl Job {
             );
             m.insert("last_error".into(), json!(self.last_error));
             m.insert("worker".into(), json!(self.worker));
+            m.insert("worker_key".into(), json!(self.worker_key));
             m.insert("timeout_secs".into(), json!(self.timeout_secs));
             m.insert("unique_key".into(), json!(self.unique_key));
             m.insert("schedule".into(), json!(self.schedule));
@@ -185,6 +211,13 @@ impl Job {
             m.insert("history".into(), Value::Array(history));
         }
         v
+    }
+
+    /// Does the API key `key_id` hold its current claim? (A worker key then sees the
+    /// whole job, as its claim showed it.)
+    pub fn held_by_key(&self, key_id: &str) -> bool {
+        matches!(self.status, Status::Running | Status::Stuck)
+            && self.worker_key.as_deref() == Some(key_id)
     }
 
     /// May an operator retry it now (`now` in ms)? Stuck (also a running job whose lease
@@ -227,6 +260,12 @@ impl Job {
             a.outcome = outcome.to_string();
             a.error = error.map(str::to_string);
         }
+    }
+
+    /// No worker holds it any more (re-queued): its history keeps who ran it.
+    pub(crate) fn release(&mut self) {
+        self.worker = None;
+        self.worker_key = None;
     }
 
     pub(crate) fn push_attempt(&mut self, worker: &str, now: i64) {
@@ -298,8 +337,80 @@ mod tests {
             unique_key: Some("u".into()),
             schedule: None,
             history: vec![],
+            worker_key: Some("k1".into()),
         };
         let bytes = crate::store::codec::encode(&j).unwrap();
         assert_eq!(crate::store::codec::decode::<Job>(&bytes).unwrap(), j);
+    }
+
+    /// A version 1 record (written before `worker_key`) reads as a job with no key.
+    #[test]
+    fn version_1_jobs_decode_without_a_key() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            id: &'a str,
+            queue: &'a str,
+            kind: &'a str,
+            payload: &'a str,
+            priority: i32,
+            status: Status,
+            attempts: u32,
+            max_attempts: u32,
+            run_at: i64,
+            created_at: i64,
+            updated_at: i64,
+            started_at: Option<i64>,
+            finished_at: Option<i64>,
+            lease_expires_at: Option<i64>,
+            timeout_secs: u64,
+            worker: Option<&'a str>,
+            last_error: Option<&'a str>,
+            result: Option<&'a str>,
+            unique_key: Option<&'a str>,
+            schedule: Option<&'a str>,
+            history: Vec<Attempt>,
+        }
+        let attempt = Attempt {
+            attempt: 1,
+            worker: "w".into(),
+            started_at: 2,
+            finished_at: None,
+            outcome: "running".into(),
+            error: None,
+        };
+        let old = V1 {
+            id: "x",
+            queue: "q",
+            kind: "k",
+            payload: "{}",
+            priority: 1,
+            status: Status::Running,
+            attempts: 1,
+            max_attempts: 3,
+            run_at: 1,
+            created_at: 1,
+            updated_at: 2,
+            started_at: Some(2),
+            finished_at: None,
+            lease_expires_at: Some(9),
+            timeout_secs: 30,
+            worker: Some("w"),
+            last_error: Some("e"),
+            result: None,
+            unique_key: None,
+            schedule: Some("s"),
+            history: vec![attempt.clone()],
+        };
+        let mut bytes = vec![1u8];
+        bytes.extend(bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap());
+        let j: Job = crate::store::codec::decode(&bytes).unwrap();
+        assert_eq!(
+            (j.worker.as_deref(), j.worker_key, j.history),
+            (Some("w"), None, vec![attempt])
+        );
+        assert_eq!(
+            (j.schedule.as_deref(), j.lease_expires_at),
+            (Some("s"), Some(9))
+        );
     }
 }

@@ -4,10 +4,12 @@
 //! answers.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::{Notify, broadcast};
 
 use super::executors;
@@ -16,7 +18,7 @@ use super::store::{Inserted, JobStore};
 use super::transitions;
 use super::types::{
     BUILTIN_WORKER, ClaimRequest, Enqueued, Filter, JobError, JobEvent, MAX_BATCH, MAX_CLAIM,
-    NewJob, truncate,
+    NewJob, Outcome, Reporter, truncate,
 };
 use crate::clock::Clock;
 use crate::store::Commit;
@@ -37,7 +39,16 @@ pub struct Jobs {
     pub ready_notify: Arc<Notify>,
     /// Tests fix the random part of the backoff; `u64::MAX` means random.
     jitter: Arc<AtomicU64>,
+    /// Woken when any job becomes ready, and at shutdown: long-polling claims wait on it.
+    claimable: Arc<Notify>,
+    /// Set at shutdown: waiting claims answer at once.
+    stopping: Arc<AtomicBool>,
+    /// Failed attempts per minute (clock minutes), for the last [`FAILED_WINDOW_SECS`].
+    failures: Arc<Mutex<BTreeMap<i64, u64>>>,
 }
+
+/// The window of [`Jobs::recent_failures`]: the last hour (of this process's life).
+pub const FAILED_WINDOW_SECS: u64 = 3600;
 
 /// Keep going past jobs that changed under us; stop on a store failure.
 fn skip_conflicts<T>(r: Result<T, JobError>) -> Result<Option<T>, JobError> {
@@ -60,6 +71,9 @@ impl Jobs {
             outcome_hook: Arc::default(),
             ready_notify: Arc::new(Notify::new()),
             jitter: Arc::new(AtomicU64::new(u64::MAX)),
+            claimable: Arc::new(Notify::new()),
+            stopping: Arc::default(),
+            failures: Arc::default(),
         };
         let now = jobs.now();
         let mut commit = Commit::done();
@@ -173,6 +187,45 @@ impl Jobs {
         Ok(out)
     }
 
+    /// Attempts that failed (retried later, or dead) in the last [`FAILED_WINDOW_SECS`]
+    /// seconds, counted in memory since this process started.
+    pub fn recent_failures(&self) -> u64 {
+        let now_min = self.now().div_euclid(60_000);
+        let first = now_min - (FAILED_WINDOW_SECS / 60) as i64 + 1;
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.range(first..).map(|(_, n)| *n).sum()
+    }
+
+    fn count_failure(&self, at_ms: i64) {
+        let minute = at_ms.div_euclid(60_000);
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        *f.entry(minute).or_default() += 1;
+        let keep = minute - (FAILED_WINDOW_SECS / 60) as i64;
+        while f.first_key_value().is_some_and(|(m, _)| *m < keep) {
+            f.pop_first();
+        }
+    }
+
+    /// Resolves when a job may have become ready to claim (or at shutdown). Take it
+    /// *before* an empty claim and await it after, so a job queued in between is not
+    /// missed.
+    pub fn claimable(&self) -> Pin<Box<OwnedNotified>> {
+        let mut n = Box::pin(self.claimable.clone().notified_owned());
+        n.as_mut().enable();
+        n
+    }
+
+    /// The server is stopping: wake every waiting claim, and let none wait again.
+    pub fn stop_waiting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.claimable.notify_waiters();
+    }
+
+    /// Set by [`Jobs::stop_waiting`].
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// The earliest `run_at` of a scheduled job (the dispatcher sleeps until then).
     pub fn next_run_at(&self) -> Result<Option<DateTime<Utc>>, JobError> {
         Ok(self.store.next_run_at()?.map(model::time))
@@ -188,6 +241,9 @@ impl Jobs {
         let Some(outcome) = transitions::outcome(old, new) else {
             return;
         };
+        if matches!(outcome, Outcome::Failed | Outcome::Dead) {
+            self.count_failure(new.updated_at);
+        }
         let event = JobEvent {
             id: new.id.clone(),
             queue: new.queue.clone(),
@@ -203,11 +259,13 @@ impl Jobs {
         let _ = self.events.send(event);
     }
 
-    /// Only the built-in executors wait on this; external workers poll.
+    /// A job of `kind` became ready: wake the built-in executors for their kinds, and
+    /// every long-polling claim.
     fn wake_executors(&self, kind: &str) {
         if executors::KINDS.contains(&kind) {
             self.ready_notify.notify_waiters();
         }
+        self.claimable.notify_waiters();
     }
 
     /// Change one job through `f`, then tell the listeners.
@@ -333,53 +391,85 @@ impl Jobs {
     }
 
     /// Claim up to `req.count` ready jobs: best priority first, then earliest `run_at`,
-    /// then oldest id. Exclusive: each job goes to exactly one claimer.
+    /// then oldest id. Exclusive: each job goes to exactly one claimer. For the server's
+    /// own code; API callers claim with [`Jobs::claim_for_key`].
     pub fn claim(&self, req: &ClaimRequest) -> Result<(Vec<Job>, Commit), JobError> {
+        self.claim_as(req, None)
+    }
+
+    /// [`Jobs::claim`] for an API key (`key_id`, never the key): the claims are that
+    /// key's, and only it (or an operator) may report on them.
+    pub fn claim_for_key(
+        &self,
+        req: &ClaimRequest,
+        key_id: &str,
+    ) -> Result<(Vec<Job>, Commit), JobError> {
+        self.claim_as(req, Some(key_id))
+    }
+
+    fn claim_as(
+        &self,
+        req: &ClaimRequest,
+        key_id: Option<&str>,
+    ) -> Result<(Vec<Job>, Commit), JobError> {
         let (_, promoted) = self.promote_due()?;
         let now = self.now();
         let count = req.count.clamp(1, MAX_CLAIM);
         let (jobs, commit) = self.store.claim(&req.queues, &req.kinds, count, &mut |j| {
-            transitions::claimed(j, &req.worker, req.lease_secs, now)
+            transitions::claimed_by(j, &req.worker, key_id, req.lease_secs, now)
         })?;
         Ok((jobs, promoted.and(commit)))
     }
 
-    /// Extend a running job's lease (a stuck one comes back to running).
-    pub fn heartbeat(
+    /// Extend a running job's lease (a stuck one comes back to running). `by`: a worker
+    /// name (`Option<&str>`, the server's own code) or an [`ApiReporter`](super::ApiReporter).
+    pub fn heartbeat<'a>(
         &self,
         id: &str,
-        worker: Option<&str>,
+        by: impl Into<Reporter<'a>>,
         lease_secs: u64,
     ) -> Result<(Job, Commit), JobError> {
         let now = self.now();
-        self.apply(id, |j| transitions::heartbeat(j, worker, lease_secs, now))
+        let by = by.into();
+        self.apply(id, |j| transitions::heartbeat(j, by, lease_secs, now))
     }
 
     /// A successful attempt. `result` is JSON text.
-    pub fn complete(
+    pub fn complete<'a>(
         &self,
         id: &str,
-        worker: Option<&str>,
+        by: impl Into<Reporter<'a>>,
         result: Option<String>,
     ) -> Result<(Job, Commit), JobError> {
         let now = self.now();
-        self.apply(id, |j| {
-            transitions::completed(j, worker, result.clone(), now)
-        })
+        let by = by.into();
+        self.apply(id, |j| transitions::completed(j, by, result.clone(), now))
     }
 
     /// A failed attempt: back to `scheduled` with backoff, or `dead` after the last one.
-    pub fn fail(
+    pub fn fail<'a>(
         &self,
         id: &str,
-        worker: Option<&str>,
+        by: impl Into<Reporter<'a>>,
         error: &str,
+    ) -> Result<(Job, Commit), JobError> {
+        self.fail_with(id, by, error, true)
+    }
+
+    /// [`Jobs::fail`]; with `retry: false` a permanent failure, `dead` at once.
+    pub fn fail_with<'a>(
+        &self,
+        id: &str,
+        by: impl Into<Reporter<'a>>,
+        error: &str,
+        retry: bool,
     ) -> Result<(Job, Commit), JobError> {
         let now = self.now();
         let jitter = self.jitter();
         let error = truncate(error, 4096);
+        let by = by.into();
         self.apply(id, |j| {
-            transitions::failed_by(j, worker, &error, now, jitter)
+            transitions::failed_by(j, by, &error, retry, now, jitter)
         })
     }
 

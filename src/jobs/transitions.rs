@@ -5,8 +5,8 @@
 
 use super::model::{Job, Status, backoff_secs, ms};
 use super::types::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT_SECS, JobError, NewJob, Outcome,
-    check_name,
+    BUILTIN_WORKER, DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DEFAULT_TIMEOUT_SECS, JobError, NewJob,
+    Outcome, Reporter, check_name,
 };
 
 /// A new job from an enqueue request, checked field by field.
@@ -71,6 +71,7 @@ pub fn new_job(new: NewJob, id: String, now: i64) -> Result<Job, JobError> {
         unique_key: new.unique_key,
         schedule: new.schedule,
         history: Vec::new(),
+        worker_key: None,
     })
 }
 
@@ -85,8 +86,15 @@ pub fn promoted(j: &Job, now: i64) -> Result<Job, JobError> {
     Ok(n)
 }
 
-/// A ready job taken by `worker`; `lease_secs` 0 means "the job's timeout and a margin".
+/// A ready job taken by `worker` in the server's own code; `lease_secs` 0 means "the
+/// job's timeout and a margin".
 pub fn claimed(j: &Job, worker: &str, lease_secs: u64, now: i64) -> Job {
+    claimed_by(j, worker, None, lease_secs, now)
+}
+
+/// [`claimed`], by an API key (`key_id`, `None` for the server's own code): only that
+/// key may report on the claim.
+pub fn claimed_by(j: &Job, worker: &str, key_id: Option<&str>, lease_secs: u64, now: i64) -> Job {
     let mut n = j.clone();
     n.status = Status::Running;
     n.attempts += 1;
@@ -94,6 +102,7 @@ pub fn claimed(j: &Job, worker: &str, lease_secs: u64, now: i64) -> Job {
     n.updated_at = now;
     n.finished_at = None;
     n.worker = Some(worker.to_string());
+    n.worker_key = key_id.map(str::to_string);
     let lease = match lease_secs {
         0 => j.timeout_secs + 30,
         l => l,
@@ -104,14 +113,38 @@ pub fn claimed(j: &Job, worker: &str, lease_secs: u64, now: i64) -> Job {
 }
 
 /// A worker may report on a job it holds: running (or stuck but not yet re-queued),
-/// and, when it names itself, by the same name.
-fn check_holder(j: &Job, worker: Option<&str>) -> Result<(), JobError> {
+/// and, when it names itself, by the same name. Over the API, a built-in executor's job
+/// is never reported (its outcome would be lost), and a worker key reports only on its
+/// own claims; operators and admins may act on any other.
+fn check_holder(j: &Job, by: Reporter<'_>) -> Result<(), JobError> {
     if !matches!(j.status, Status::Running | Status::Stuck) {
         return Err(JobError::Conflict(format!(
             "job {} is {}, not running",
             j.id, j.status
         )));
     }
+    let worker = match by {
+        Reporter::Internal(w) => w,
+        Reporter::Api(a) => {
+            if let Some(w) = j
+                .worker
+                .as_deref()
+                .filter(|w| w.starts_with(BUILTIN_WORKER))
+            {
+                return Err(JobError::Conflict(format!(
+                    "job {} is run by the server itself ({w}); it cannot be reported over the API",
+                    j.id
+                )));
+            }
+            if !a.any_claim && j.worker_key.as_deref() != Some(a.key_id) {
+                return Err(JobError::Conflict(format!(
+                    "job {} is held by another worker key",
+                    j.id
+                )));
+            }
+            a.worker
+        }
+    };
     if let Some(w) = worker
         && j.worker.as_deref() != Some(w)
     {
@@ -124,13 +157,8 @@ fn check_holder(j: &Job, worker: Option<&str>) -> Result<(), JobError> {
 }
 
 /// The lease extended (a stuck job comes back to running).
-pub fn heartbeat(
-    j: &Job,
-    worker: Option<&str>,
-    lease_secs: u64,
-    now: i64,
-) -> Result<Job, JobError> {
-    check_holder(j, worker)?;
+pub fn heartbeat(j: &Job, by: Reporter<'_>, lease_secs: u64, now: i64) -> Result<Job, JobError> {
+    check_holder(j, by)?;
     let mut n = j.clone();
     n.status = Status::Running;
     n.lease_expires_at = Some(now + (lease_secs.max(1) as i64) * 1000);
@@ -141,11 +169,11 @@ pub fn heartbeat(
 /// A successful attempt; `result` is JSON text.
 pub fn completed(
     j: &Job,
-    worker: Option<&str>,
+    by: Reporter<'_>,
     result: Option<String>,
     now: i64,
 ) -> Result<Job, JobError> {
-    check_holder(j, worker)?;
+    check_holder(j, by)?;
     let mut n = j.clone();
     n.status = Status::Succeeded;
     n.result = result;
@@ -156,31 +184,35 @@ pub fn completed(
     Ok(n)
 }
 
-/// A failed attempt reported by its holder.
+/// A failed attempt reported by its holder; `retry: false` is a permanent failure:
+/// `dead` at once, whatever attempts remain (Sidekiq's `retry: false`).
 pub fn failed_by(
     j: &Job,
-    worker: Option<&str>,
+    by: Reporter<'_>,
     error: &str,
+    retry: bool,
     now: i64,
     jitter: u64,
 ) -> Result<Job, JobError> {
-    check_holder(j, worker)?;
-    Ok(failed(j, error, now, jitter))
+    check_holder(j, by)?;
+    Ok(failed(j, error, retry, now, jitter))
 }
 
-/// A failed attempt: back to `scheduled` with backoff, or `dead` after the last one.
-fn failed(j: &Job, error: &str, now: i64, jitter: u64) -> Job {
+/// A failed attempt: back to `scheduled` with backoff (no worker holds it then: its
+/// history keeps who ran it), or `dead` after the last one or when told not to retry.
+fn failed(j: &Job, error: &str, retry: bool, now: i64, jitter: u64) -> Job {
     let mut n = j.clone();
     n.last_error = Some(error.to_string());
     n.lease_expires_at = None;
     n.updated_at = now;
     n.close_attempt(now, "failed", Some(error));
-    if n.attempts >= n.max_attempts {
+    if !retry || n.attempts >= n.max_attempts {
         n.status = Status::Dead;
         n.finished_at = Some(now);
     } else {
         n.status = Status::Scheduled;
         n.run_at = now + (backoff_secs(n.attempts, jitter) as i64) * 1000;
+        n.release();
     }
     n
 }
@@ -206,6 +238,7 @@ pub fn retried(j: &Job, now: i64) -> Result<Job, JobError> {
     n.updated_at = now;
     n.finished_at = None;
     n.lease_expires_at = None;
+    n.release();
     if n.attempts >= n.max_attempts {
         n.max_attempts = n.attempts + 1;
     }
@@ -265,7 +298,7 @@ pub fn requeued(j: &Job, limit: i64, now: i64, jitter: u64) -> Result<Job, JobEr
     if j.status != Status::Stuck || j.stuck_since() > limit {
         return Err(JobError::Conflict("not yet".into()));
     }
-    let mut n = failed(j, "stuck: lease expired, re-queued", now, jitter);
+    let mut n = failed(j, "stuck: lease expired, re-queued", true, now, jitter);
     if n.status == Status::Scheduled {
         n.status = Status::Queued;
         n.run_at = now;
@@ -293,6 +326,7 @@ pub fn outcome(old: &Job, new: &Job) -> Option<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::ApiReporter;
 
     fn queued() -> Job {
         new_job(
@@ -314,13 +348,15 @@ mod tests {
         let r = claimed(&j, "w", 10, 2_000);
         assert_eq!((r.status, r.attempts), (Status::Running, 1));
         assert_eq!(r.lease_expires_at, Some(12_000));
-        assert!(completed(&r, Some("other"), None, 3_000).is_err());
-        let f = failed_by(&r, Some("w"), "boom", 3_000, 0).unwrap();
+        assert!(completed(&r, Some("other").into(), None, 3_000).is_err());
+        let f = failed_by(&r, Some("w").into(), "boom", true, 3_000, 0).unwrap();
+        assert_eq!((f.worker.as_deref(), f.worker_key.as_deref()), (None, None));
+        assert_eq!(f.history[0].worker, "w");
         assert_eq!(f.status, Status::Scheduled);
         assert_eq!(f.run_at, 3_000 + 16_000);
         assert_eq!(outcome(&r, &f), Some(Outcome::Failed));
         let r2 = claimed(&promoted(&f, 20_000).unwrap(), "w", 10, 20_000);
-        let d = failed_by(&r2, None, "boom", 21_000, 0).unwrap();
+        let d = failed_by(&r2, Reporter::Internal(None), "boom", true, 21_000, 0).unwrap();
         assert_eq!(d.status, Status::Dead);
         assert_eq!(outcome(&r2, &d), Some(Outcome::Dead));
         let again = retried(&d, 22_000).unwrap();
@@ -337,8 +373,51 @@ mod tests {
         assert!(requeued(&s, 9_999, 20_000, 0).is_err());
         let q = requeued(&s, 10_000, 20_000, 0).unwrap();
         assert_eq!((q.status, q.run_at), (Status::Queued, 20_000));
+        assert_eq!(q.worker, None, "a re-queued job has no current worker");
         assert!(cancelled(&q, 21_000).is_ok());
-        let done = completed(&r, Some("w"), None, 5).unwrap();
+        let done = completed(&r, Some("w").into(), None, 5).unwrap();
         assert!(cancelled(&done, 6).is_err());
+    }
+
+    #[test]
+    fn a_claim_belongs_to_its_key_and_builtin_jobs_to_the_server() {
+        let api = |key_id, worker, any_claim| {
+            Reporter::Api(ApiReporter {
+                key_id,
+                worker,
+                any_claim,
+            })
+        };
+        let r = claimed_by(&queued(), "w1", Some("k1"), 10, 0);
+        assert_eq!(r.worker_key.as_deref(), Some("k1"));
+        // Another worker key, with or without the holder's name: refused.
+        assert!(completed(&r, api("k2", None, false), None, 1).is_err());
+        assert!(completed(&r, api("k2", Some("w1"), false), None, 1).is_err());
+        assert!(heartbeat(&r, api("k2", None, false), 10, 1).is_err());
+        assert!(failed_by(&r, api("k2", None, false), "x", true, 1, 0).is_err());
+        // The holder's key, with its name or none; not under another name.
+        assert!(completed(&r, api("k1", Some("w2"), false), None, 1).is_err());
+        assert!(completed(&r, api("k1", None, false), None, 1).is_ok());
+        assert!(completed(&r, api("k1", Some("w1"), false), None, 1).is_ok());
+        // An operator's or admin's key may act on it.
+        assert!(completed(&r, api("k9", None, true), None, 1).is_ok());
+        // A claim from before keys were kept: no worker key may report on it.
+        let mut old = r.clone();
+        old.worker_key = None;
+        assert!(completed(&old, api("k1", None, false), None, 1).is_err());
+        // The built-in executor's jobs: never over the API, even for an admin.
+        let b = claimed(&queued(), "builtin:executor", 10, 0);
+        let err = completed(&b, api("k9", None, true), None, 1).unwrap_err();
+        assert!(err.to_string().contains("server itself"), "{err}");
+        assert!(completed(&b, Reporter::Internal(None), None, 1).is_ok());
+    }
+
+    #[test]
+    fn retry_false_is_dead_at_once() {
+        let r = claimed(&queued(), "w", 10, 0);
+        assert_eq!(r.max_attempts, 2);
+        let d = failed_by(&r, Some("w").into(), "bad input", false, 1, 0).unwrap();
+        assert_eq!((d.status, d.attempts), (Status::Dead, 1));
+        assert_eq!(outcome(&r, &d), Some(Outcome::Dead));
     }
 }

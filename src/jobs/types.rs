@@ -89,6 +89,45 @@ pub struct ClaimRequest {
     pub count: usize,
 }
 
+/// Who reports on a claimed job (heartbeat, complete, fail).
+#[derive(Debug, Clone, Copy)]
+pub enum Reporter<'a> {
+    /// Code inside the server (a built-in executor, the reconciler), checked by the
+    /// worker name it claimed with when it gives one.
+    Internal(Option<&'a str>),
+    /// A caller of the worker API.
+    Api(ApiReporter<'a>),
+}
+
+/// A worker-API caller, as the queue checks it against the claim.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiReporter<'a> {
+    /// The caller's key id: a worker key may report only on its own claims.
+    pub key_id: &'a str,
+    /// The worker name the caller gave, checked against the claim's when given.
+    pub worker: Option<&'a str>,
+    /// Operators and admins may act on any claim (the design's role table).
+    pub any_claim: bool,
+}
+
+impl<'a> From<Option<&'a str>> for Reporter<'a> {
+    fn from(worker: Option<&'a str>) -> Self {
+        Reporter::Internal(worker)
+    }
+}
+
+impl<'a> From<Option<&'a String>> for Reporter<'a> {
+    fn from(worker: Option<&'a String>) -> Self {
+        Reporter::Internal(worker.map(String::as_str))
+    }
+}
+
+impl<'a> From<ApiReporter<'a>> for Reporter<'a> {
+    fn from(r: ApiReporter<'a>) -> Self {
+        Reporter::Api(r)
+    }
+}
+
 /// A filter for lists and bulk retries.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

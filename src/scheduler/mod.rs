@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::jobs::executors::Executors;
-use crate::jobs::{BUILTIN_WORKER, ClaimRequest, Job, Jobs, Status};
+use crate::jobs::{BUILTIN_WORKER, ClaimRequest, Job, Jobs, Reporter, Status};
 use crate::store::Commit;
 use log::SchedLog;
 use schedules::Schedules;
@@ -365,8 +365,10 @@ pub async fn dispatch(sched: &Scheduler) -> anyhow::Result<usize> {
 async fn execute(sched: &Scheduler, job: Job) {
     let outcome = sched.executors.run(&job).await;
     let res = match outcome {
-        Ok(result) => sched.jobs.complete(&job.id, None, Some(result)),
-        Err(e) => sched.jobs.fail(&job.id, None, &e),
+        Ok(result) => sched
+            .jobs
+            .complete(&job.id, Reporter::Internal(None), Some(result)),
+        Err(e) => sched.jobs.fail(&job.id, Reporter::Internal(None), &e),
     };
     match res {
         Ok((_, commit)) => {

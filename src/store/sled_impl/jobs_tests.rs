@@ -8,7 +8,7 @@ use chrono::{Duration, TimeZone, Utc};
 
 use super::jobs::SledJobs;
 use crate::clock::Clock;
-use crate::jobs::{ClaimRequest, Filter, Job, JobStore, Jobs, NewJob, Status};
+use crate::jobs::{ClaimRequest, Filter, Job, JobStore, Jobs, NewJob, Reporter, Status};
 use crate::store::{Store, Table};
 
 /// A small deterministic generator for the random walk.
@@ -67,11 +67,15 @@ fn walk(jobs: &Jobs, clock: &Clock, n: usize, rng: &mut Rng) {
                         count: 1 + rng.below(4) as usize,
                     })
                     .map(|_| ()),
-                2 => jobs.complete(&id, None, Some("{}".into())).map(|_| ()),
-                3 => jobs.fail(&id, None, "boom").map(|_| ()),
+                2 => jobs
+                    .complete(&id, Reporter::Internal(None), Some("{}".into()))
+                    .map(|_| ()),
+                3 => jobs.fail(&id, Reporter::Internal(None), "boom").map(|_| ()),
                 4 => jobs.cancel(&id).map(|_| ()),
                 5 => jobs.retry(&id).map(|_| ()),
-                6 => jobs.heartbeat(&id, None, 1 + rng.below(60)).map(|_| ()),
+                6 => jobs
+                    .heartbeat(&id, Reporter::Internal(None), 1 + rng.below(60))
+                    .map(|_| ()),
                 7 => jobs.mark_stuck().map(|_| ()),
                 _ => jobs.requeue_stuck(30).map(|_| ()),
             };

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Need};
 use crate::jobs::ids::{JobId, JobKind, QueueName};
 use crate::jobs::{Filter, Job, JobError, NewJob, Status};
 use crate::store::Commit;
@@ -301,7 +301,9 @@ pub async fn list(
     })))
 }
 
-/// `GET /api/jobs/stats` (viewer): counts per status per queue, and totals.
+/// `GET /api/jobs/stats` (viewer): counts per status per queue, and totals; `failed`:
+/// attempts that failed (to be retried, or dead) in the last `failed_window_secs`
+/// (3600: the last hour, counted since this process started).
 #[utoipa::path(get, path = "/api/jobs/stats", tag = "jobs",
     responses((status = 200, body = OkBody)),
     extensions(("x-required-role" = json!("viewer"))))]
@@ -324,9 +326,13 @@ pub async fn stats(State(state): State<AppState>, _: Viewer) -> Result<AppJson<V
         }
         queues.insert(q.clone(), Value::Object(m));
     }
-    Ok(AppJson(
-        json!({"ok": true, "totals": totals, "queues": queues}),
-    ))
+    Ok(AppJson(json!({
+        "ok": true,
+        "totals": totals,
+        "queues": queues,
+        "failed": state.jobs.recent_failures(),
+        "failed_window_secs": crate::jobs::FAILED_WINDOW_SECS,
+    })))
 }
 
 /// `GET /api/jobs/stuck` (viewer): with how long each has been stuck and its worker.
@@ -357,8 +363,8 @@ pub async fn stuck(State(state): State<AppState>, _: Viewer) -> Result<AppJson<V
     ))
 }
 
-/// `GET /api/job/{id}`: public fields for anyone; everything for a key holder. A wrong
-/// key is a 401, not an anonymous read.
+/// `GET /api/job/{id}`: public fields for anyone; everything for viewers and up, and for
+/// the worker key whose claim holds it. A wrong key is a 401, not an anonymous read.
 #[utoipa::path(get, path = "/api/job/{id}", tag = "jobs",
     params(("id" = String, Path, description = "the job's id")),
     responses((status = 200, body = JobAnswer)),
@@ -370,9 +376,13 @@ pub async fn show(
 ) -> Result<AppJson<Value>> {
     let id = JobId::parse(&id)?;
     let job = state.jobs.get(id.as_str())?;
-    let v = match caller {
-        Some(_) => job.full_json(),
-        None => job.public_json(),
+    // Viewers and up read everything; a worker key only the jobs its claim holds
+    // (it had them from the claim anyway).
+    let full = caller.is_some_and(|c| Need::Viewer.allows(c.role) || job.held_by_key(&c.key_id));
+    let v = if full {
+        job.full_json()
+    } else {
+        job.public_json()
     };
     Ok(AppJson(json!({"ok": true, "job": v})))
 }
@@ -394,7 +404,7 @@ pub async fn retry(
         origin,
         &caller,
         "job.retry",
-        &id,
+        format!("job:{id}"),
         outcome,
         View::Full,
     )
@@ -418,7 +428,7 @@ pub async fn cancel(
         origin,
         &caller,
         "job.cancel",
-        &id,
+        format!("job:{id}"),
         outcome,
         View::Full,
     )
@@ -447,7 +457,7 @@ pub(crate) async fn answer_job(
     origin: Origin,
     caller: &Caller,
     action: &str,
-    id: &str,
+    target: String,
     outcome: Result<(Job, Commit)>,
     view: View,
 ) -> Response {
@@ -458,7 +468,7 @@ pub(crate) async fn answer_job(
         };
         (StatusCode::OK, json!({"ok": true, "job": v}), commit)
     });
-    audited(state, origin, caller, action, format!("job:{id}"), outcome).await
+    audited(state, origin, caller, action, target, outcome).await
 }
 
 /// What a bulk retry may select.

@@ -13,8 +13,8 @@ pub struct OkBody {
     ok: bool,
 }
 
-/// A job as the API shows it. Anyone sees the first fields; a key holder (or the worker
-/// that changed it) sees them all.
+/// A job as the API shows it. Anyone sees the first fields; viewers and up see them all,
+/// and so does a worker key for a job its claim holds.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct JobView {
@@ -46,6 +46,9 @@ pub struct JobView {
     last_error: Option<String>,
     #[schema(required = false)]
     worker: Option<String>,
+    /// The key id whose claim holds the current lease (none for the server's own).
+    #[schema(required = false)]
+    worker_key: Option<String>,
     #[schema(required = false)]
     timeout_secs: Option<u64>,
     #[schema(required = false)]

@@ -1,19 +1,26 @@
 //! The worker protocol of the job queue: claim, heartbeat, complete, fail, and batch
 //! complete. Workers in any language call these with a `worker` key (operators and
-//! admins may too); each call is one audit event (a batch names its counts).
+//! admins may too); each call is one audit event (a batch names its counts). A claim
+//! belongs to the key that made it: another worker key's report is a 409; an operator
+//! or admin may act on any claim (audited `as:<role>`); the server's own jobs are never
+//! reported here.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::auth::{Caller, Need};
 use crate::jobs::ids::QueueName;
-use crate::jobs::{ClaimRequest, DEFAULT_LEASE_SECS, Job, JobError, MAX_CLAIM};
+use crate::jobs::{ApiReporter, ClaimRequest, DEFAULT_LEASE_SECS, Job, JobError, MAX_CLAIM};
 use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::jobs::{View, answer_job, change};
@@ -84,7 +91,15 @@ pub struct Claim {
     /// Claim up to this many; the answer is then a list, `jobs`.
     #[schema(minimum = 1, maximum = 100)]
     count: Option<usize>,
+    /// When none is ready, wait up to this long for one (long poll): answered as soon
+    /// as a job is ready, at the latest after this (within the request timeout), and at
+    /// once when the server stops. Default 0: answer at once.
+    #[schema(minimum = 0, maximum = 20)]
+    wait_secs: Option<u64>,
 }
+
+/// The longest a claim may wait for a job.
+pub const MAX_WAIT_SECS: u64 = 20;
 
 fn lease(secs: Option<u64>) -> Result<u64> {
     secs.map(|n| in_range("lease_secs", n, 1, 86_400))
@@ -109,7 +124,7 @@ pub async fn claim(
         .clone()
         .unwrap_or_else(|| format!("key:{}", caller.key_id));
     let listed = body.count.is_some();
-    let claimed = claim_jobs(&state, &worker, body);
+    let claimed = claim_jobs(&state, &caller, &worker, body).await;
     let target = match &claimed {
         Ok((jobs, _)) if jobs.len() == 1 => format!("job:{} worker:{worker}", jobs[0].id),
         Ok((jobs, _)) => format!("worker:{worker} claimed={}", jobs.len()),
@@ -127,8 +142,42 @@ pub async fn claim(
     audited(&state, origin, &caller, "job.claim", target, outcome).await
 }
 
-/// Check a claim and take its jobs (none while the scheduler is paused).
-fn claim_jobs(state: &AppState, worker: &str, body: Claim) -> Result<(Vec<Job>, Commit)> {
+/// Check a claim and take its jobs (none while the scheduler is paused), waiting up to
+/// `wait_secs` for one when none is ready.
+async fn claim_jobs(
+    state: &AppState,
+    caller: &Caller,
+    worker: &str,
+    body: Claim,
+) -> Result<(Vec<Job>, Commit)> {
+    let wait = body
+        .wait_secs
+        .map(|n| in_range("wait_secs", n, 0, MAX_WAIT_SECS))
+        .transpose()?
+        .unwrap_or(0);
+    let req = claim_request(worker, body)?;
+    // Answer before the request timeout would cut the request off.
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    let wait = Duration::from_secs(wait).min(timeout.saturating_sub(Duration::from_secs(1)));
+    let deadline = Instant::now() + wait;
+    let mut commit = Commit::done();
+    loop {
+        // Taken before the claim, so a job queued right after it still wakes us.
+        let ready = state.jobs.claimable();
+        let (jobs, c) = take(state, caller, &req)?;
+        commit = commit.and(c);
+        if !jobs.is_empty() || state.jobs.is_stopping() || Instant::now() >= deadline {
+            return Ok((jobs, commit));
+        }
+        tokio::select! {
+            _ = ready => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// A claim's body, checked.
+fn claim_request(worker: &str, body: Claim) -> Result<ClaimRequest> {
     if worker.is_empty() || worker.len() > 100 || worker.starts_with(crate::jobs::BUILTIN_WORKER) {
         return Err(AppError::bad_request(
             "worker: must be 1-100 characters and not start with \"builtin:\"",
@@ -145,10 +194,58 @@ fn claim_jobs(state: &AppState, worker: &str, body: Claim) -> Result<(Vec<Job>, 
         count: count.unwrap_or(1),
         worker: worker.to_string(),
     };
+    Ok(req)
+}
+
+/// One try at a claim (none while the scheduler is paused).
+fn take(state: &AppState, caller: &Caller, req: &ClaimRequest) -> Result<(Vec<Job>, Commit)> {
     if state.scheduler.is_paused() {
         return Ok((Vec::new(), Commit::done()));
     }
-    Ok(state.jobs.claim(&req)?)
+    Ok(state.jobs.claim_for_key(req, &caller.key_id)?)
+}
+
+/// The caller of a report, as the queue checks it against the claim: a worker key only
+/// on its own claims, an operator or admin on any.
+fn reporter<'a>(caller: &'a Caller, worker: Option<&'a str>) -> ApiReporter<'a> {
+    ApiReporter {
+        key_id: &caller.key_id,
+        worker,
+        any_claim: Need::Operator.allows(caller.role),
+    }
+}
+
+/// The audit target of a report: the job, the worker whose claim it was, and, when an
+/// operator or admin acted on another key's claim, `as:<role>`.
+fn report_target(
+    id: &str,
+    caller: &Caller,
+    worker: Option<&str>,
+    done: &Result<(Job, Commit)>,
+) -> String {
+    let (holder, key) = match done {
+        Ok((j, _)) => (j.worker.clone(), j.worker_key.clone()),
+        Err(_) => (worker.map(str::to_string), None),
+    };
+    let holder = holder.unwrap_or_else(|| format!("key:{}", caller.key_id));
+    let mut t = format!("job:{id} worker:{holder}");
+    if done.is_ok() && key.as_deref() != Some(caller.key_id.as_str()) {
+        t.push_str(&format!(" as:{}", caller.role));
+    }
+    t
+}
+
+/// Audit and answer a worker's report on one job.
+async fn answer_report(
+    state: &AppState,
+    origin: Origin,
+    caller: &Caller,
+    action: &str,
+    (id, worker): (&str, Option<&str>),
+    outcome: Result<(Job, Commit)>,
+) -> Response {
+    let target = report_target(id, caller, worker, &outcome);
+    answer_job(state, origin, caller, action, target, outcome, View::Public).await
 }
 
 /// The body of a heartbeat.
@@ -175,13 +272,12 @@ pub async fn heartbeat(
     AppPath(id): AppPath<String>,
     MaybeJson(body): MaybeJson<Heartbeat>,
 ) -> Response {
-    let outcome = lease(body.lease_secs).and_then(|secs| {
-        change(&id, |id| {
-            state.jobs.heartbeat(id, body.worker.as_deref(), secs)
-        })
-    });
+    let worker = body.worker.as_deref();
+    let by = reporter(&caller, worker);
+    let outcome = lease(body.lease_secs)
+        .and_then(|secs| change(&id, |id| state.jobs.heartbeat(id, by, secs)));
     let action = "job.heartbeat";
-    answer_job(&state, origin, &caller, action, &id, outcome, View::Public).await
+    answer_report(&state, origin, &caller, action, (&id, worker), outcome).await
 }
 
 /// The body of a completion.
@@ -212,11 +308,11 @@ pub async fn complete(
     MaybeJson(body): MaybeJson<Complete>,
 ) -> Response {
     let result = result_text(body.result);
-    let outcome = change(&id, |id| {
-        state.jobs.complete(id, body.worker.as_deref(), result)
-    });
+    let worker = body.worker.as_deref();
+    let by = reporter(&caller, worker);
+    let outcome = change(&id, |id| state.jobs.complete(id, by, result));
     let action = "job.complete";
-    answer_job(&state, origin, &caller, action, &id, outcome, View::Public).await
+    answer_report(&state, origin, &caller, action, (&id, worker), outcome).await
 }
 
 /// The body of a failure report.
@@ -227,6 +323,9 @@ pub struct Fail {
     worker: Option<String>,
     /// What went wrong (default `failed`).
     error: Option<String>,
+    /// `false`: a permanent failure, `dead` at once (default `true`: retried with backoff
+    /// until `max_attempts`).
+    retry: Option<bool>,
 }
 
 /// `POST /api/job/{id}/fail` (worker): `{"worker", "error"}`.
@@ -243,19 +342,31 @@ pub async fn fail(
     MaybeJson(body): MaybeJson<Fail>,
 ) -> Response {
     let error = body.error.unwrap_or_else(|| "failed".into());
-    let outcome = change(&id, |id| {
-        state.jobs.fail(id, body.worker.as_deref(), &error)
-    });
+    let worker = body.worker.as_deref();
+    let by = reporter(&caller, worker);
+    let retry = body.retry.unwrap_or(true);
+    let outcome = change(&id, |id| state.jobs.fail_with(id, by, &error, retry));
     let action = "job.fail";
-    answer_job(&state, origin, &caller, action, &id, outcome, View::Public).await
+    answer_report(&state, origin, &caller, action, (&id, worker), outcome).await
 }
 
-/// One entry of a batch completion: `result` completes the job, `error` fails it.
+/// One entry of a batch completion: `result` completes the job, `error` fails it; an
+/// entry with both, or neither, is refused on its own.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BatchEntry {
     id: String,
+    /// What the job produced (any JSON, `null` included).
+    #[serde(default, deserialize_with = "present")]
     result: Option<Value>,
+    /// What went wrong: a failed attempt.
     error: Option<String>,
+    /// With `error`: `false` makes it permanent (`dead` at once).
+    retry: Option<bool>,
+}
+
+/// A field that is there, even as `null` (absent stays `None` through `default`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// The body of `POST /api/jobs/complete`.
@@ -283,11 +394,12 @@ pub async fn complete_batch(
     AppJson(body): AppJson<CompleteBatch>,
 ) -> Response {
     let worker = body.worker;
-    let applied = apply_batch(&state, worker.as_deref(), body.results);
+    let by = reporter(&caller, worker.as_deref());
+    let applied = apply_batch(&state, by, body.results);
     let target = match &applied {
         Ok(t) => format!(
             "worker:{} completed={} failed={} refused={}",
-            worker.as_deref().unwrap_or("-"),
+            worker.unwrap_or_else(|| format!("key:{}", caller.key_id)),
             t.completed,
             t.failed,
             t.refused
@@ -324,7 +436,7 @@ struct BatchTally {
 /// store failure fails the batch.
 fn apply_batch(
     state: &AppState,
-    worker: Option<&str>,
+    by: ApiReporter<'_>,
     entries: Vec<BatchEntry>,
 ) -> Result<BatchTally> {
     if entries.len() > 1000 {
@@ -338,14 +450,20 @@ fn apply_batch(
         commit: Commit::done(),
     };
     for e in entries {
-        let r = match e.error {
-            Some(err) => state
+        let r = match (e.result, e.error) {
+            (Some(_), Some(_)) => Err(JobError::Invalid(
+                "give either result (complete) or error (fail), not both".into(),
+            )),
+            (None, None) => Err(JobError::Invalid(
+                "give result (complete) or error (fail)".into(),
+            )),
+            (None, Some(err)) => state
                 .jobs
-                .fail(&e.id, worker, &err)
+                .fail_with(&e.id, by, &err, e.retry.unwrap_or(true))
                 .inspect(|_| t.failed += 1),
-            None => state
+            (Some(result), None) => state
                 .jobs
-                .complete(&e.id, worker, result_text(e.result))
+                .complete(&e.id, by, result_text(Some(result)))
                 .inspect(|_| t.completed += 1),
         };
         t.results.push(match r {
