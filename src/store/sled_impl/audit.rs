@@ -188,6 +188,10 @@ impl AuditStore for SledAudit {
         if let Some(a) = &filter.actor {
             fields.push(Field::Actor(a.clone()));
         }
+        // Events without an address have no entry: an empty one is looked for by scan.
+        if let Some(ip) = filter.ip.as_ref().filter(|ip| !ip.is_empty()) {
+            fields.push(Field::Ip(ip.clone()));
+        }
         // A value no index can hold (a 0 byte) is looked for by reading every event.
         fields.retain(Field::indexable);
         if fields.is_empty() {

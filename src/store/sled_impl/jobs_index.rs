@@ -206,7 +206,9 @@ impl Trees {
             .collect();
         self.counts.apply(&puts, &[])?;
         self.counts.insert(FORMAT_KEY, &Count { n: FORMAT })?;
-        tracing::info!(jobs = n, "job indexes rebuilt from the records");
+        if n > 0 {
+            tracing::info!(jobs = n, "job indexes rebuilt from the records");
+        }
         Ok(counts)
     }
 
