@@ -379,3 +379,34 @@ async fn connections_are_capped_refused_quickly_and_timed_out() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     app.stop().await;
 }
+
+/// A bad query value names its parameter; a request hyper cannot parse is refused before
+/// our layers (empty body, connection closed: what the README says of it).
+#[tokio::test]
+async fn bad_query_values_name_the_parameter_and_unparseable_requests_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let (s, v) = app
+        .get("/api/audit?ok=maybe", Some(helpers::VIEWER_KEY))
+        .await;
+    assert_eq!(s, 400, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("ok:"), "{msg}");
+    assert_eq!(v["ok"], false);
+
+    let addr = app.url("").trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"GET /api/st\x01atus HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("an answer");
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    app.stop().await;
+}
