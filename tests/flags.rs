@@ -110,7 +110,7 @@ async fn flags_are_listed_read_by_workers_validated_and_audited() {
             .iter()
             .any(|e| e["ok"] == true && e["target"] == "flag:billing.new-invoices_v2")
     );
-    let line = std::fs::read_to_string(app.home.join("logs/ndjson/audit.ndjson")).unwrap();
+    let line = app.audit_text().await;
     assert!(line.contains("\"action\":\"flag.set\""));
     app.stop().await;
 }

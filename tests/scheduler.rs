@@ -122,7 +122,7 @@ async fn status_pause_resume_restart() {
         summary["components"]["scheduler"]["status"], "healthy",
         "{summary}"
     );
-    let audit = std::fs::read_to_string(app.home.join("logs/ndjson/audit.ndjson")).unwrap();
+    let audit = app.audit_text().await;
     assert!(audit.contains("scheduler.pause") && audit.contains("scheduler.restart"));
     // The log has tick lines.
     let log = std::fs::read_to_string(app.home.join("logs/scheduler.log")).unwrap();
