@@ -36,6 +36,7 @@ pub(super) fn open(
     clock: &Clock,
     flags: &Flags,
 ) -> anyhow::Result<Payments> {
+    jobs.run_here(RECONCILE_KIND);
     let cron = &config.payments.reconcile_cron;
     CronExpr::parse(cron, None).map_err(|e| anyhow::anyhow!("RECONCILE_CRON: {e}"))?;
     let _installed = schedules

@@ -45,6 +45,8 @@ pub struct Jobs {
     stopping: Arc<AtomicBool>,
     /// Failed attempts per minute (clock minutes), for the last [`FAILED_WINDOW_SECS`].
     failures: Arc<Mutex<BTreeMap<i64, u64>>>,
+    /// Kinds the server runs itself: never handed to an API claim.
+    server_kinds: Arc<std::sync::RwLock<BTreeSet<String>>>,
 }
 
 /// The window of [`Jobs::recent_failures`]: the last hour (of this process's life).
@@ -74,6 +76,9 @@ impl Jobs {
             claimable: Arc::new(Notify::new()),
             stopping: Arc::default(),
             failures: Arc::default(),
+            server_kinds: Arc::new(std::sync::RwLock::new(
+                executors::KINDS.iter().map(|k| k.to_string()).collect(),
+            )),
         };
         let now = jobs.now();
         let mut commit = Commit::done();
@@ -397,6 +402,27 @@ impl Jobs {
         self.claim_as(req, None)
     }
 
+    /// `kind` is run by the server itself (beside the built-in executors' kinds): API
+    /// claims never receive its jobs, which their workers could not report anyway.
+    pub fn run_here(&self, kind: &str) {
+        self.server_kinds
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind.to_string());
+    }
+
+    /// The kinds an API claim may take: those asked for (or every kind the queue holds)
+    /// less the server's own.
+    fn external_kinds(&self, asked: &[String]) -> Vec<String> {
+        let own = self.server_kinds.read().unwrap_or_else(|p| p.into_inner());
+        let wanted: BTreeSet<String> = if asked.is_empty() {
+            self.store.counts().into_keys().map(|(_, k, _)| k).collect()
+        } else {
+            asked.iter().cloned().collect()
+        };
+        wanted.into_iter().filter(|k| !own.contains(k)).collect()
+    }
+
     /// [`Jobs::claim`] for an API key (`key_id`, never the key): the claims are that
     /// key's, and only it (or an operator) may report on them.
     pub fn claim_for_key(
@@ -415,7 +441,17 @@ impl Jobs {
         let (_, promoted) = self.promote_due()?;
         let now = self.now();
         let count = req.count.clamp(1, MAX_CLAIM);
-        let (jobs, commit) = self.store.claim(&req.queues, &req.kinds, count, &mut |j| {
+        let kinds = match key_id {
+            Some(_) => {
+                let kinds = self.external_kinds(&req.kinds);
+                if kinds.is_empty() {
+                    return Ok((Vec::new(), promoted));
+                }
+                kinds
+            }
+            None => req.kinds.clone(),
+        };
+        let (jobs, commit) = self.store.claim(&req.queues, &kinds, count, &mut |j| {
             transitions::claimed_by(j, &req.worker, key_id, req.lease_secs, now)
         })?;
         Ok((jobs, promoted.and(commit)))

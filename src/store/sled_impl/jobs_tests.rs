@@ -246,3 +246,37 @@ fn a_home_from_before_the_indexes_is_rebuilt_once_at_open() {
     assert_eq!(reopened.disagreements(), Vec::<String>::new());
     assert_filters_match_a_scan(&store, &reopened);
 }
+
+#[test]
+fn api_claims_never_take_the_kinds_the_server_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, sled) = open(dir.path());
+    let clock = Clock::manual(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    jobs.run_here("payments.reconcile");
+    for kind in ["http", "payments.reconcile", "email"] {
+        let new = NewJob {
+            kind: kind.into(),
+            ..NewJob::default()
+        };
+        jobs.enqueue(new).unwrap();
+    }
+    let any = ClaimRequest {
+        worker: "w".into(),
+        count: 10,
+        lease_secs: 60,
+        ..ClaimRequest::default()
+    };
+    let (got, _) = jobs.claim_for_key(&any, "key1").unwrap();
+    let kinds: Vec<&str> = got.iter().map(|j| j.kind.as_str()).collect();
+    assert_eq!(kinds, ["email"]);
+    // Asking for a server kind by name gets nothing either.
+    let named = ClaimRequest {
+        kinds: vec!["http".into(), "payments.reconcile".into()],
+        ..any.clone()
+    };
+    assert!(jobs.claim_for_key(&named, "key1").unwrap().0.is_empty());
+    // The server's own claims still take them.
+    let (own, _) = jobs.claim(&named).unwrap();
+    assert_eq!(own.len(), 2);
+}
