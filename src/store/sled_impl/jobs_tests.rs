@@ -259,7 +259,7 @@ fn api_claims_never_take_the_kinds_the_server_runs() {
             kind: kind.into(),
             ..NewJob::default()
         };
-        jobs.enqueue(new).unwrap();
+        let _ = jobs.enqueue(new).unwrap();
     }
     let any = ClaimRequest {
         worker: "w".into(),
