@@ -113,8 +113,13 @@ before(async () => {
 
 after(async () => {
   if (browser) await browser.close();
-  if (server) server.kill("SIGTERM");
-  if (home) rmSync(home, { recursive: true, force: true });
+  if (server && server.exitCode === null) {
+    // The home goes only after the server has stopped writing to it.
+    const exited = new Promise((res) => server.once("exit", res));
+    server.kill("SIGTERM");
+    await Promise.race([exited, new Promise((res) => setTimeout(res, 10000))]);
+  }
+  if (home) rmSync(home, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
 });
 
 async function context(opts = {}) {
