@@ -213,6 +213,45 @@ async fn post(
     Ok((s, v))
 }
 
+/// `senders` tasks share `n` numbered calls (stopping once `max` has passed) and time
+/// each: `call(i)` prepares a request, the future it returns is what is timed.
+async fn timed_calls<F, Fut>(
+    senders: usize,
+    n: usize,
+    max: Duration,
+    call: F,
+) -> anyhow::Result<(Lat, f64)>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..senders {
+        let (next, call) = (next.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n || start.elapsed() > max {
+                    break;
+                }
+                let request = call(i);
+                let t = Instant::now();
+                request.await?;
+                lat.push(t.elapsed().as_micros() as u32);
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Lat::default();
+    for t in tasks {
+        lat.0.extend(t.await??);
+    }
+    Ok((lat, start.elapsed().as_secs_f64()))
+}
+
 /// Durable enqueue over HTTP by `producers` concurrent producers.
 async fn http_enqueue(
     parent: &Path,
@@ -223,35 +262,19 @@ async fn http_enqueue(
     let srv = start_server(parent).await?;
     let c = client();
     let url = format!("{}/api/jobs", srv.base);
-    let next = Arc::new(AtomicUsize::new(0));
     let syncs0 = srv.state.store.syncs();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..producers {
-        let (c, url, next) = (c.clone(), url.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= jobs || start.elapsed() > max {
-                    break;
-                }
-                let body = json!({"kind": "bench", "payload": {"n": i}});
-                let t = Instant::now();
-                let (s, v) = post(&c, &url, OPERATOR, &body).await?;
-                if s != 201 {
-                    anyhow::bail!("enqueue answered {s}: {v}");
-                }
-                lat.push(t.elapsed().as_micros() as u32);
+    let (lat, secs) = timed_calls(producers, jobs, max, move |i| {
+        let (c, url) = (c.clone(), url.clone());
+        let body = json!({"kind": "bench", "payload": {"n": i}});
+        async move {
+            let (s, v) = post(&c, &url, OPERATOR, &body).await?;
+            if s != 201 {
+                anyhow::bail!("enqueue answered {s}: {v}");
             }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut lat = Lat::default();
-    for t in tasks {
-        lat.0.extend(t.await??);
-    }
-    let secs = start.elapsed().as_secs_f64();
+            Ok(())
+        }
+    })
+    .await?;
     let syncs = srv.state.store.syncs() - syncs0;
     srv.stop().await;
     Ok(Figures {
@@ -271,36 +294,21 @@ async fn local_enqueue(
     max: Duration,
 ) -> anyhow::Result<Figures> {
     let (state, _dir) = open_state(parent)?;
-    let next = Arc::new(AtomicUsize::new(0));
     let syncs0 = state.store.syncs();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..producers {
-        let (state, next) = (state.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= jobs || start.elapsed() > max {
-                    break;
-                }
-                let t = Instant::now();
-                let (_, commit) = state.jobs.enqueue(NewJob {
-                    kind: "bench".into(),
-                    payload: Some(format!("{{\"n\":{i}}}")),
-                    ..NewJob::default()
-                })?;
-                commit.durable().await?;
-                lat.push(t.elapsed().as_micros() as u32);
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut lat = Lat::default();
-    for t in tasks {
-        lat.0.extend(t.await??);
-    }
-    let secs = start.elapsed().as_secs_f64();
+    let st = state.clone();
+    let (lat, secs) = timed_calls(producers, jobs, max, move |i| {
+        let state = st.clone();
+        async move {
+            let (_, commit) = state.jobs.enqueue(NewJob {
+                kind: "bench".into(),
+                payload: Some(format!("{{\"n\":{i}}}")),
+                ..NewJob::default()
+            })?;
+            commit.durable().await?;
+            Ok(())
+        }
+    })
+    .await?;
     Ok(Figures {
         name: format!("enqueue in-process, {producers} producer(s)"),
         jobs: lat.0.len(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Figures, Lat, OPERATOR, client, start_server};
+use super::{Figures, OPERATOR, client, start_server, timed_calls};
 use crate::payments::signature::sign_header;
 
 /// The signing secret of the bench homes (`STRIPE_WEBHOOK_SECRET`).
@@ -51,45 +51,29 @@ pub(super) async fn webhooks(
     let srv = start_server(parent).await?;
     let c = client();
     let url = format!("{}/api/stripe/webhook", srv.base);
-    let next = Arc::new(AtomicUsize::new(0));
     let syncs0 = srv.state.store.syncs();
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..senders {
-        let (c, url, next) = (c.clone(), url.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= n || start.elapsed() > max {
-                    break;
-                }
-                let now = chrono::Utc::now().timestamp();
-                let body = event(i, now);
-                let header = sign_header(SECRET, now, body.as_bytes());
-                let t = Instant::now();
-                let r = c
-                    .post(&url)
-                    .header("Stripe-Signature", header)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                let s = r.status().as_u16();
-                let v: Value = r.json().await.unwrap_or(Value::Null);
-                if s != 200 || v["outcome"] != "applied" {
-                    anyhow::bail!("webhook answered {s}: {v}");
-                }
-                lat.push(t.elapsed().as_micros() as u32);
+    let (lat, secs) = timed_calls(senders, n, max, move |i| {
+        let (c, url) = (c.clone(), url.clone());
+        let now = chrono::Utc::now().timestamp();
+        let body = event(i, now);
+        let header = sign_header(SECRET, now, body.as_bytes());
+        async move {
+            let r = c
+                .post(&url)
+                .header("Stripe-Signature", header)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            let s = r.status().as_u16();
+            let v: Value = r.json().await.unwrap_or(Value::Null);
+            if s != 200 || v["outcome"] != "applied" {
+                anyhow::bail!("webhook answered {s}: {v}");
             }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut lat = Lat::default();
-    for t in tasks {
-        lat.0.extend(t.await??);
-    }
-    let secs = start.elapsed().as_secs_f64();
+            Ok(())
+        }
+    })
+    .await?;
     let syncs = srv.state.store.syncs() - syncs0;
     srv.stop().await;
     Ok(Figures {
