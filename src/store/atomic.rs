@@ -1,16 +1,26 @@
 //! Writes to several trees that commit as one (a record and its index entries): all of
-//! them or none, also across a crash, and a snapshot sees all or none. One sled
-//! transaction; a SQL backend says the same with `BEGIN … COMMIT`.
+//! them or none, also across a crash, and a snapshot sees all or none. The store's
+//! redo journal makes it atomic across a crash (see `journal`), the gate's latch for a
+//! snapshot; a SQL backend says the same with `BEGIN … COMMIT`.
+//!
+//! A tree written through `AtomicWrite` is written only that way (a start-up rebuild's
+//! `clear` aside): opening the store applies unchecked journal records again, which
+//! would overwrite a plain write made after them.
 
 use std::sync::Arc;
 
-use sled::Transactional;
-use sled::transaction::{TransactionError, TransactionalTree};
-
 use super::capture::Gate;
 use super::codec::{self, Record};
+use super::journal::Journal;
 use super::space::Space;
 use super::{StoreError, Table};
+
+/// What every table of one store shares, taken from the first table written.
+struct Shared {
+    gate: Arc<Gate>,
+    space: Arc<Space>,
+    journal: Arc<Journal>,
+}
 
 /// Build with [`Table::put_in`] and [`Table::remove_in`], then [`AtomicWrite::commit`].
 /// Later writes of a key replace earlier ones.
@@ -18,13 +28,17 @@ use super::{StoreError, Table};
 pub struct AtomicWrite {
     trees: Vec<sled::Tree>,
     writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
-    gate: Option<(Arc<Gate>, Arc<Space>)>,
+    shared: Option<Shared>,
 }
 
 impl<T: Record> Table<T> {
     fn slot(&self, w: &mut AtomicWrite) -> usize {
-        if w.gate.is_none() {
-            w.gate = Some((self.gate.clone(), self.space.clone()));
+        if w.shared.is_none() {
+            w.shared = Some(Shared {
+                gate: self.gate.clone(),
+                space: self.space.clone(),
+                journal: self.journal.clone(),
+            });
         }
         let name = self.tree.name();
         match w.trees.iter().position(|t| t.name() == name) {
@@ -70,37 +84,20 @@ impl AtomicWrite {
         self.writes.is_empty()
     }
 
-    /// Apply every write in one transaction.
+    /// Apply every write as one change: journal record, then each key.
     pub fn commit(self) -> Result<(), StoreError> {
-        let Some((gate, space)) = &self.gate else {
+        let Some(shared) = &self.shared else {
             return Ok(());
         };
-        space.check()?;
+        shared.space.check()?;
         let keys: Vec<(&sled::Tree, &[u8])> = self
             .writes
             .iter()
             .map(|(i, k, _)| (&self.trees[*i], k.as_slice()))
             .collect();
-        gate.write_keys(&keys, || {
-            self.trees
-                .as_slice()
-                .transaction(|views: &Vec<TransactionalTree>| {
-                    for (i, k, v) in &self.writes {
-                        match v {
-                            Some(v) => views[*i].insert(k.as_slice(), v.as_slice())?,
-                            None => views[*i].remove(k.as_slice())?,
-                        };
-                    }
-                    Ok(())
-                })
-                .map_err(|e: TransactionError<()>| match e {
-                    TransactionError::Storage(e) => e,
-                    // The closure never aborts.
-                    TransactionError::Abort(()) => {
-                        sled::Error::ReportableBug("transaction aborted".into())
-                    }
-                })
-        })?;
+        shared
+            .gate
+            .write_keys(&keys, || shared.journal.apply(&self.trees, &self.writes))?;
         Ok(())
     }
 }

@@ -170,7 +170,7 @@ impl Gate {
         f()
     }
 
-    /// As [`Gate::write`] for one write to keys of several trees (a transaction).
+    /// As [`Gate::write`] for one change to keys of several trees (an `AtomicWrite`).
     pub(crate) fn write_keys<R>(
         &self,
         keys: &[(&sled::Tree, &[u8])],

@@ -21,15 +21,15 @@
 //! | operation | sled (`sled_impl`) | PostgreSQL |
 //! |---|---|---|
 //! | `Commit` | a group-commit ticket: flush + fdatasync shared by every writer waiting (`durable.rs`) | [`Commit::done`]: the transaction committed before the call returned |
-//! | `JobStore::insert` | record in `jobs`, its index entries and counts in one transaction ([`AtomicWrite`]); unique key by `insert_new` / CAS in `jobs_unique` | `INSERT … ON CONFLICT (unique_key) WHERE unfinished DO NOTHING RETURNING`, else `SELECT` the holder |
-//! | `JobStore::update(id, f)` | under the store's write lock: read, `f`, one transaction for the record, its index entries and counts | `BEGIN; SELECT … FOR UPDATE; f; UPDATE; COMMIT` |
+//! | `JobStore::insert` | record in `jobs`, its index entries and counts as one [`AtomicWrite`] (journal record, then plain writes); unique key by `insert_new` / CAS in `jobs_unique` | `INSERT … ON CONFLICT (unique_key) WHERE unfinished DO NOTHING RETURNING`, else `SELECT` the holder |
+//! | `JobStore::update(id, f)` | under the store's write lock: read, `f`, one [`AtomicWrite`] for the record, its index entries and counts | `BEGIN; SELECT … FOR UPDATE; f; UPDATE; COMMIT` |
 //! | `JobStore::claim(queues, kinds, n, f)` | peek each (queue, kind) head of `jobs_ready`, take the best under the write lock if its record is still queued there, as `update` | `UPDATE jobs SET … WHERE id IN (SELECT id FROM jobs WHERE status='queued' AND queue = ANY($1) … ORDER BY priority DESC, run_at, id LIMIT $n FOR UPDATE SKIP LOCKED) RETURNING *` |
 //! | `JobStore::list / ids` | a filter on status, queue or kind: the `jobs_status` ranges of the matching (status, queue, kind), merged in id order; otherwise a range over `jobs` (ids are UUIDv7: time order) | `SELECT … WHERE … AND id < $cursor ORDER BY id DESC LIMIT $n` |
 //! | `JobStore::counts` | `jobs_counts`, written with each change and read at open; kept in memory | `SELECT queue, kind, status, count(*) … GROUP BY` (or a counts table updated in the same transaction) |
 //! | `JobStore::expired_leases / due / next_run_at` | range over `jobs_running` (by lease end) / over `jobs_sched` (by `run_at`) | `WHERE status='running' AND lease_expires_at <= $now` / `WHERE status='scheduled' AND run_at <= $now` / `min(run_at)`, with indexes on those columns |
-//! | `JobStore::prune` | range over `jobs_finished` (by `finished_at`), remove in transactions of 256, release unique keys | `DELETE … WHERE finished_at < $t AND status IN (…)` |
+//! | `JobStore::prune` | range over `jobs_finished` (by `finished_at`), remove in atomic writes of 256, release unique keys | `DELETE … WHERE finished_at < $t AND status IN (…)` |
 //! | `ScheduleStore` | `schedules` tree by name; `update` by CAS | one row per schedule; `SELECT … FOR UPDATE` in `update` |
-//! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → the event and its `audit_index` entries in one transaction | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
+//! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → the event and its `audit_index` entries as one [`AtomicWrite`] | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
 //! | `AuditStore::since_seq / newest_first` | range over `audit` |
 //! | `AuditStore::candidates(filter)` | `audit_index` (failures, action, actor, ip) walked together; a time bound by binary search on seq | `WHERE` on indexed columns, `ORDER BY seq DESC` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
 //! | `MinuteStore::merge(minute, f)` | CAS update of the big-endian minute key | `INSERT … ON CONFLICT (minute) DO UPDATE` inside a transaction (`f` on the locked row) |
@@ -44,6 +44,7 @@ mod atomic;
 mod capture;
 pub mod codec;
 mod durable;
+mod journal;
 pub mod meta;
 pub(crate) mod sled_impl;
 mod space;
@@ -185,6 +186,8 @@ pub struct Store {
     commit: GroupCommit,
     /// Change groups and snapshot captures (point-in-time reads across trees).
     gate: Arc<capture::Gate>,
+    /// What makes a change of several keys atomic across a crash.
+    journal: Arc<journal::Journal>,
     /// Held for the life of the process: a second server on the same home fails to take it.
     _lock: Arc<File>,
 }
@@ -208,6 +211,25 @@ pub fn lock_held(home: &Path) -> bool {
     };
     // Taking it for a moment says it was free; dropping `f` releases it again.
     matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Open sled's files. We hold the home's lock, so a busy sled lock is this process's
+/// previous handle still closing (sled's I/O threads finish its last writes after the
+/// handle is gone): wait for it, briefly.
+fn open_sled(config: &sled::Config) -> Result<sled::Db, StoreError> {
+    let start = std::time::Instant::now();
+    loop {
+        match config.open() {
+            // sled says so only in its message (an `Other` error).
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && start.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return Ok(r?),
+        }
+    }
 }
 
 impl Store {
@@ -235,18 +257,26 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let lock = Self::lock_home(home)?;
         let path = home.join("data").join("echopilot.sled");
-        let db = tune(
+        let config = tune(
             sled::Config::new()
                 .path(&path)
                 .cache_capacity(64 * 1024 * 1024),
-        )
-        .open()?;
+        );
+        let db = open_sled(&config)?;
+        let (journal, replayed) = journal::Journal::open(&db)?;
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "store: changes cut short by a crash applied again from the journal"
+            );
+        }
         let commit = GroupCommit::new(db.clone(), &path)?;
         let store = Store {
             db,
             path,
             commit,
             gate: Arc::default(),
+            journal: Arc::new(journal),
             space: Arc::new(space::Space::new(home.join("data"))),
             _lock: Arc::new(lock.0),
         };
@@ -293,6 +323,7 @@ impl Store {
             self.db.open_tree(name)?,
             self.gate.clone(),
             self.space.clone(),
+            self.journal.clone(),
         ))
     }
 
@@ -316,6 +347,8 @@ impl Store {
     /// Make every write so far durable now, blocking: the composition root calls it
     /// after start-up recovery and at shutdown; CLI commands before they exit.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        // The next open then has nothing to apply again.
+        self.journal.settle()?;
         self.commit.sync_blocking()
     }
 
@@ -340,7 +373,7 @@ impl Store {
             .db
             .tree_names()
             .into_iter()
-            .filter(|n| n.as_ref() != b"__sled__default")
+            .filter(|n| !n.starts_with(b"__"))
             .filter_map(|n| {
                 let name = String::from_utf8_lossy(&n).to_string();
                 self.db.open_tree(&n).ok().map(|t| (name, t.len()))

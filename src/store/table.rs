@@ -4,10 +4,11 @@ use std::marker::PhantomData;
 use std::ops::RangeBounds;
 use std::sync::Arc;
 
-use super::StoreError;
 use super::capture::Gate;
 use super::codec::{self, Record};
+use super::journal::Journal;
 use super::space::Space;
+use super::{AtomicWrite, StoreError};
 
 /// One tree holding records of type `T`. Cloning is cheap. Every write passes the
 /// store's [`Gate`], so a running snapshot keeps what it changes.
@@ -15,6 +16,7 @@ pub struct Table<T> {
     pub(super) tree: sled::Tree,
     pub(super) gate: Arc<Gate>,
     pub(super) space: Arc<Space>,
+    pub(super) journal: Arc<Journal>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -24,6 +26,7 @@ impl<T> Clone for Table<T> {
             tree: self.tree.clone(),
             gate: self.gate.clone(),
             space: self.space.clone(),
+            journal: self.journal.clone(),
             _t: PhantomData,
         }
     }
@@ -41,11 +44,17 @@ pub enum Cas<T> {
 type Entry<T> = Result<(Vec<u8>, T), StoreError>;
 
 impl<T: Record> Table<T> {
-    pub(super) fn new(tree: sled::Tree, gate: Arc<Gate>, space: Arc<Space>) -> Self {
+    pub(super) fn new(
+        tree: sled::Tree,
+        gate: Arc<Gate>,
+        space: Arc<Space>,
+        journal: Arc<Journal>,
+    ) -> Self {
         Self {
             tree,
             gate,
             space,
+            journal,
             _t: PhantomData,
         }
     }
@@ -207,23 +216,16 @@ impl<T: Record> Table<T> {
         self.tree.is_empty()
     }
 
-    /// Write several records and removals as one atomic batch.
+    /// Write several records and removals as one atomic change (an [`AtomicWrite`]).
     pub fn apply(&self, puts: &[(Vec<u8>, T)], removes: &[Vec<u8>]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut w = AtomicWrite::new();
         for (k, v) in puts {
-            batch.insert(k.as_slice(), codec::encode(v)?);
+            self.put_in(&mut w, k, v)?;
         }
         for k in removes {
-            batch.remove(k.as_slice());
+            self.remove_in(&mut w, k);
         }
-        self.space.check()?;
-        let mut keys = puts
-            .iter()
-            .map(|(k, _)| k.as_slice())
-            .chain(removes.iter().map(Vec::as_slice));
-        self.gate
-            .write(&self.tree, &mut keys, || self.tree.apply_batch(batch))?;
-        Ok(())
+        w.commit()
     }
 
     /// Remove every record.

@@ -1,8 +1,8 @@
 //! The job queue on sled.
 //!
 //! The `jobs` tree (16-byte UUIDv7 id → [`Job`]) holds the records. Every change writes
-//! the record, its index entries and the counts in **one atomic write** (a sled
-//! transaction, `crate::store::AtomicWrite`), so the indexes never drift from the
+//! the record, its index entries and the counts in **one atomic write** (through
+//! the store's redo journal, `crate::store::AtomicWrite`), so the indexes never drift from the
 //! records, also across a crash, and nothing is rebuilt at open (a home written before
 //! these indexes is rebuilt once: `jobs_index`). The index trees (keys in `job_keys`):
 //! - `jobs_ready`: `queue \0 kind \0 priority↓ run_at id` for queued jobs: a claim

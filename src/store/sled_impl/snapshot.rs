@@ -51,12 +51,13 @@ impl SnapshotView for View<'_> {
     }
 }
 
-/// Tree names, without sled's own default tree.
+/// Tree names, without the store's own (`__sled__default`, `__journal`): a snapshot
+/// reads every change whole, so a restored store starts with an empty journal.
 fn tree_names(db: &sled::Db) -> Vec<String> {
     let mut v: Vec<String> = db
         .tree_names()
         .into_iter()
-        .filter(|n| n.as_ref() != b"__sled__default")
+        .filter(|n| !n.starts_with(b"__"))
         .map(|n| String::from_utf8_lossy(&n).to_string())
         .collect();
     v.sort();
