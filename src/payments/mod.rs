@@ -241,8 +241,13 @@ impl Payments {
         e
     }
 
-    /// Take one delivery: verify, store once, apply. `Err` only before the event is
-    /// stored (a refusal) or when storing it failed.
+    /// Take one delivery: verify, apply, store once with its outcome. `Err` only before
+    /// the event is stored (a refusal) or when storing it failed.
+    ///
+    /// Applying first writes the event's record once instead of twice (stored as
+    /// received, then its outcome). Applying is idempotent (a payment joins an event
+    /// once; replays rely on it too), so a crash after applying and before storing
+    /// leaves nothing acknowledged, and Stripe's retry applies it again to no effect.
     pub async fn receive(
         &self,
         header: Option<&[u8]>,
@@ -253,6 +258,13 @@ impl Payments {
         signature::verify(header, body, &s.secrets, s.tolerance_secs, now.timestamp())
             .map_err(|e| self.refuse(e.into()))?;
         let ev = event::parse(body).map_err(|m| self.refuse(WebhookError::BadJson(m)))?;
+        if let Some(old) = self.0.store.event(&ev.id)?
+            && old.outcome != EventOutcome::Received
+        {
+            let (_, commit) = self.0.store.record_event(&old)?;
+            return Ok(self.duplicate(&ev, old, commit));
+        }
+        let (outcome, error, payment) = self.apply_outcome(&ev).await;
         let stored = StoredEvent {
             id: ev.id.clone(),
             kind: ev.kind.clone(),
@@ -260,33 +272,50 @@ impl Payments {
             livemode: ev.livemode,
             received_at: self.now_ms(),
             payload: String::from_utf8_lossy(body).into_owned(),
-            outcome: EventOutcome::Received,
-            error: None,
-            payment: None,
-            applied: 0,
+            outcome,
+            error: error.clone(),
+            payment: payment.clone(),
+            applied: 1,
             updated_at: self.now_ms(),
         };
         let (new, commit) = self.0.store.record_event(&stored)?;
-        if !new
-            && let Some(old) = self.0.store.event(&ev.id)?
-            && old.outcome != EventOutcome::Received
-        {
-            self.count(&ev.kind, "duplicate");
-            self.log_line(&format!("webhook ok {} {} duplicate", ev.id, ev.kind));
-            return Ok(Received {
-                id: ev.id,
-                kind: ev.kind,
-                duplicate: true,
-                outcome: old.outcome,
-                error: old.error,
-                payment: old.payment,
-                commit,
-            });
+        if !new {
+            match self.0.store.event(&ev.id)? {
+                // A concurrent delivery stored it first: answer with what it stored.
+                Some(old) if old.outcome != EventOutcome::Received => {
+                    return Ok(self.duplicate(&ev, old, commit));
+                }
+                // Stored by a delivery that stopped before applying it: this one did.
+                _ => {
+                    let c = self.0.store.set_event_outcome(
+                        &ev.id,
+                        outcome,
+                        error.clone(),
+                        payment.clone(),
+                        self.now_ms(),
+                    )?;
+                    let mut r = self.recorded(&ev, outcome, error, payment, commit.and(c));
+                    r.duplicate = true;
+                    return Ok(r);
+                }
+            }
         }
-        // New, or stored by a delivery that stopped before applying it.
-        let mut r = self.apply_and_record(&ev).await?;
-        r.duplicate = !new;
-        Ok(r)
+        Ok(self.recorded(&ev, outcome, error, payment, commit))
+    }
+
+    /// The answer to a delivery of an event already stored with its outcome.
+    fn duplicate(&self, ev: &Incoming, old: StoredEvent, commit: Commit) -> Received {
+        self.count(&ev.kind, "duplicate");
+        self.log_line(&format!("webhook ok {} {} duplicate", ev.id, ev.kind));
+        Received {
+            id: ev.id.clone(),
+            kind: ev.kind.clone(),
+            duplicate: true,
+            outcome: old.outcome,
+            error: old.error,
+            payment: old.payment,
+            commit,
+        }
     }
 
     /// Apply a stored event again (`POST /api/payments/events/{id}/replay`). `None`
@@ -320,11 +349,7 @@ impl Payments {
     }
 
     async fn apply_and_record(&self, ev: &Incoming) -> Result<Received, StoreError> {
-        let (outcome, error, payment) = match self.apply(ev).await {
-            Ok(Some(p)) => (EventOutcome::Applied, None, Some(p)),
-            Ok(None) => (EventOutcome::Ignored, None, None),
-            Err(e) => (EventOutcome::Failed, Some(e), None),
-        };
+        let (outcome, error, payment) = self.apply_outcome(ev).await;
         let commit = self.0.store.set_event_outcome(
             &ev.id,
             outcome,
@@ -332,6 +357,27 @@ impl Payments {
             payment.clone(),
             self.now_ms(),
         )?;
+        Ok(self.recorded(ev, outcome, error, payment, commit))
+    }
+
+    /// Apply `ev`: what became of it, the failure, and the payment it joined.
+    async fn apply_outcome(&self, ev: &Incoming) -> (EventOutcome, Option<String>, Option<String>) {
+        match self.apply(ev).await {
+            Ok(Some(p)) => (EventOutcome::Applied, None, Some(p)),
+            Ok(None) => (EventOutcome::Ignored, None, None),
+            Err(e) => (EventOutcome::Failed, Some(e), None),
+        }
+    }
+
+    /// Count and log an applied event; the answer for it.
+    fn recorded(
+        &self,
+        ev: &Incoming,
+        outcome: EventOutcome,
+        error: Option<String>,
+        payment: Option<String>,
+        commit: Commit,
+    ) -> Received {
         self.count(&ev.kind, outcome.as_str());
         match &error {
             Some(e) => self.log_line(&format!("webhook failed: apply {} {}: {e}", ev.id, ev.kind)),
@@ -343,7 +389,7 @@ impl Payments {
                 payment.as_deref().unwrap_or("-")
             )),
         }
-        Ok(Received {
+        Received {
             id: ev.id.clone(),
             kind: ev.kind.clone(),
             duplicate: false,
@@ -351,7 +397,7 @@ impl Payments {
             error,
             payment,
             commit,
-        })
+        }
     }
 
     /// Join the event into its payment; `Ok(None)` for a type we ignore. The error is

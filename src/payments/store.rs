@@ -102,8 +102,9 @@ pub type Cursor = Option<String>;
 pub type Change<'a> = &'a mut dyn FnMut(Option<Payment>) -> Option<Payment>;
 
 pub trait PaymentStore: Send + Sync {
-    /// Store a verified event unless its id is known. `true` when it is new; either way
-    /// the delivery is logged.
+    /// Store a verified event (with its outcome, or `Received` before it is applied)
+    /// unless its id is known. `true` when it is new; either way the delivery is
+    /// logged, and a new failed event is listed among the failed.
     fn record_event(&self, ev: &StoredEvent) -> Result<(bool, Commit), StoreError>;
 
     fn event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError>;

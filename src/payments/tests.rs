@@ -202,3 +202,68 @@ async fn webhook_log_lines_are_escaped() {
     assert!(lines[0].contains(r"custom.kind\n2026-01-01"), "{text:?}");
     assert!(lines[0].contains(r"evt_forge\u{2028}x"), "{text:?}");
 }
+
+#[tokio::test]
+async fn an_event_applied_but_not_stored_before_a_crash_is_applied_once_on_the_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Arc::new(FakeQueue::default());
+    let body = paid_event("evt_u3", "payment_intent.succeeded", "pi_unit");
+    {
+        // The crash came after the payment joined the event, before the event was stored.
+        let p = open(dir.path(), q.clone());
+        let ev = event::parse(body.as_bytes()).unwrap();
+        assert_eq!(
+            p.apply_outcome(&ev).await,
+            (EventOutcome::Applied, None, Some("pi_unit".into()))
+        );
+        assert!(p.store().event("evt_u3").unwrap().is_none());
+        p.store().payment("pi_unit").unwrap().unwrap();
+    }
+    let p = open(dir.path(), q.clone());
+    let r = send(&p, &body).await;
+    assert!(!r.duplicate);
+    assert_eq!(r.outcome, EventOutcome::Applied);
+    let stored = p.store().event("evt_u3").unwrap().unwrap();
+    assert_eq!(stored.outcome, EventOutcome::Applied);
+    assert_eq!(stored.applied, 1);
+    let pay = p.store().payment("pi_unit").unwrap().unwrap();
+    assert_eq!(pay.events.len(), 1);
+    // One fulfilment job, whichever delivery planned it.
+    assert_eq!(q.jobs.lock().unwrap().len(), 1);
+    // And the next delivery is a duplicate that changes nothing.
+    let again = send(&p, &body).await;
+    assert!(again.duplicate);
+    assert_eq!(again.outcome, EventOutcome::Applied);
+    assert_eq!(p.store().event("evt_u3").unwrap().unwrap().applied, 1);
+}
+
+#[tokio::test]
+async fn an_event_stored_as_received_by_a_delivery_that_stopped_is_applied_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Arc::new(FakeQueue::default());
+    let p = open(dir.path(), q.clone());
+    let body = paid_event("evt_u4", "payment_intent.succeeded", "pi_unit");
+    let ev = event::parse(body.as_bytes()).unwrap();
+    let stored = StoredEvent {
+        id: ev.id.clone(),
+        kind: ev.kind.clone(),
+        created: ev.created,
+        livemode: ev.livemode,
+        received_at: 1,
+        payload: body.clone(),
+        outcome: EventOutcome::Received,
+        error: None,
+        payment: None,
+        applied: 0,
+        updated_at: 1,
+    };
+    let (new, _) = p.store().record_event(&stored).unwrap();
+    assert!(new);
+    let r = send(&p, &body).await;
+    assert!(r.duplicate, "the id was stored before");
+    assert_eq!(r.outcome, EventOutcome::Applied);
+    let e = p.store().event("evt_u4").unwrap().unwrap();
+    assert_eq!(e.outcome, EventOutcome::Applied);
+    assert_eq!(e.payment.as_deref(), Some("pi_unit"));
+    assert_eq!(e.payload, body);
+}

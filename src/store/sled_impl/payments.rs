@@ -102,6 +102,11 @@ impl SledPayments {
 
 impl PaymentStore for SledPayments {
     fn record_event(&self, ev: &StoredEvent) -> Result<(bool, Commit), StoreError> {
+        // The failed list is an index: written before the record; a reader checks the
+        // record's outcome.
+        if ev.outcome == EventOutcome::Failed {
+            self.failed.insert(&ev.id, &Ref { id: ev.id.clone() })?;
+        }
         let new = self.events.insert_new(&ev.id, ev)?;
         self.deliveries.insert(
             Uuid::now_v7().as_bytes(),
