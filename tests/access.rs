@@ -737,6 +737,31 @@ async fn verify_catches_a_removed_last_line_against_the_store() {
     assert!(out.contains("seq 3"), "{out}");
 }
 
+#[tokio::test]
+async fn a_start_writes_the_lines_of_a_store_whose_first_lines_never_reached_the_file() {
+    // `kill -9` before the writer's first batch: events stored, the file empty.
+    let tmp = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn_in(tmp.path(), &[]).await;
+    for _ in 0..3 {
+        assert_eq!(app.supervisor_status(None).await.0, 401);
+    }
+    let path = app.audit_path();
+    app.stop().await;
+    std::fs::write(&path, "").unwrap();
+    let (ok, out) = verify(tmp.path());
+    assert!(!ok, "{out}");
+    let app = TestApp::spawn_in(tmp.path(), &[]).await;
+    app.stop().await;
+    let (ok, out) = verify(tmp.path());
+    assert!(ok, "{out}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().count() >= 3, "{text}");
+    assert!(
+        text.lines().next().unwrap().contains("\"seq\":1,"),
+        "{text}"
+    );
+}
+
 /// Worker routes have their own limit, shared by the worker routes and apart from the
 /// general one.
 #[tokio::test]

@@ -305,8 +305,12 @@ impl Audit {
                 written = chain::last_event(newest).ok().flatten().map(|e| e.seq);
             }
         }
-        let Some(written) = written else {
-            return Ok(());
+        // No line in any file: the process died before its first line was written,
+        // or every file up to a point was pruned on purpose (recorded).
+        let written = match written {
+            Some(w) => w,
+            None => chain::pruned_through(&self.logs_dir)
+                .map_err(|e| StoreError::io(&self.logs_dir, e))?,
         };
         if written >= last_stored {
             return Ok(());
