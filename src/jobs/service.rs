@@ -82,11 +82,19 @@ impl Jobs {
         };
         let now = jobs.now();
         let mut commit = Commit::done();
-        for id in jobs
+        // Only the built-in worker's jobs were ours: external workers keep their leases.
+        // Picked from one read of the running jobs, so a home with many external
+        // leases reads each once at start-up.
+        let (running, _) = jobs
             .store
-            .ids(&Filter::status(Status::Running), usize::MAX)?
-        {
-            let r = jobs.store.update(&id, &mut |j| {
+            .list(&Filter::status(Status::Running), None, usize::MAX)?;
+        let ours = running.into_iter().filter(|j| {
+            j.worker
+                .as_deref()
+                .is_some_and(|w| w.starts_with(BUILTIN_WORKER))
+        });
+        for job in ours {
+            let r = jobs.store.update(&job.id, &mut |j| {
                 if !j
                     .worker
                     .as_deref()
