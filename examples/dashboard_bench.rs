@@ -2,7 +2,11 @@
 //! default. Fills a temp home, serves it, signs a session in, and times each page
 //! (server time as seen on loopback). Prints figures; not a test.
 //!
-//! `cargo run --release --example dashboard_bench -- [jobs] [audit_events] [rounds]`
+//! `cargo run --release --example dashboard_bench -- [jobs] [audit_events] [rounds] [slo_days]`
+//!
+//! `slo_days` (default 30, the SLO window) fills that many days of per-minute SLO
+//! records with traffic on a dozen routes, as a home that has served for a month has:
+//! the overview's charts and figures read them.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -27,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(40);
+    let slo_days: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(30);
     let tmp = tempfile::tempdir()?;
     // No rate limit: the rounds would pass the default 600 requests a minute.
     let env = [
@@ -80,6 +85,37 @@ async fn main() -> anyhow::Result<()> {
     // One flush for the whole setup (the blocking checkpoint, as at start-up).
     state.store.checkpoint()?;
     println!("{jobs} jobs in {:.1} s", t.elapsed().as_secs_f64());
+
+    // A month of traffic: every minute up, a dozen routes with a spread of latencies,
+    // a few errors and webhooks, now and then a burst of 429s.
+    let t = Instant::now();
+    let now_min = echopilot::slo::minute_of(state.clock.now());
+    let minutes = slo_days * 24 * 60;
+    for m in now_min.saturating_sub(minutes)..now_min {
+        let mut snap = echopilot::slo::Snapshot {
+            webhooks_ok: m % 7,
+            webhooks_failed: u64::from(m % 997 == 0),
+            ticks: 12,
+            rate_limited: if m % 1440 == 17 { 25 } else { 0 },
+            ..Default::default()
+        };
+        for r in 0..12u64 {
+            let mut rs = echopilot::slo::RouteSnap::default();
+            let n = 5 + (m + r * 13) % 40;
+            rs.classes[1] = n;
+            rs.classes[3] = (m + r) % 3;
+            rs.classes[4] = u64::from((m + r) % 211 == 0);
+            rs.buckets[(2 + (m + r) % 9) as usize] = n + rs.classes[3] + rs.classes[4];
+            rs.sum_us = n * 35_000;
+            snap.routes.insert(format!("/api/bench/route{r}"), rs);
+        }
+        let _ = state.slo.merge_minute(m, &snap, true)?;
+    }
+    println!(
+        "{minutes} SLO minutes ({slo_days} d) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    state.store.checkpoint()?;
 
     let t = Instant::now();
     let tasks = 64;
