@@ -186,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
         "/dashboard/audit".into(),
         "/dashboard/audit?ok=false".into(),
         "/dashboard/alerts".into(),
+        "/dashboard?range=1h".into(),
+        "/dashboard?range=6h".into(),
         "/dashboard?range=7d".into(),
         "/dashboard?range=30d".into(),
         "/dashboard/payments".into(),
@@ -194,13 +196,14 @@ async fn main() -> anyhow::Result<()> {
         "/dashboard/backups".into(),
         "/dashboard/v1".into(),
     ];
+    // The first view of a page after the fill reads from disk what the fill pushed out
+    // of the cache: shown on its own (`first`), the rounds after it are the figures.
     println!(
-        "{:<36} {:>8} {:>8} {:>8}",
-        "page", "p50 ms", "p95 ms", "max ms"
+        "{:<36} {:>8} {:>8} {:>8} {:>8}",
+        "page", "first ms", "p50 ms", "p95 ms", "max ms"
     );
     for p in &pages {
-        let mut times = Vec::with_capacity(rounds);
-        for _ in 0..rounds {
+        let view = || async {
             let t = Instant::now();
             let r = client
                 .get(format!("http://{addr}{p}"))
@@ -210,14 +213,21 @@ async fn main() -> anyhow::Result<()> {
             let status = r.status();
             let landed = r.url().path().to_string();
             let _ = r.bytes().await?;
-            times.push(t.elapsed());
+            let took = t.elapsed();
             assert!(status.is_success(), "{p}: {status}");
             assert!(p.starts_with(&landed), "{p} was redirected to {landed}");
+            anyhow::Ok(took)
+        };
+        let first = view().await?;
+        let mut times = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            times.push(view().await?);
         }
         times.sort();
         println!(
-            "{:<36} {:>8.1} {:>8.1} {:>8.1}",
+            "{:<36} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
             p,
+            first.as_secs_f64() * 1000.0,
             pct(&times, 0.5),
             pct(&times, 0.95),
             pct(&times, 1.0)
