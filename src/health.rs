@@ -10,8 +10,8 @@ use crate::audit::Audit;
 use crate::jobs::{Jobs, Status};
 use crate::scheduler::{RunState, Scheduler};
 use crate::slo::alerts::{Alert, Alerts, Severity};
-use crate::slo::{Slo, round4};
-use crate::store::{Store, meta};
+use crate::slo::{Figures, Slo, round4};
+use crate::store::{Store, StoreError, meta};
 use crate::supervisor::{Supervisor, TaskState};
 
 /// Ordered from best to worst, so the overall status is the maximum.
@@ -115,12 +115,17 @@ pub fn worst(alerts: &[Alert]) -> Health {
 
 /// The SLO figures and the alerts they raised (deployment and flag notes excluded).
 pub fn slo(slo: &Slo, alerts: &Alerts) -> Component {
+    slo_of(slo.figures(), alerts)
+}
+
+/// [`slo`] from figures already read.
+pub fn slo_of(figures: Result<Figures, StoreError>, alerts: &Alerts) -> Component {
     let firing: Vec<Alert> = alerts
         .firing()
         .into_iter()
         .filter(|a| a.severity != Severity::Info)
         .collect();
-    match slo.figures() {
+    match figures {
         Ok(f) => Component::new(worst(&firing))
             .with("error_budget_remaining_pct", round4(f.budget.remaining_pct))
             .with("availability_pct", round4(f.availability_pct))
@@ -156,11 +161,8 @@ fn two_digits(n: u64) -> u64 {
 
 /// Unhealthy when the store does not answer a probe.
 pub fn store(store: &Store) -> Component {
-    // Full: changes are refused (503) until space is freed; reads still work.
-    if let Some(full) = store.full() {
-        return Component::new(Health::Unhealthy)
-            .with("backend", "sled")
-            .with("error", full.to_string());
+    if let Some(full) = store_full(store) {
+        return full;
     }
     match store.probe() {
         Ok(()) => {
@@ -184,6 +186,38 @@ pub fn store(store: &Store) -> Component {
             Component::new(Health::Unhealthy)
                 .with("backend", "sled")
                 .with("error", reason)
+        }
+    }
+}
+
+/// Full: changes are refused (503) until space is freed; reads still work.
+fn store_full(store: &Store) -> Option<Component> {
+    store.full().map(|full| {
+        Component::new(Health::Unhealthy)
+            .with("backend", "sled")
+            .with("error", full.to_string())
+    })
+}
+
+/// The store without a probe (a page view must not write): full at once, else the
+/// last probe's component when there was one, else a read of the schema version.
+pub fn store_seen(store: &Store, last_probe: Option<Component>) -> Component {
+    if let Some(full) = store_full(store) {
+        return full;
+    }
+    if let Some(c) = last_probe {
+        return c;
+    }
+    match meta::schema_version(store) {
+        Ok(v) => Component::new(Health::Healthy)
+            .with("backend", "sled")
+            .with("schema_version", v)
+            .with("probe", "not yet"),
+        Err(e) => {
+            tracing::error!(error = %e, "store read failed");
+            Component::new(Health::Unhealthy)
+                .with("backend", "sled")
+                .with("error", "the store does not answer: see the server's log")
         }
     }
 }

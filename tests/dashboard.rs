@@ -1077,3 +1077,30 @@ async fn the_overview_has_a_range_selector_a_p50_line_and_the_last_backup() {
     assert!(home.body.contains("● Verified · "), "{}", home.body);
     assert!(home.body.contains("href=\"/dashboard/backups\""));
 }
+
+#[tokio::test]
+async fn page_views_show_the_status_routes_last_store_probe_and_probe_nothing() {
+    let app = TestApp::spawn().await;
+    let cache = &app.state.status_cache;
+    let mut b = Browser::signed_in(&app, VIEWER_KEY).await;
+    let store_row =
+        |body: &str, word: &str| body.contains(&format!("<td>store</td><td>{word}</td>"));
+    // Before any probe a page reads the store and finds it answering.
+    let v1 = b.get("/dashboard/v1").await;
+    assert_eq!(v1.status, 200, "{}", v1.body);
+    assert!(store_row(&v1.body, "healthy"), "{}", v1.body);
+    assert_eq!(cache.probes(), 0, "a page view wrote a probe");
+    app.summary().await;
+    assert_eq!(cache.probes(), 1);
+    for page in PAGES {
+        assert_eq!(b.get(page).await.status, 200, "{page}");
+    }
+    assert_eq!(cache.probes(), 1, "page views write no probe");
+    // A store below its free-space reserve shows at once, still without a probe.
+    app.state.store.set_min_free_bytes(u64::MAX);
+    let v1 = b.get("/dashboard/v1").await;
+    assert!(store_row(&v1.body, "unhealthy"), "{}", v1.body);
+    let home = b.get("/dashboard").await;
+    assert!(home.body.contains("Needs a look: store"), "{}", home.body);
+    assert_eq!(cache.probes(), 1);
+}

@@ -89,8 +89,9 @@ impl Minute {
     }
 }
 
-/// Sums over a span of minutes.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Sums over a span of minutes; also what the store keeps per slot of 1, 5 and 60
+/// minutes beside the minute records (see [`Slot`](super::store::Slot)).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Totals {
     pub requests: u64,
     pub errors: u64,
@@ -104,7 +105,19 @@ pub struct Totals {
     pub up_minutes: u64,
 }
 
+impl Record for Totals {
+    const NAME: &'static str = "slo sums";
+    const VERSION: u8 = 1;
+}
+
 impl Totals {
+    /// The sums of one minute's record.
+    pub fn of(m: &Minute) -> Totals {
+        let mut t = Totals::default();
+        t.add_minute(m);
+        t
+    }
+
     pub(super) fn add_minute(&mut self, m: &Minute) {
         for r in &m.routes {
             self.requests += r.classes.iter().sum::<u64>();
@@ -119,7 +132,7 @@ impl Totals {
         self.up_minutes += u64::from(m.up);
     }
 
-    pub(super) fn add(&mut self, o: &Totals) {
+    pub fn add(&mut self, o: &Totals) {
         self.requests += o.requests;
         self.errors += o.errors;
         add_vec(&mut self.buckets, &o.buckets);
@@ -131,8 +144,9 @@ impl Totals {
         self.up_minutes += o.up_minutes;
     }
 
-    /// Take away the sums of minutes that do not count (maintenance).
-    pub(super) fn sub(&mut self, o: &Totals) {
+    /// Take away the sums of minutes that do not count (maintenance), or a record's old
+    /// sums from its slot's before its new ones are added.
+    pub fn sub(&mut self, o: &Totals) {
         self.requests = self.requests.saturating_sub(o.requests);
         self.errors = self.errors.saturating_sub(o.errors);
         for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {

@@ -10,8 +10,9 @@
 //! nothing is counted twice.
 //!
 //! Files: `minutes` (the per-minute record and sums), `budget` (figures, error budget,
-//! burn rates), `service` ([`Slo`]: counting, flushing, reading windows), `store`
-//! (what it needs from storage).
+//! burn rates), `service` ([`Slo`]: counting, flushing, reading windows), `slots` (a
+//! span of minutes read as the stored sums of whole 1-, 5- and 60-minute slots),
+//! `series` (the charts' buckets), `store` (what it needs from storage).
 
 pub mod alerts;
 mod budget;
@@ -20,6 +21,7 @@ mod live;
 pub mod metrics;
 mod minutes;
 pub mod series;
+mod slots;
 pub mod store;
 
 mod service;

@@ -22,20 +22,21 @@ impl Series {
 
 impl Slo {
     /// `buckets` sums of `bucket_minutes` each, the last one ending with the current
-    /// minute (its unflushed counts included). Whole past hours come from the hour
-    /// cache, so a 30-day series reads a few hundred records, not 43,200.
+    /// minute (its unflushed counts included). Read from the stored sums of whole
+    /// slots, so a 30-day series reads a few thousand small sums, not 43,200 minutes.
     pub fn series(&self, buckets: u64, bucket_minutes: u64) -> Result<Series, StoreError> {
         let bucket_minutes = bucket_minutes.max(1);
         let now_min = minute_of(self.0.clock.now());
         let start = (now_min + 1).saturating_sub(buckets * bucket_minutes);
         // Held while reading, as `figures` does, so the unflushed part counts once.
         let flushed = self.0.flushed.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = Vec::with_capacity(buckets as usize);
-        for i in 0..buckets {
-            let from = start + i * bucket_minutes;
-            let to = (from + bucket_minutes - 1).min(now_min);
-            out.push(self.stored(from, to, now_min)?);
-        }
+        let spans: Vec<(u64, u64)> = (0..buckets)
+            .map(|i| {
+                let from = start + i * bucket_minutes;
+                (from, (from + bucket_minutes - 1).min(now_min))
+            })
+            .collect();
+        let mut out = self.stored_spans(&spans)?;
         let mut pending = Minute::default();
         pending.add(&self.0.live.snapshot().minus(&flushed));
         drop(flushed);

@@ -1,13 +1,14 @@
 //! The SLO service: counters on the request path, the flush into minute records, and the
 //! figures read back over windows.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 
 use super::minutes::{Minute, Totals, add_vec, minute_of, ratio};
+use super::slots;
 use super::store::MinuteStore;
 use super::{
     BURN_WINDOWS, Figures, GaugeSource, MinuteExclusions, Snapshot, budget, burn_rate, hist, live,
@@ -27,9 +28,6 @@ pub(super) struct Inner {
     /// What has been added to the store so far; held while flushing and while reading a
     /// window so the unflushed difference is counted exactly once.
     pub(super) flushed: Mutex<Snapshot>,
-    /// Sums of whole hours that are over (keyed by hour since the epoch): a 30-day window
-    /// reads ~720 of these plus at most 120 minute records, instead of 43,200 records.
-    closed_hours: Mutex<HashMap<u64, Totals>>,
     gauges: RwLock<Option<Arc<dyn GaugeSource>>>,
     /// A scheduler runs here, so a stale tick is worth an alert.
     ticks_expected: AtomicBool,
@@ -73,7 +71,6 @@ impl Slo {
             first_minute: minute_of(first),
             started_at: now,
             flushed: Mutex::default(),
-            closed_hours: Mutex::default(),
             gauges: RwLock::new(None),
             ticks_expected: AtomicBool::new(false),
             last_marked: AtomicU64::new(u64::MAX),
@@ -228,18 +225,11 @@ impl Slo {
         Ok(Some(merged.and(pruned)))
     }
 
-    /// Drop minute records a day past the window (and their cached hours), a bounded
+    /// Drop minute records (and their slots' sums) a day past the window, a bounded
     /// number per call so a flush stays short.
     fn prune(&self, now_min: u64) -> Result<Commit, StoreError> {
         let keep = (self.0.window_days + 1) * 24 * 60;
-        let cutoff = now_min.saturating_sub(keep);
-        let commit = self.0.minutes.prune(cutoff, 1000)?;
-        self.0
-            .closed_hours
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|h, _| *h >= cutoff / 60);
-        Ok(commit)
+        self.0.minutes.prune(now_min.saturating_sub(keep), 1000)
     }
 
     /// Flush, then wait until it is on disk.
@@ -263,66 +253,22 @@ impl Slo {
         delta: &Snapshot,
         up: bool,
     ) -> Result<Commit, StoreError> {
-        let commit = self.0.minutes.merge(minute, &mut |m| {
+        self.0.minutes.merge(minute, &mut |m| {
             m.up |= up;
             m.add(delta);
-        })?;
-        // A write into an hour that is over (only tests and restores do that) makes its
-        // cached sum stale.
-        let now_hour = minute_of(self.0.clock.now()) / 60;
-        if minute / 60 < now_hour {
-            self.0
-                .closed_hours
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&(minute / 60));
-        }
-        Ok(commit)
+        })
     }
 
-    fn sum_range(&self, from: u64, to: u64) -> Result<Totals, StoreError> {
-        let mut t = Totals::default();
-        for r in self.0.minutes.range(from, to) {
-            let (_, m) = r?;
-            t.add_minute(&m);
-        }
-        Ok(t)
+    /// Sums of the stored minutes `from..=to` (not the unflushed ones), from the
+    /// longest slots that fit: at most five short reads of sums, whatever the span.
+    pub(super) fn stored(&self, from: u64, to: u64) -> Result<Totals, StoreError> {
+        let mut t = slots::read(&*self.0.minutes, &[(from, to)])?;
+        Ok(t.pop().unwrap_or_default())
     }
 
-    /// Sums of the stored minutes `from..=to` (not the unflushed ones).
-    pub(super) fn stored(&self, from: u64, to: u64, now_min: u64) -> Result<Totals, StoreError> {
-        let mut t = Totals::default();
-        let mut m = from;
-        while m <= to {
-            let hour = m / 60;
-            let hour_end = hour * 60 + 59;
-            if m == hour * 60 && hour_end <= to && hour_end < now_min {
-                let cached = self
-                    .0
-                    .closed_hours
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&hour)
-                    .cloned();
-                let h = match cached {
-                    Some(h) => h,
-                    None => {
-                        let h = self.sum_range(m, hour_end)?;
-                        self.0
-                            .closed_hours
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(hour, h.clone());
-                        h
-                    }
-                };
-                t.add(&h);
-            } else {
-                t.add(&self.sum_range(m, hour_end.min(to))?);
-            }
-            m = hour_end + 1;
-        }
-        Ok(t)
+    /// Sums of the stored minutes of each span (as [`Slo::stored`] of each), read together.
+    pub(super) fn stored_spans(&self, spans: &[(u64, u64)]) -> Result<Vec<Totals>, StoreError> {
+        slots::read(&*self.0.minutes, spans)
     }
 
     /// Compute every figure now.
@@ -346,26 +292,36 @@ impl Slo {
         let without = |from: u64, mut s: Totals| -> Result<Totals, StoreError> {
             for &(a, b) in &excluded {
                 if b >= from {
-                    s.sub(&self.stored(a.max(from), b, now_min)?);
+                    s.sub(&self.stored(a.max(from), b)?);
                 }
             }
             Ok(s)
         };
-        let sum = |minutes: u64| -> Result<Totals, StoreError> {
-            let from = (now_min + 1).saturating_sub(minutes);
-            let mut s = self.stored(from, now_min, now_min)?;
+        // Every window ends now: read together, they share the reads of the current
+        // day's, hour's and 5 minutes' parts.
+        let lengths: Vec<u64> = [window, 60]
+            .into_iter()
+            .chain(BURN_WINDOWS.iter().map(|(_, m)| *m))
+            .collect();
+        let spans: Vec<(u64, u64)> = lengths
+            .iter()
+            .map(|m| ((now_min + 1).saturating_sub(*m), now_min))
+            .collect();
+        let stored = self.stored_spans(&spans)?;
+        let sum = |i: usize| -> Result<Totals, StoreError> {
+            let mut s = stored[i].clone();
             if !now_excluded {
                 s.add(&pending_t);
             }
-            without(from, s)
+            without(spans[i].0, s)
         };
 
-        let win = sum(window)?;
-        let hour = sum(60)?;
+        let win = sum(0)?;
+        let hour = sum(1)?;
         let mut burn_rates = Vec::with_capacity(BURN_WINDOWS.len());
-        for (label, minutes) in BURN_WINDOWS {
-            let s = sum(minutes)?;
-            burn_rates.push((label, burn_rate(t, s.requests, s.errors)));
+        for (k, (label, _)) in BURN_WINDOWS.iter().enumerate() {
+            let s = sum(2 + k)?;
+            burn_rates.push((*label, burn_rate(t, s.requests, s.errors)));
         }
 
         // Uptime: minutes since the first start (inside the window), the current one
@@ -386,7 +342,12 @@ impl Slo {
             .sum();
         let observed = (now_min - first + 1).saturating_sub(excluded_minutes);
         let current_marked = now_excluded || self.0.minutes.get(now_min)?.is_some_and(|m| m.up);
-        let up_in_window = without(first, self.stored(first, now_min, now_min)?)?.up_minutes;
+        // On a home older than the window, the window's own sums.
+        let since_first = match first == spans[0].0 {
+            true => stored[0].clone(),
+            false => self.stored(first, now_min)?,
+        };
+        let up_in_window = without(first, since_first)?.up_minutes;
         let up = (up_in_window + u64::from(!current_marked)).min(observed);
 
         // Slowest routes of the last hour, from the minute records.

@@ -3,6 +3,8 @@
 //! every caller: monitoring polls them hard, and each render reads every domain (and
 //! the summary writes a store probe). The window is `STATUS_CACHE_MS` (at most one
 //! second, so a body is never staler than that); `POST /api/cache/clear` drops them.
+//! The store component of the last probe is kept too: dashboard pages show it instead
+//! of writing a probe of their own on every view.
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +14,8 @@ use axum::body::Bytes;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use crate::health::{self, Component};
+use crate::store::Store;
 use crate::web::error::AppError;
 
 /// The longest window a configuration may ask for.
@@ -80,6 +84,9 @@ pub struct StatusCache {
     slots: [Slot; 4],
     /// Bumped by [`StatusCache::clear`]: a render that began before a clear is not kept.
     generation: AtomicU64,
+    /// The store component of the last probe, and how many probes ran.
+    store: RwLock<Option<Component>>,
+    probes: AtomicU64,
 }
 
 impl StatusCache {
@@ -89,7 +96,29 @@ impl StatusCache {
             window: window.min(MAX_WINDOW),
             slots: Default::default(),
             generation: AtomicU64::new(0),
+            store: RwLock::new(None),
+            probes: AtomicU64::new(0),
         }
+    }
+
+    /// Probe the store (a write and a read back) and keep the result for page views.
+    pub fn probe_store(&self, store: &Store) -> Component {
+        let c = health::store(store);
+        self.probes.fetch_add(1, Ordering::Relaxed);
+        *self.store.write().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        c
+    }
+
+    /// The store as the last probe found it, without writing: a full store is said at
+    /// once; before any probe, a read of the store answers.
+    pub fn last_store(&self, store: &Store) -> Component {
+        let last = self.store.read().unwrap_or_else(|p| p.into_inner()).clone();
+        health::store_seen(store, last)
+    }
+
+    /// Store probes run since start.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
     }
 
     fn slot(&self, f: Figure) -> &Slot {

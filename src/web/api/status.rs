@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::build_info;
 use crate::health::{self, Component};
+use crate::slo::Figures;
 use crate::web::api::schemas::StatusSummary;
 use crate::web::cache::{Figure, Rendered};
 use crate::web::error::Result;
@@ -59,18 +60,38 @@ fn render(state: &AppState) -> Result<Rendered> {
     })
 }
 
-/// Every component, in display order. Domains add theirs here; the rules are in
-/// [`crate::health`].
+/// Every component, in display order, the store probed (a write). Domains add theirs
+/// in [`components_with`]; the rules are in [`crate::health`].
 pub fn components(state: &AppState) -> Vec<(&'static str, Component)> {
+    let store = state.status_cache.probe_store(&state.store);
+    components_with(state, store, None)
+}
+
+/// The components for a dashboard page, which must not write: the store as the status
+/// routes last probed it, and the SLO from the figures the page already read.
+pub fn page_components(state: &AppState, figures: &Figures) -> Vec<(&'static str, Component)> {
+    let store = state.status_cache.last_store(&state.store);
+    components_with(state, store, Some(figures))
+}
+
+fn components_with(
+    state: &AppState,
+    store: Component,
+    figures: Option<&Figures>,
+) -> Vec<(&'static str, Component)> {
+    let slo = match figures {
+        Some(f) => health::slo_of(Ok(f.clone()), &state.alerts),
+        None => health::slo(&state.slo, &state.alerts),
+    };
     vec![
-        ("store", health::store(&state.store)),
+        ("store", store),
         ("disk", health::disk(&state.config.home, &state.config.disk)),
         ("supervisor", health::supervisor(&state.supervisor)),
         (
             "audit",
             health::audit(&state.audit, !state.access.request_log.is_failing()),
         ),
-        ("slo", health::slo(&state.slo, &state.alerts)),
+        ("slo", slo),
         ("alerts", health::alerts(&state.alerts)),
         (
             "scheduler",

@@ -168,10 +168,10 @@ impl Chart {
                         let _ = write!(s, " L{}.5,{:.3}", i, ymax - x.clamp(0.0, ymax));
                     }
                     let _ = write!(s, r#" L{}.5,{ymax} Z"/>"#, v.len().saturating_sub(1));
-                    s.push_str(&line_path(v, ymax, "area-line"));
+                    line_path(&mut s, v, ymax, "area-line");
                 }
-                Layer::Line(v, class) => s.push_str(&line_path(v, ymax, class)),
-                Layer::Dashed(v) => s.push_str(&line_path(v, ymax, "even")),
+                Layer::Line(v, class) => line_path(&mut s, v, ymax, class),
+                Layer::Dashed(v) => line_path(&mut s, v, ymax, "even"),
                 Layer::Bars(v) => {
                     for (i, x) in v.iter().enumerate() {
                         if *x > 0.0 {
@@ -254,8 +254,9 @@ impl Chart {
     }
 }
 
-fn line_path(v: &[f64], ymax: f64, class: &str) -> String {
-    let mut s = format!(r#"<path class="{class}" d=""#);
+/// A line through `v`, written onto the chart's text.
+fn line_path(s: &mut String, v: &[f64], ymax: f64, class: &str) {
+    let _ = write!(s, r#"<path class="{class}" d=""#);
     for (i, x) in v.iter().enumerate() {
         let _ = write!(
             s,
@@ -266,7 +267,6 @@ fn line_path(v: &[f64], ymax: f64, class: &str) -> String {
         );
     }
     s.push_str(r#"" fill="none"/>"#);
-    s
 }
 
 #[cfg(test)]

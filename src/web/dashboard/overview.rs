@@ -112,7 +112,7 @@ fn build(
     let f = state.slo.figures().map_err(page_err)?;
     let targets = state.slo.targets().clone();
 
-    let components = crate::web::api::status::components(state);
+    let components = crate::web::api::status::page_components(state, &f);
     let overall = components
         .iter()
         .map(|(_, c)| c.status)

@@ -56,7 +56,8 @@ async fn show(
 ) -> PageResult {
     let now = state.clock.now();
     let now_ms = ms(now);
-    let components = crate::web::api::status::components(&state);
+    let f = state.slo.figures().map_err(page_err)?;
+    let components = crate::web::api::status::page_components(&state, &f);
     let overall = components
         .iter()
         .map(|(_, c)| c.status)
@@ -67,7 +68,6 @@ async fn show(
         Health::Degraded => "degraded",
         Health::Unhealthy => "unhealthy",
     };
-    let f = state.slo.figures().map_err(page_err)?;
     let slo = vec![
         (
             "Error budget remaining",
