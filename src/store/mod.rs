@@ -32,7 +32,8 @@
 //! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → the event and its `audit_index` entries as one [`AtomicWrite`] | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
 //! | `AuditStore::since_seq / newest_first` | range over `audit` |
 //! | `AuditStore::candidates(filter)` | `audit_index` (failures, action, actor, ip) walked together; a time bound by binary search on seq | `WHERE` on indexed columns, `ORDER BY seq DESC` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
-//! | `MinuteStore::merge(minute, f)` | CAS update of the big-endian minute key | `INSERT … ON CONFLICT (minute) DO UPDATE` inside a transaction (`f` on the locked row) |
+//! | `MinuteStore::merge(minute, f)` | under a lock: read the minute, `f`, then the minute and its 5-minute, hour and day sums (`slo_sums`) as one [`AtomicWrite`] | `INSERT … ON CONFLICT (minute) DO UPDATE` and the sums' upserts in one transaction (`f` on the locked row) |
+//! | `MinuteStore::sums(slot, from, to)` | range of `slo_sums` by (slot size, start) | `SELECT … FROM slo_sums WHERE slot = $1 AND start BETWEEN $2 AND $3` |
 //! | `AlertStore::next_id / put` | counter read at open / insert by id | a sequence / `INSERT … ON CONFLICT (id) DO UPDATE` |
 //!
 //! Record formats go through [`codec`]: a version byte, then bincode; an older record

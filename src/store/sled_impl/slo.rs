@@ -3,10 +3,10 @@
 //! first minute big-endian → [`Totals`]; one key past them marks the sums complete)
 //! and the `alerts` tree.
 //!
-//! A merge changes a minute and the sums of its minute, 5-minute, hour and day slots in one
-//! transaction, under a lock (one process holds a sled store); SQL says the same with
+//! A merge changes a minute and the sums of its minute, 5-minute, hour and day slots as one
+//! atomic write (`AtomicWrite`), under a lock (one process holds a sled store); SQL says the same with
 //! `SELECT … FOR UPDATE` on the minute's row and `INSERT … ON CONFLICT DO UPDATE` of the
-//! three sums. A home from before the sums gets them built from its minutes at open.
+//! four sums. A home from before the sums gets them built from its minutes at open.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
