@@ -97,7 +97,9 @@ struct Sink {
     /// Every started tree with the records put into it so far. Counted as they are
     /// inserted (a key put twice counts once), so `finish` does not walk the restored
     /// store a second time to count it.
-    started: RwLock<HashMap<String, (sled::Tree, Arc<AtomicU64>)>>,
+    /// Only counters: holding sled's tree handles here kept the store's files locked
+    /// for a moment after the sink was dropped, and a restore reopens them at once.
+    started: RwLock<HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl SnapshotSink for Sink {
@@ -105,7 +107,7 @@ impl SnapshotSink for Sink {
         let t = self.store.db.open_tree(tree).map_err(store_err)?;
         t.clear().map_err(store_err)?;
         let mut started = self.started.write().unwrap_or_else(|p| p.into_inner());
-        started.insert(tree.to_string(), (t, Arc::default()));
+        started.insert(tree.to_string(), Arc::default());
         Ok(())
     }
 
@@ -113,15 +115,16 @@ impl SnapshotSink for Sink {
         if records.is_empty() {
             return Ok(());
         }
-        let (t, count) = {
+        let count = {
             let started = self.started.read().unwrap_or_else(|p| p.into_inner());
-            let Some((t, count)) = started.get(tree) else {
+            let Some(count) = started.get(tree) else {
                 return Err(BackupError::Store(format!(
                     "records for tree {tree}, which was not started"
                 )));
             };
-            (t.clone(), count.clone())
+            count.clone()
         };
+        let t = self.store.db.open_tree(tree).map_err(store_err)?;
         // A fresh store nobody reads yet: plain inserts. A `Batch` would take sled's
         // process-wide write lock, stalling a running server while it verifies a
         // snapshot; `finish` makes everything durable with one checkpoint.
@@ -143,7 +146,7 @@ impl SnapshotSink for Sink {
         let started = self.started.read().unwrap_or_else(|p| p.into_inner());
         let mut counts: Vec<(String, u64)> = started
             .iter()
-            .map(|(name, (_, n))| (name.clone(), n.load(Ordering::Relaxed)))
+            .map(|(name, n)| (name.clone(), n.load(Ordering::Relaxed)))
             .collect();
         // Trees the fresh store made itself and no snapshot record filled (small).
         for name in tree_names(&self.store.db) {
@@ -159,6 +162,27 @@ impl SnapshotSink for Sink {
 
 /// Restores into sled stores.
 pub struct SledTarget;
+
+impl SledTarget {
+    /// Open the store a sink of this process has just filled and dropped. sled lets go
+    /// of its file lock from its own I/O threads a moment after the last handle goes,
+    /// so for a short while the store may still be reported as locked.
+    pub fn reopen(home: &Path) -> Result<Store, StoreError> {
+        let mut tries = 0;
+        loop {
+            match Store::open(home) {
+                // sled reports its lock as a plain I/O error with this text.
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock") && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+}
 
 impl SnapshotTarget for SledTarget {
     fn open(&self, home: &Path) -> Result<Box<dyn SnapshotSink>, BackupError> {
