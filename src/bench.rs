@@ -577,9 +577,10 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     if want("reconcile") {
         payments::reconcile(&parent, 100_000).await?;
     }
+    let mut snapshot_figures = None;
     if opts.only.as_deref().is_some_and(|o| "snapshot".contains(o)) {
         // Heavy (a 10⁶-event store): only when asked for by name.
-        snapshot::run(&parent).await?;
+        snapshot_figures = Some(snapshot::run(&parent).await?);
     }
     let disk_after = tokio::task::spawn_blocking({
         let p = parent.clone();
@@ -588,7 +589,10 @@ pub(crate) async fn run(opts: BenchOptions) -> anyhow::Result<()> {
     .await??;
     println!("\ndisk after: {disk_after:.0} fdatasync/s");
     if opts.json {
-        let doc = report::document(cores, disk, disk_after, &mut all, status_figures.as_ref());
+        let mut doc = report::document(cores, disk, disk_after, &mut all, status_figures.as_ref());
+        if let Some(f) = snapshot_figures {
+            doc["snapshot"] = f;
+        }
         println!("{doc}");
     }
     Ok(())

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{LevelFilter, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -37,20 +38,29 @@ pub fn init() {
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR").as_deref(),
     );
+    subscriber(filter, colour).init();
+}
+
+fn subscriber(
+    filter: tracing_subscriber::EnvFilter,
+    colour: bool,
+) -> impl tracing::Subscriber + Send + Sync {
+    // Both outputs declare the filter's most verbose level: without it the layered
+    // subscriber reports no maximum, and the `log` bridge then forwards every
+    // `trace!` of sled's hot paths (each insert) to be filtered out one by one.
+    let level = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
     let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(colour)
-        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
-            m.target() != FILE_ONLY
-        }));
+        .with_filter(filter_fn(|m| m.target() != FILE_ONLY).with_max_level_hint(level));
     let file = tracing_subscriber::fmt::layer()
         .with_writer(FileSink)
-        .with_ansi(false);
+        .with_ansi(false)
+        .with_filter(filter_fn(|_| true).with_max_level_hint(level));
     tracing_subscriber::registry()
         .with(filter)
         .with(console)
         .with(file)
-        .init();
 }
 
 /// Start writing `logs/echopilot.log` under `logs_dir` (once per process).
@@ -116,6 +126,19 @@ impl Drop for EventBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_subscriber_declares_the_filters_level_so_the_log_bridge_skips_the_rest() {
+        use tracing::Subscriber;
+        for (filter, level) in [
+            ("info", LevelFilter::INFO),
+            ("warn", LevelFilter::WARN),
+            ("echopilot=debug,info", LevelFilter::DEBUG),
+        ] {
+            let s = subscriber(tracing_subscriber::EnvFilter::new(filter), false);
+            assert_eq!(s.max_level_hint(), Some(level), "{filter}");
+        }
+    }
 
     #[test]
     fn colour_only_at_a_terminal_without_no_color() {

@@ -130,7 +130,8 @@ async fn producers(
     Ok((lat, snap_secs))
 }
 
-pub(super) async fn run(parent: &Path) -> anyhow::Result<()> {
+/// Returns the figures, for `--json`.
+pub(super) async fn run(parent: &Path) -> anyhow::Result<serde_json::Value> {
     let (state, home) = open_state(parent)?;
     preload(&state).await?;
     let store_bytes = backup::archive::size_of(state.store.path());
@@ -174,5 +175,15 @@ pub(super) async fn run(parent: &Path) -> anyhow::Result<()> {
     token.cancel();
     let _ = server.await;
     drop(home);
-    Ok(())
+    Ok(json!({
+        "records": taken.header.records,
+        "snapshot_secs": taken.secs,
+        "snapshot_bytes": taken.size_bytes,
+        "store_bytes": store_bytes,
+        "verify_secs": verified.secs,
+        "p99_ms_quiet": q99,
+        "p99_ms_during_snapshot": b99,
+        "snapshot_secs_beside_producers": snap,
+        "p99_ratio": b99 / q99.max(1e-9),
+    }))
 }

@@ -1,7 +1,10 @@
 //! The sled backend of the backup domain's storage traits: a point-in-time view across
 //! trees (the store's capture, see `store::capture`) and restoring into a fresh store.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use crate::backup::BackupError;
 use crate::backup::store::{Each, SnapshotSink, SnapshotSource, SnapshotTarget, SnapshotView};
@@ -92,49 +95,136 @@ impl SnapshotSource for Store {
 /// A fresh store being filled from a snapshot.
 struct Sink {
     store: Store,
+    /// Every started tree with the records put into it so far. Counted as they are
+    /// inserted (a key put twice counts once), so `finish` does not walk the restored
+    /// store a second time to count it.
+    /// Only counters: holding sled's tree handles here kept the store's files locked
+    /// for a moment after the sink was dropped, and a restore reopens them at once.
+    started: RwLock<HashMap<String, Arc<AtomicU64>>>,
 }
 
 impl SnapshotSink for Sink {
     fn start(&self, tree: &str) -> Result<(), BackupError> {
         let t = self.store.db.open_tree(tree).map_err(store_err)?;
-        t.clear().map_err(store_err)
+        t.clear().map_err(store_err)?;
+        let mut started = self.started.write().unwrap_or_else(|p| p.into_inner());
+        started.insert(tree.to_string(), Arc::default());
+        Ok(())
     }
 
     fn put(&self, tree: &str, records: &[(Vec<u8>, Vec<u8>)]) -> Result<(), BackupError> {
         if records.is_empty() {
             return Ok(());
         }
+        let count = {
+            let started = self.started.read().unwrap_or_else(|p| p.into_inner());
+            let Some(count) = started.get(tree) else {
+                return Err(BackupError::Store(format!(
+                    "records for tree {tree}, which was not started"
+                )));
+            };
+            count.clone()
+        };
         let t = self.store.db.open_tree(tree).map_err(store_err)?;
         // A fresh store nobody reads yet: plain inserts. A `Batch` would take sled's
         // process-wide write lock, stalling a running server while it verifies a
         // snapshot; `finish` makes everything durable with one checkpoint.
+        let mut new = 0u64;
         for (k, v) in records {
-            t.insert(k.as_slice(), v.as_slice()).map_err(store_err)?;
+            if t.insert(k.as_slice(), v.as_slice())
+                .map_err(store_err)?
+                .is_none()
+            {
+                new += 1;
+            }
         }
+        count.fetch_add(new, Ordering::Relaxed);
         Ok(())
     }
 
     fn finish(&self) -> Result<Vec<(String, u64)>, BackupError> {
         self.store.checkpoint()?;
-        Ok(self
-            .store
-            .tree_counts()
-            .into_iter()
-            .map(|(n, c)| (n, c as u64))
-            .collect())
+        let started = self.started.read().unwrap_or_else(|p| p.into_inner());
+        let mut counts: Vec<(String, u64)> = started
+            .iter()
+            .map(|(name, n)| (name.clone(), n.load(Ordering::Relaxed)))
+            .collect();
+        // Trees the fresh store made itself and no snapshot record filled (small).
+        for name in tree_names(&self.store.db) {
+            if !started.contains_key(&name) {
+                let n = self.store.db.open_tree(&name).map_err(store_err)?.len();
+                counts.push((name, n as u64));
+            }
+        }
+        counts.sort();
+        Ok(counts)
     }
 }
 
 /// Restores into sled stores.
 pub struct SledTarget;
 
+impl SledTarget {
+    /// Open the store a sink of this process has just filled and dropped. sled lets go
+    /// of its file lock from its own I/O threads a moment after the last handle goes,
+    /// so for a short while the store may still be reported as locked.
+    pub fn reopen(home: &Path) -> Result<Store, StoreError> {
+        let mut tries = 0;
+        loop {
+            match Store::open(home) {
+                // sled reports its lock as a plain I/O error with this text.
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock") && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+}
+
 impl SnapshotTarget for SledTarget {
     fn open(&self, home: &Path) -> Result<Box<dyn SnapshotSink>, BackupError> {
         let store = Store::open_bulk(home)?;
-        Ok(Box::new(Sink { store }))
+        Ok(Box::new(Sink {
+            store,
+            started: RwLock::default(),
+        }))
     }
 
     fn store_dir(&self, home: &Path) -> PathBuf {
         home.join("data").join("echopilot.sled")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(k: &[u8], v: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        (k.to_vec(), v.to_vec())
+    }
+
+    #[test]
+    fn the_sink_counts_distinct_keys_as_they_are_put_and_the_trees_it_made_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SledTarget.open(dir.path()).unwrap();
+        sink.start("a").unwrap();
+        sink.put("a", &[rec(b"1", b"x"), rec(b"2", b"x")]).unwrap();
+        // From another writer thread, one key again: the tree holds three records.
+        std::thread::scope(|s| {
+            s.spawn(|| sink.put("a", &[rec(b"2", b"y"), rec(b"3", b"x")]).unwrap());
+        });
+        sink.start("empty").unwrap();
+        assert!(sink.put("never-started", &[rec(b"1", b"x")]).is_err());
+        let counts = sink.finish().unwrap();
+        let count = |t: &str| counts.iter().find(|(n, _)| n == t).map(|(_, c)| *c);
+        assert_eq!(count("a"), Some(3));
+        assert_eq!(count("empty"), Some(0));
+        // The fresh store's own schema record, which no snapshot record filled.
+        assert_eq!(count("meta"), Some(1));
+        assert_eq!(count("never-started"), None);
     }
 }
