@@ -285,7 +285,7 @@ pub fn restore(home: HomeArg, file: &Path) -> anyhow::Result<()> {
         println!("moved the old logs to {}", old_logs.display());
     }
     drop(lock);
-    let store = SledTarget::reopen(&dir)?;
+    let store = Store::open(&dir)?;
     let job_store = crate::store::sled_impl::jobs::SledJobs::open(&store)?;
     // The checkpoint below makes these changes durable: their commits need no awaiting.
     let (jobs, _recovered) = crate::jobs::Jobs::open(Arc::new(job_store), Clock::system())?;
@@ -409,7 +409,7 @@ pub fn compact(home: &Path) -> anyhow::Result<()> {
     move_to(&live, &old)?;
     move_to(&staging.join("data").join("echopilot.sled"), &live)?;
     let _ = std::fs::remove_dir_all(&staging);
-    let store = SledTarget::reopen(home)?;
+    let store = Store::open(home)?;
     let now: Vec<(String, u64)> = store
         .tree_counts()
         .into_iter()

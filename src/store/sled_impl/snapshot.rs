@@ -164,27 +164,6 @@ impl SnapshotSink for Sink {
 /// Restores into sled stores.
 pub struct SledTarget;
 
-impl SledTarget {
-    /// Open the store a sink of this process has just filled and dropped. sled lets go
-    /// of its file lock from its own I/O threads a moment after the last handle goes,
-    /// so for a short while the store may still be reported as locked.
-    pub fn reopen(home: &Path) -> Result<Store, StoreError> {
-        let mut tries = 0;
-        loop {
-            match Store::open(home) {
-                // sled reports its lock as a plain I/O error with this text.
-                Err(StoreError::Sled(sled::Error::Io(e)))
-                    if e.to_string().contains("could not acquire lock") && tries < 100 =>
-                {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                opened => return opened,
-            }
-        }
-    }
-}
-
 impl SnapshotTarget for SledTarget {
     fn open(&self, home: &Path) -> Result<Box<dyn SnapshotSink>, BackupError> {
         let store = Store::open_bulk(home)?;
