@@ -508,15 +508,21 @@ fn verify(home: &std::path::Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-#[tokio::test]
-async fn verify_catches_edited_removed_and_reordered_lines() {
-    let tmp = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn_in(tmp.path(), &[]).await;
-    for _ in 0..6 {
+/// A stopped server's home whose audit trail holds `n` refused requests; the trail's path.
+async fn home_with_refusals(home: &std::path::Path, n: usize) -> std::path::PathBuf {
+    let app = TestApp::spawn_in(home, &[]).await;
+    for _ in 0..n {
         assert_eq!(app.supervisor_status(None).await.0, 401);
     }
     let path = app.audit_path();
     app.stop().await;
+    path
+}
+
+#[tokio::test]
+async fn verify_catches_edited_removed_and_reordered_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = home_with_refusals(tmp.path(), 6).await;
     let (ok, out) = verify(tmp.path());
     assert!(ok, "{out}");
     assert!(out.contains("6 events"), "{out}");
@@ -723,12 +729,7 @@ async fn events_the_file_missed_are_appended_at_the_next_start() {
 #[tokio::test]
 async fn verify_catches_a_removed_last_line_against_the_store() {
     let tmp = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn_in(tmp.path(), &[]).await;
-    for _ in 0..3 {
-        assert_eq!(app.supervisor_status(None).await.0, 401);
-    }
-    let path = app.audit_path();
-    app.stop().await;
+    let path = home_with_refusals(tmp.path(), 3).await;
     let text = std::fs::read_to_string(&path).unwrap();
     let kept: Vec<&str> = text.lines().take(2).collect();
     std::fs::write(&path, kept.join("\n") + "\n").unwrap();
@@ -741,12 +742,7 @@ async fn verify_catches_a_removed_last_line_against_the_store() {
 async fn a_start_writes_the_lines_of_a_store_whose_first_lines_never_reached_the_file() {
     // `kill -9` before the writer's first batch: events stored, the file empty.
     let tmp = tempfile::tempdir().unwrap();
-    let app = TestApp::spawn_in(tmp.path(), &[]).await;
-    for _ in 0..3 {
-        assert_eq!(app.supervisor_status(None).await.0, 401);
-    }
-    let path = app.audit_path();
-    app.stop().await;
+    let path = home_with_refusals(tmp.path(), 3).await;
     std::fs::write(&path, "").unwrap();
     let (ok, out) = verify(tmp.path());
     assert!(!ok, "{out}");

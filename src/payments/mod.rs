@@ -287,14 +287,8 @@ impl Payments {
                 }
                 // Stored by a delivery that stopped before applying it: this one did.
                 _ => {
-                    let c = self.0.store.set_event_outcome(
-                        &ev.id,
-                        outcome,
-                        error.clone(),
-                        payment.clone(),
-                        self.now_ms(),
-                    )?;
-                    let mut r = self.recorded(&ev, outcome, error, payment, commit.and(c));
+                    let mut r = self.set_outcome(&ev, (outcome, error, payment))?;
+                    r.commit = commit.and(r.commit);
                     r.duplicate = true;
                     return Ok(r);
                 }
@@ -349,7 +343,16 @@ impl Payments {
     }
 
     async fn apply_and_record(&self, ev: &Incoming) -> Result<Received, StoreError> {
-        let (outcome, error, payment) = self.apply_outcome(ev).await;
+        let applied = self.apply_outcome(ev).await;
+        self.set_outcome(ev, applied)
+    }
+
+    /// Write what became of a stored event; the answer for it.
+    fn set_outcome(
+        &self,
+        ev: &Incoming,
+        (outcome, error, payment): (EventOutcome, Option<String>, Option<String>),
+    ) -> Result<Received, StoreError> {
         let commit = self.0.store.set_event_outcome(
             &ev.id,
             outcome,
