@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::capture::Gate;
 use super::codec::{self, Record};
-use super::journal::Journal;
+use super::journal::{Journal, Write};
 use super::space::Space;
 use super::{StoreError, Table};
 
@@ -27,7 +27,7 @@ struct Shared {
 #[derive(Default)]
 pub struct AtomicWrite {
     trees: Vec<sled::Tree>,
-    writes: Vec<(usize, Vec<u8>, Option<Vec<u8>>)>,
+    writes: Vec<Write>,
     shared: Option<Shared>,
 }
 

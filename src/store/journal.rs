@@ -23,7 +23,7 @@ use super::StoreError;
 use super::codec::{self, Record};
 
 /// The journal's tree. Snapshots, counts and checks skip trees named `__…`.
-pub(crate) const TREE: &str = "__journal";
+const TREE: &str = "__journal";
 /// Ring size: changes that may be in flight or unchecked at once.
 const SLOTS: u64 = 4096;
 /// Checkpoint after this many changes (a quarter of the ring: slots free up long
