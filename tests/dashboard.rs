@@ -28,6 +28,11 @@ const PAGES: &[&str] = &[
     "/dashboard/v1",
 ];
 
+/// Whether the trail holds an event of `action` with outcome `ok`.
+fn audited(lines: &[serde_json::Value], action: &str, ok: bool) -> bool {
+    lines.iter().any(|l| l["action"] == action && l["ok"] == ok)
+}
+
 /// A dead job (one attempt, failed) and its id.
 async fn dead_job(app: &TestApp) -> String {
     let id = app
@@ -78,11 +83,7 @@ async fn login_sets_a_signed_http_only_strict_cookie_without_the_key() {
     assert_eq!(b.get("/dashboard").await.status, 303);
     // The login and logout are audited.
     let lines = app.audit_lines().await;
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["action"] == "dashboard.login" && l["ok"] == true)
-    );
+    assert!(audited(&lines, "dashboard.login", true));
     assert!(lines.iter().any(|l| l["action"] == "dashboard.logout"));
 
     let secure = TestApp::spawn_with(&[("COOKIE_SECURE", "true")]).await;
@@ -346,11 +347,7 @@ async fn a_viewer_sees_no_action_and_a_forged_post_gets_403() {
     assert_eq!(app.job_full(&id).await["status"], "dead", "nothing changed");
     assert!(!app.state.scheduler.is_paused());
     let lines = app.audit_lines().await;
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["action"] == "auth.forbidden" && l["ok"] == false)
-    );
+    assert!(audited(&lines, "auth.forbidden", false));
 }
 
 #[tokio::test]
@@ -413,12 +410,7 @@ async fn an_operator_retries_cancels_and_bulk_retries_through_the_api_handlers()
         "/dashboard/jobs?status=dead&notice=bulk_retried"
     );
     assert_eq!(app.job_full(&d1).await["status"], "queued");
-    assert!(
-        app.audit_lines()
-            .await
-            .iter()
-            .any(|l| l["action"] == "job.retry_bulk" && l["ok"] == true)
-    );
+    assert!(audited(&app.audit_lines().await, "job.retry_bulk", true));
     // A `next` off the dashboard is ignored.
     let r = op
         .post(
@@ -638,12 +630,11 @@ async fn payments_show_the_ledger_escaped_and_reconcile_now_records_a_report() {
     assert!(page.body.contains("Reconciliation recorded"));
     assert!(page.body.contains("2 payments checked"), "{}", page.body);
     assert!(page.body.contains("49.00 USD"));
-    assert!(
-        app.audit_lines()
-            .await
-            .iter()
-            .any(|l| l["action"] == "payments.reconcile" && l["ok"] == true)
-    );
+    assert!(audited(
+        &app.audit_lines().await,
+        "payments.reconcile",
+        true
+    ));
 }
 
 /// Post forms only a viewer's page shows: the page has no action form and the post
@@ -712,15 +703,9 @@ async fn flags_toggle_with_a_note_and_show_who_and_when() {
         "the change is listed"
     );
     let lines = app.audit_lines().await;
+    assert!(audited(&lines, "flag.set", true));
     assert!(
-        lines
-            .iter()
-            .any(|l| l["action"] == "flag.set" && l["ok"] == true)
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["action"] == "flag.set" && l["ok"] == false),
+        audited(&lines, "flag.set", false),
         "the refused value is audited too"
     );
     // A viewer sees the flags and no form; a forged post is refused.
@@ -971,16 +956,8 @@ async fn backups_are_taken_and_verified_by_an_admin_only() {
     assert!(r.location().contains("notice="), "{}", r.location());
     assert!(!r.location().ends_with("backup_verified"));
     let lines = app.audit_lines().await;
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["action"] == "backup.create" && l["ok"] == true)
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["action"] == "backup.verify" && l["ok"] == true)
-    );
+    assert!(audited(&lines, "backup.create", true));
+    assert!(audited(&lines, "backup.verify", true));
     // The viewer now sees the snapshot, still without a Verify button.
     let mut v = Browser::signed_in(&app, VIEWER_KEY).await;
     let page = v.get("/dashboard/backups").await;
