@@ -29,9 +29,9 @@
 //! | `JobStore::expired_leases / due / next_run_at` | range over `jobs_running` (by lease end) / over `jobs_sched` (by `run_at`) | `WHERE status='running' AND lease_expires_at <= $now` / `WHERE status='scheduled' AND run_at <= $now` / `min(run_at)`, with indexes on those columns |
 //! | `JobStore::prune` | range over `jobs_finished` (by `finished_at`), remove in atomic writes of 256, release unique keys | `DELETE … WHERE finished_at < $t AND status IN (…)` |
 //! | `ScheduleStore` | `schedules` tree by name; `update` by CAS | one row per schedule; `SELECT … FOR UPDATE` in `update` |
-//! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → the event and its `audit_index` entries as one [`AtomicWrite`] | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
+//! | `AuditStore::append(make)` | under a lock, tail (seq, hash) → `make` → the event (with the previous block's `audit_index` bitmaps when it starts a block of 64) as one [`AtomicWrite`] | `BEGIN; SELECT seq, hash … ORDER BY seq DESC LIMIT 1 FOR UPDATE` (or an advisory lock); `INSERT`; `COMMIT` |
 //! | `AuditStore::since_seq / newest_first` | range over `audit` |
-//! | `AuditStore::candidates(filter)` | `audit_index` (failures, action, actor, ip) walked together; a time bound by binary search on seq | `WHERE` on indexed columns, `ORDER BY seq DESC` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
+//! | `AuditStore::candidates(filter)` | `audit_index` bitmaps per 64 seqs (failures, action, actor, ip) walked together, the newest block from memory; a time bound by binary search on seq | `WHERE` on indexed columns, `ORDER BY seq DESC` | `WHERE seq >= $1 ORDER BY seq` / `WHERE seq < $1 ORDER BY seq DESC` |
 //! | `MinuteStore::merge(minute, f)` | under a lock: read the minute, `f`, then the minute and its 5-minute, hour and day sums (`slo_sums`) as one [`AtomicWrite`] | `INSERT … ON CONFLICT (minute) DO UPDATE` and the sums' upserts in one transaction (`f` on the locked row) |
 //! | `MinuteStore::sums(slot, from, to)` | range of `slo_sums` by (slot size, start) | `SELECT … FROM slo_sums WHERE slot = $1 AND start BETWEEN $2 AND $3` |
 //! | `AlertStore::next_id / put` | counter read at open / insert by id | a sequence / `INSERT … ON CONFLICT (id) DO UPDATE` |

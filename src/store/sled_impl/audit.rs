@@ -1,79 +1,81 @@
 //! The audit trail on sled: the `audit` tree, big-endian seq → [`Event`], and
-//! `audit_index`, written in the same atomic write as each event (keys in
-//! `audit_keys`): failures, and events by action, by actor and by address. The chain's
-//! tail (last seq and hash) is read at open and kept under a lock that serialises
-//! appends.
+//! `audit_index` (keys in `audit_keys`): failures, and events by action, by actor and
+//! by address, as bitmaps over blocks of 64 seqs. A block is written in the same
+//! atomic write as the first event of the next block; until then its bits live in
+//! memory beside the chain's tail (last seq and hash), read at open and kept under a
+//! lock that serialises appends.
 //!
 //! A query reads candidates in seq order, newest first: with a field filter it walks
-//! the matching index ranges together (a leapfrog join: each step seeks every range to
-//! the others' seq), so `?ok=false` or `?action=…&actor=…` costs about what it returns;
-//! a time bound becomes a seq bound by binary search (seqs follow time).
+//! the matching blocks together (a leapfrog join: each step seeks every condition's
+//! blocks to the others'), so `?ok=false` or `?action=…&actor=…` costs about what it
+//! returns; a time bound becomes a seq bound by binary search (seqs follow time).
 
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::audit_keys::{self, Field};
+use super::audit_keys::{self, Field, Pending, Walk};
 use crate::audit::chain::GENESIS;
 use crate::audit::store::{AuditStore, Events};
 use crate::audit::{Event, Filter};
 use crate::store::{AtomicWrite, Commit, Record, Store, StoreError, Table};
 
-/// An empty index value (and, under the format key, the index's layout).
+/// A block's bitmap (and, under the format key, the index's layout).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(super) struct Entry {
-    format: u32,
+    pub(super) value: u64,
 }
 impl Record for Entry {
     const NAME: &'static str = "audit index entry";
     const VERSION: u8 = 1;
 }
-const MARK: Entry = Entry { format: 0 };
-/// 1: failures, action, actor, ip.
-const FORMAT: Entry = Entry { format: 1 };
+impl Entry {
+    pub(super) fn bits(value: u64) -> Entry {
+        Entry { value }
+    }
+}
+/// 1: a key per event and condition; 2: a bitmap per block of 64 seqs and condition.
+const FORMAT: Entry = Entry { value: 2 };
+
+/// What an append reads and changes, under one lock.
+struct Tail {
+    seq: u64,
+    hash: String,
+    pending: Pending,
+}
 
 pub(crate) struct SledAudit {
     store: Store,
     table: Table<Event>,
     index: Table<Entry>,
-    tail: Mutex<(u64, String)>,
+    tail: Mutex<Tail>,
 }
 
 impl SledAudit {
     pub(crate) fn open(store: &Store) -> Result<SledAudit, StoreError> {
         let table: Table<Event> = store.table("audit")?;
         let index: Table<Entry> = store.table("audit_index")?;
-        let tail = match table.last()? {
+        let (seq, hash) = match table.last()? {
             Some((_, e)) => (e.seq, e.hash),
             None => (0, GENESIS.to_string()),
         };
-        let s = SledAudit {
+        // An index of another layout (or none: a home from before it) decodes as
+        // something else or not at all; either way it is built anew.
+        if !matches!(index.get(audit_keys::FORMAT_KEY), Ok(Some(f)) if f == FORMAT) {
+            rebuild(&table, &index)?;
+        }
+        let first = audit_keys::block(seq) * 64;
+        let newest: Vec<Event> = table
+            .range(first.to_be_bytes()..)
+            .map(|r| r.map(|(_, e)| e))
+            .collect::<Result<_, _>>()?;
+        let pending = Pending::new(seq, newest.into_iter());
+        Ok(SledAudit {
             store: store.clone(),
             table,
             index,
-            tail: Mutex::new(tail),
-        };
-        if s.index.get(audit_keys::FORMAT_KEY)? != Some(FORMAT) {
-            s.rebuild()?;
-        }
-        Ok(s)
-    }
-
-    /// Index every stored event (a home from before the index); the format mark goes
-    /// last, so an interrupted rebuild runs again.
-    fn rebuild(&self) -> Result<(), StoreError> {
-        self.index.clear()?;
-        let mut puts: Vec<(Vec<u8>, Entry)> = Vec::new();
-        for r in self.table.iter() {
-            let (_, e) = r?;
-            puts.extend(audit_keys::entries(&e).into_iter().map(|k| (k, MARK)));
-            if puts.len() >= 50_000 {
-                self.index.apply(&puts, &[])?;
-                puts.clear();
-            }
-        }
-        self.index.apply(&puts, &[])?;
-        self.index.insert(audit_keys::FORMAT_KEY, &FORMAT)
+            tail: Mutex::new(Tail { seq, hash, pending }),
+        })
     }
 
     /// The smallest seq whose event's time passes `pred` (`None`: none does). Seqs
@@ -125,20 +127,50 @@ impl SledAudit {
     }
 }
 
+/// Index every stored event but the newest block's (kept pending); the format mark
+/// goes last, so an interrupted rebuild runs again.
+fn rebuild(table: &Table<Event>, index: &Table<Entry>) -> Result<(), StoreError> {
+    index.clear()?;
+    let mut puts: Vec<(Vec<u8>, Entry)> = Vec::new();
+    let mut block = Pending::default();
+    for r in table.iter() {
+        let (_, e) = r?;
+        if block.full_before(e.seq) {
+            puts.extend(block.entries());
+            block = Pending::new(e.seq, std::iter::empty());
+            if puts.len() >= 50_000 {
+                index.apply(&puts, &[])?;
+                puts.clear();
+            }
+        }
+        block.add(&e);
+    }
+    index.apply(&puts, &[])?;
+    index.insert(audit_keys::FORMAT_KEY, &FORMAT)
+}
+
 impl AuditStore for SledAudit {
     fn append(
         &self,
         make: &mut dyn FnMut(u64, &str) -> Event,
     ) -> Result<(Event, Commit), StoreError> {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
-        let event = make(tail.0, &tail.1);
+        let event = make(tail.seq, &tail.hash);
         let mut w = AtomicWrite::new();
         self.table.put_in(&mut w, event.seq.to_be_bytes(), &event)?;
-        for k in audit_keys::entries(&event) {
-            self.index.put_in(&mut w, k, &MARK)?;
+        let full = tail.pending.full_before(event.seq);
+        if full {
+            for (k, bits) in tail.pending.entries() {
+                self.index.put_in(&mut w, k, &bits)?;
+            }
         }
         w.commit()?;
-        *tail = (event.seq, event.hash.clone());
+        if full {
+            tail.pending = Pending::new(event.seq, std::iter::empty());
+        }
+        tail.pending.add(&event);
+        tail.seq = event.seq;
+        tail.hash.clone_from(&event.hash);
         Ok((event, self.store.pending()))
     }
 
@@ -202,27 +234,15 @@ impl AuditStore for SledAudit {
                     .map(|r| r.map(|(_, e)| e)),
             );
         }
-        let index = self.index.clone();
+        let walk = {
+            let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            Walk::new(self.index.clone(), &tail.pending, &fields, lo, hi)
+        };
         let table = self.table.clone();
-        let mut upper = hi;
-        Box::new(std::iter::from_fn(move || {
-            loop {
-                let seq = match audit_keys::leapfrog(&index, &fields, lo, upper) {
-                    Ok(Some(seq)) => seq,
-                    Ok(None) => return None,
-                    Err(e) => {
-                        upper = lo;
-                        return Some(Err(e));
-                    }
-                };
-                upper = seq;
-                // An entry always has its event (one atomic write); checked anyway.
-                match table.get(seq.to_be_bytes()) {
-                    Ok(Some(e)) => return Some(Ok(e)),
-                    Ok(None) => continue,
-                    Err(e) => return Some(Err(e)),
-                }
-            }
+        // A bit always has its event (written before its block); checked anyway.
+        Box::new(walk.filter_map(move |seq| match seq {
+            Ok(seq) => table.get(seq.to_be_bytes()).transpose(),
+            Err(e) => Some(Err(e)),
         }))
     }
 }

@@ -25,8 +25,8 @@ fn ts(secs: u64) -> String {
     crate::clock::rfc3339(chrono::DateTime::from_timestamp(1_770_000_000 + secs as i64, 0).unwrap())
 }
 
-fn fill(store: &SledAudit, n: usize, rng: &mut Rng) {
-    let mut t = 0;
+/// `n` events from time `t` on (seqs follow time).
+fn fill(store: &SledAudit, n: usize, rng: &mut Rng, mut t: u64) {
     for _ in 0..n {
         t += rng.below(3);
         let ok = rng.below(10) != 0;
@@ -119,18 +119,80 @@ fn filtered_queries_agree_with_a_scan_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let sled = SledAudit::open(&store).unwrap();
-    fill(&sled, 1500, &mut Rng(0xfeed));
+    // Not a multiple of 64: the newest block is still pending in memory.
+    fill(&sled, 1500, &mut Rng(0xfeed), 0);
     let all: Vec<Event> = sled.since_seq(0).map(Result::unwrap).collect();
     assert_eq!(all.len(), 1500);
     let audit = Audit::open_for_verify(Arc::new(sled), &dir.path().join("logs")).unwrap();
     assert_queries_match_a_scan(&audit, &all);
 
-    // A home from before the index: it is built at open.
+    // Reopened, the pending block is read again from its events; appends carry on
+    // across block boundaries.
     drop(audit);
-    let index: Table<super::audit::Entry> = store.table("audit_index").unwrap();
-    index.clear().unwrap();
     let reopened = SledAudit::open(&store).unwrap();
-    assert!(index.len() > 1500);
+    fill(&reopened, 200, &mut Rng(0xbeef), 3000);
+    let all: Vec<Event> = reopened.since_seq(0).map(Result::unwrap).collect();
+    assert_eq!(all.len(), 1700);
     let audit = Audit::open_for_verify(Arc::new(reopened), &dir.path().join("logs")).unwrap();
     assert_queries_match_a_scan(&audit, &all);
+
+    // One key per condition and full block, not per event.
+    let index: Table<super::audit::Entry> = store.table("audit_index").unwrap();
+    let blocks = index.len();
+    assert!(
+        (2..=1 + 1700 / 64 * 12).contains(&blocks),
+        "{blocks} index keys"
+    );
+
+    // A home from before the index: it is built at open.
+    drop(audit);
+    index.clear().unwrap();
+    let reopened = SledAudit::open(&store).unwrap();
+    assert_eq!(index.len(), blocks);
+    let audit = Audit::open_for_verify(Arc::new(reopened), &dir.path().join("logs")).unwrap();
+    assert_queries_match_a_scan(&audit, &all);
+
+    // An index of the first layout (a key per event and condition) is built anew.
+    drop(audit);
+    index.clear().unwrap();
+    let old = super::audit::Entry::bits(0);
+    for e in &all {
+        index
+            .insert(
+                format!("a{}\0", e.action)
+                    .into_bytes()
+                    .into_iter()
+                    .chain(e.seq.to_be_bytes())
+                    .collect::<Vec<u8>>(),
+                &old,
+            )
+            .unwrap();
+    }
+    index
+        .insert(b"\0format", &super::audit::Entry::bits(1))
+        .unwrap();
+    let reopened = SledAudit::open(&store).unwrap();
+    assert_eq!(index.len(), blocks);
+    let audit = Audit::open_for_verify(Arc::new(reopened), &dir.path().join("logs")).unwrap();
+    assert_queries_match_a_scan(&audit, &all);
+}
+
+#[test]
+fn the_deep_check_names_an_index_bit_whose_event_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let sled = SledAudit::open(&store).unwrap();
+    fill(&sled, 300, &mut Rng(0xd00d), 0);
+    let report = super::db_maintenance::deep_check(&store).unwrap();
+    assert_eq!(report.problems, Vec::<String>::new());
+    let events: Table<Event> = store.table("audit").unwrap();
+    events.remove(10u64.to_be_bytes()).unwrap();
+    let report = super::db_maintenance::deep_check(&store).unwrap();
+    assert!(!report.problems.is_empty());
+    assert!(
+        report.problems.iter().all(|p| p.starts_with("audit_index ")
+            && p.ends_with("index entry without its event (seq 10)")),
+        "{:?}",
+        report.problems
+    );
 }

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
+use super::{audit, audit_keys};
 use crate::audit::Event;
 use crate::backup::BackupError;
 use crate::backup::store::SnapshotSource;
@@ -42,6 +43,7 @@ fn checker(tree: &str) -> Option<Checker> {
     Some(match tree {
         "jobs" => check::<Job>,
         "audit" => check::<Event>,
+        "audit_index" => check::<audit::Entry>,
         "schedules" => check::<Schedule>,
         "alerts" => check::<Alert>,
         "slo_minutes" => check::<Minute>,
@@ -85,10 +87,12 @@ pub(crate) fn deep_check(store: &Store) -> Result<DeepReport, BackupError> {
                     }
                     // `audit` sorts before `audit_index`: its seqs are known here.
                     if tree == "audit_index"
-                        && !k.starts_with(b"\0")
-                        && (k.len() < 8 || !seqs.contains(&k[k.len() - 8..]))
+                        && let Some(missing) = audit_bits_without_events(k, v, &seqs)
                     {
-                        problems.push(format!("{tree} {}: index entry without its event", hex(k)));
+                        problems.push(format!(
+                            "{tree} {}: index entry without its event (seq {missing})",
+                            hex(k)
+                        ));
                     }
                 }
                 match tree.as_str() {
@@ -108,6 +112,19 @@ pub(crate) fn deep_check(store: &Store) -> Result<DeepReport, BackupError> {
         Ok(())
     })?;
     Ok(report)
+}
+
+/// The first seq an audit index block marks that has no stored event (`None`: all
+/// there, or not a block key).
+fn audit_bits_without_events(k: &[u8], v: &[u8], seqs: &HashSet<Vec<u8>>) -> Option<u64> {
+    let block = audit_keys::block_of(k)?;
+    let Ok(bits) = codec::decode::<audit::Entry>(v) else {
+        return None;
+    };
+    (0..64)
+        .filter(|i| bits.value & (1 << i) != 0)
+        .map(|i| block * 64 + i)
+        .find(|seq| !seqs.contains(seq.to_be_bytes().as_slice()))
 }
 
 fn hex(k: &[u8]) -> String {
