@@ -177,6 +177,7 @@ async fn seed_audit(store: &Store, home: &std::path::Path, n: usize) -> anyhow::
         ("job.retry", 409, "job is running"),
         ("auth.forbidden", 403, "this key's role may not do this"),
     ];
+    const CLIENT_HOSTS: u64 = 16;
     const ACTORS: [(&str, Role); 5] = [
         ("k-3f9a1c", Role::Operator),
         ("k-77b0de", Role::Admin),
@@ -200,17 +201,23 @@ async fn seed_audit(store: &Store, home: &std::path::Path, n: usize) -> anyhow::
         let k = AUDIT_BATCH.min(n - done);
         let batch: Vec<NewEvent> = (0..k)
             .map(|_| {
-                let ip = Some(format!(
-                    "10.{}.{}.{}",
-                    mix.below(4),
-                    mix.below(256),
-                    1 + mix.below(254)
-                ));
+                // Callers come from a few hosts; refused requests from anywhere.
+                let failure = mix.below(100) < 4;
+                let ip = Some(if failure {
+                    format!(
+                        "10.{}.{}.{}",
+                        mix.below(4),
+                        mix.below(256),
+                        1 + mix.below(254)
+                    )
+                } else {
+                    format!("10.0.0.{}", 1 + mix.below(CLIENT_HOSTS))
+                });
                 let request_id = Some(format!(
                     "{:032x}",
                     u128::from(mix.next()) << 64 | u128::from(mix.next())
                 ));
-                if mix.below(100) < 4 {
+                if failure {
                     let (action, status, error) =
                         FAILURES[mix.below(FAILURES.len() as u64) as usize];
                     // Most failures come from callers without a valid key.

@@ -1,6 +1,6 @@
 //! The audit trail on sled: the `audit` tree, big-endian seq → [`Event`], and
 //! `audit_index` (keys in `audit_keys`): failures, and events by action, by actor and
-//! by address, as bitmaps over blocks of 64 seqs. A block is written in the same
+//! by address, as bitmaps over blocks of 1,024 seqs. A block is written in the same
 //! atomic write as the first event of the next block; until then its bits live in
 //! memory beside the chain's tail (last seq and hash), read at open and kept under a
 //! lock that serialises appends.
@@ -20,22 +20,25 @@ use crate::audit::store::{AuditStore, Events};
 use crate::audit::{Event, Filter};
 use crate::store::{AtomicWrite, Commit, Record, Store, StoreError, Table};
 
-/// A block's bitmap (and, under the format key, the index's layout).
+/// A block's bitmap, 64 seqs a word (and, under the format key, the index's layout).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub(super) struct Entry {
-    pub(super) value: u64,
+    pub(super) words: Vec<u64>,
 }
 impl Record for Entry {
     const NAME: &'static str = "audit index entry";
-    const VERSION: u8 = 1;
+    // 1: an empty value per event and condition (the first layout).
+    const VERSION: u8 = 2;
 }
 impl Entry {
-    pub(super) fn bits(value: u64) -> Entry {
-        Entry { value }
+    pub(super) fn words(words: Vec<u64>) -> Entry {
+        Entry { words }
     }
 }
-/// 1: a key per event and condition; 2: a bitmap per block of 64 seqs and condition.
-const FORMAT: Entry = Entry { value: 2 };
+/// 2: a bitmap per block of `BLOCK_SEQS` seqs and condition (1: a key per event).
+fn format() -> Entry {
+    Entry::words(vec![2, audit_keys::BLOCK_SEQS])
+}
 
 /// What an append reads and changes, under one lock.
 struct Tail {
@@ -61,10 +64,10 @@ impl SledAudit {
         };
         // An index of another layout (or none: a home from before it) decodes as
         // something else or not at all; either way it is built anew.
-        if !matches!(index.get(audit_keys::FORMAT_KEY), Ok(Some(f)) if f == FORMAT) {
+        if !matches!(index.get(audit_keys::FORMAT_KEY), Ok(Some(f)) if f == format()) {
             rebuild(&table, &index)?;
         }
-        let first = audit_keys::block(seq) * 64;
+        let first = audit_keys::block(seq) * audit_keys::BLOCK_SEQS;
         let newest: Vec<Event> = table
             .range(first.to_be_bytes()..)
             .map(|r| r.map(|(_, e)| e))
@@ -146,7 +149,7 @@ fn rebuild(table: &Table<Event>, index: &Table<Entry>) -> Result<(), StoreError>
         block.add(&e);
     }
     index.apply(&puts, &[])?;
-    index.insert(audit_keys::FORMAT_KEY, &FORMAT)
+    index.insert(audit_keys::FORMAT_KEY, &format())
 }
 
 impl AuditStore for SledAudit {
@@ -160,8 +163,8 @@ impl AuditStore for SledAudit {
         self.table.put_in(&mut w, event.seq.to_be_bytes(), &event)?;
         let full = tail.pending.full_before(event.seq);
         if full {
-            for (k, bits) in tail.pending.entries() {
-                self.index.put_in(&mut w, k, &bits)?;
+            for (k, entry) in tail.pending.entries() {
+                self.index.put_in(&mut w, k, &entry)?;
             }
         }
         w.commit()?;

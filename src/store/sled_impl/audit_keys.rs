@@ -1,6 +1,6 @@
 //! The keys of `audit_index` and the walk over them (see `audit` for the layout).
 //!
-//! Seqs are grouped in blocks of 64; a key names a condition and a block, and its
+//! Seqs are grouped in blocks of 1,024; a key names a condition and a block, and its
 //! value is a bitmap of the block's seqs that meet it:
 //! - `f block` for failures (`ok: false`);
 //! - `a action \0 block`, `c actor \0 block`, `i ip \0 block` (no `i` bit for an event
@@ -9,7 +9,7 @@
 //!
 //! One key per condition and block instead of one per event: a block costs a write
 //! when it is full, not one per event and condition, and a snapshot or restore moves
-//! a few keys per 64 events. The newest block is kept in memory until it is full and
+//! a few dozen keys per 1,024 events. The newest block is kept in memory until it is full and
 //! rebuilt from its events at open (see `Pending`).
 
 use std::collections::HashMap;
@@ -21,16 +21,80 @@ use crate::store::{StoreError, Table};
 /// Where the index says which layout it holds.
 pub(super) const FORMAT_KEY: &[u8] = b"\0format";
 
-/// Seqs per block: the bits of a `u64`.
-const BLOCK_BITS: u64 = 64;
+/// Seqs per block.
+pub(super) const BLOCK_SEQS: u64 = 1024;
+const WORDS: usize = (BLOCK_SEQS / 64) as usize;
 
 /// The block holding `seq`.
 pub(super) fn block(seq: u64) -> u64 {
-    seq / BLOCK_BITS
+    seq / BLOCK_SEQS
 }
 
-fn bit(seq: u64) -> u64 {
-    1 << (seq % BLOCK_BITS)
+/// A block's bitmap: bit i stands for seq `block * BLOCK_SEQS + i`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Bits([u64; WORDS]);
+
+impl Bits {
+    const NONE: Bits = Bits([0; WORDS]);
+    const ALL: Bits = Bits([u64::MAX; WORDS]);
+
+    fn set(&mut self, seq: u64) {
+        let i = (seq % BLOCK_SEQS) as usize;
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn and(mut self, other: &Bits) -> Bits {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a &= b;
+        }
+        self
+    }
+
+    /// Only the seqs of block `b` in `[lo, hi)`.
+    fn within(mut self, b: u64, lo: u64, hi: u64) -> Bits {
+        let first = b * BLOCK_SEQS;
+        for (w, word) in self.0.iter_mut().enumerate() {
+            for i in 0..64 {
+                let seq = first + (w * 64 + i) as u64;
+                if !(lo..hi).contains(&seq) {
+                    *word &= !(1 << i);
+                }
+            }
+        }
+        self
+    }
+
+    /// Take the highest bit (its offset in the block).
+    fn pop_highest(&mut self) -> Option<u64> {
+        let w = self.0.iter().rposition(|&word| word != 0)?;
+        let i = 63 - self.0[w].leading_zeros() as usize;
+        self.0[w] &= !(1 << i);
+        Some((w * 64 + i) as u64)
+    }
+
+    /// As stored: the words up to the last one with a bit set.
+    pub(super) fn to_entry(self) -> Entry {
+        let len = self.0.iter().rposition(|&w| w != 0).map_or(0, |w| w + 1);
+        Entry::words(self.0[..len].to_vec())
+    }
+
+    pub(super) fn from_entry(e: &Entry) -> Bits {
+        let mut b = Bits::NONE;
+        for (to, from) in b.0.iter_mut().zip(&e.words) {
+            *to = *from;
+        }
+        b
+    }
+
+    /// The seqs set, in order (for checks).
+    pub(super) fn seqs(self, b: u64) -> impl Iterator<Item = u64> {
+        let mut bits = self;
+        std::iter::from_fn(move || bits.pop_highest())
+            .map(move |i| b * BLOCK_SEQS + i)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+    }
 }
 
 /// One indexed condition.
@@ -106,7 +170,7 @@ fn prefixes(e: &Event) -> Vec<Vec<u8>> {
 #[derive(Debug, Default, Clone)]
 pub(super) struct Pending {
     pub(super) block: u64,
-    bits: HashMap<Vec<u8>, u64>,
+    bits: HashMap<Vec<u8>, Bits>,
 }
 
 impl Pending {
@@ -125,7 +189,7 @@ impl Pending {
     /// Count `e` in (its block must be this one).
     pub(super) fn add(&mut self, e: &Event) {
         for prefix in prefixes(e) {
-            *self.bits.entry(prefix).or_default() |= bit(e.seq);
+            self.bits.entry(prefix).or_insert(Bits::NONE).set(e.seq);
         }
     }
 
@@ -138,13 +202,13 @@ impl Pending {
     pub(super) fn entries(&self) -> impl Iterator<Item = (Vec<u8>, Entry)> + '_ {
         self.bits
             .iter()
-            .map(|(prefix, bits)| (key(prefix, self.block), Entry::bits(*bits)))
+            .map(|(prefix, bits)| (key(prefix, self.block), bits.to_entry()))
     }
 
-    /// The seqs of this block that meet every field (bit i: seq block * 64 + i).
-    fn matching(&self, fields: &[Field]) -> u64 {
-        fields.iter().fold(u64::MAX, |acc, f| {
-            acc & self.bits.get(&f.prefix()).copied().unwrap_or(0)
+    /// The seqs of this block that meet every field.
+    fn matching(&self, fields: &[Field]) -> Bits {
+        fields.iter().fold(Bits::ALL, |acc, f| {
+            acc.and(self.bits.get(&f.prefix()).unwrap_or(&Bits::NONE))
         })
     }
 }
@@ -155,7 +219,7 @@ fn below(
     prefix: &[u8],
     lo: u64,
     hi: u64,
-) -> Result<Option<(u64, u64)>, StoreError> {
+) -> Result<Option<(u64, Bits)>, StoreError> {
     if lo >= hi {
         return Ok(None);
     }
@@ -163,7 +227,7 @@ fn below(
         return Ok(None);
     };
     let (k, v) = r?;
-    Ok(block_of(&k).map(|b| (b, v.value)))
+    Ok(block_of(&k).map(|b| (b, Bits::from_entry(&v))))
 }
 
 /// The highest block in `[lo, hi)` that every prefix has an entry for, with the AND
@@ -174,7 +238,7 @@ fn leapfrog(
     prefixes: &[Vec<u8>],
     lo: u64,
     hi: u64,
-) -> Result<Option<(u64, u64)>, StoreError> {
+) -> Result<Option<(u64, Bits)>, StoreError> {
     let Some(first) = prefixes.first() else {
         return Ok(None);
     };
@@ -188,21 +252,13 @@ fn leapfrog(
         };
         if c == b {
             agreed += 1;
-            bits &= more;
+            bits = bits.and(&more);
         } else {
             (b, bits, agreed) = (c, more, 1);
         }
         i = (i + 1) % prefixes.len();
     }
     Ok(Some((b, bits)))
-}
-
-/// The bits of block `b` whose seqs lie in `[lo, hi)`.
-fn mask(b: u64, lo: u64, hi: u64) -> u64 {
-    let first = b * BLOCK_BITS;
-    (0..BLOCK_BITS)
-        .filter(|i| (lo..hi).contains(&(first + i)))
-        .fold(0, |m, i| m | 1 << i)
 }
 
 /// The seqs in `[lo, hi)` that meet every field, newest first: the pending block's,
@@ -215,7 +271,7 @@ pub(super) struct Walk {
     /// Blocks below this one are still to be read.
     next_block: u64,
     /// The block being emitted and its remaining bits.
-    current: (u64, u64),
+    current: (u64, Bits),
 }
 
 impl Walk {
@@ -227,10 +283,10 @@ impl Walk {
         hi: u64,
     ) -> Walk {
         let top = pending.block;
-        let bits = if hi > top * BLOCK_BITS {
-            pending.matching(fields) & mask(top, lo, hi)
+        let bits = if hi > top * BLOCK_SEQS {
+            pending.matching(fields).within(top, lo, hi)
         } else {
-            0
+            Bits::NONE
         };
         Walk {
             index,
@@ -248,16 +304,14 @@ impl Iterator for Walk {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (b, bits) = self.current;
-            if bits != 0 {
-                let i = 63 - u64::from(bits.leading_zeros());
-                self.current.1 &= !(1 << i);
-                return Some(Ok(b * BLOCK_BITS + i));
+            let b = self.current.0;
+            if let Some(i) = self.current.1.pop_highest() {
+                return Some(Ok(b * BLOCK_SEQS + i));
             }
             match leapfrog(&self.index, &self.prefixes, block(self.lo), self.next_block) {
                 Ok(Some((b, bits))) => {
                     self.next_block = b;
-                    self.current = (b, bits & mask(b, self.lo, self.hi));
+                    self.current = (b, bits.within(b, self.lo, self.hi));
                 }
                 Ok(None) => return None,
                 Err(e) => {

@@ -118,12 +118,9 @@ pub(crate) fn deep_check(store: &Store) -> Result<DeepReport, BackupError> {
 /// there, or not a block key).
 fn audit_bits_without_events(k: &[u8], v: &[u8], seqs: &HashSet<Vec<u8>>) -> Option<u64> {
     let block = audit_keys::block_of(k)?;
-    let Ok(bits) = codec::decode::<audit::Entry>(v) else {
-        return None;
-    };
-    (0..64)
-        .filter(|i| bits.value & (1 << i) != 0)
-        .map(|i| block * 64 + i)
+    let entry = codec::decode::<audit::Entry>(v).ok()?;
+    audit_keys::Bits::from_entry(&entry)
+        .seqs(block)
         .find(|seq| !seqs.contains(seq.to_be_bytes().as_slice()))
 }
 
