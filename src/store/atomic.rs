@@ -5,7 +5,9 @@
 //!
 //! A tree written through `AtomicWrite` is written only that way (a start-up rebuild's
 //! `clear` aside): opening the store applies unchecked journal records again, which
-//! would overwrite a plain write made after them.
+//! would overwrite a plain write made after them. The one exception is a key written
+//! once and never again (an audit event's seq): no journal record can hold it but the
+//! one that wrote it, so a plain write of it cannot be overwritten.
 
 use std::sync::Arc;
 

@@ -159,15 +159,20 @@ impl AuditStore for SledAudit {
     ) -> Result<(Event, Commit), StoreError> {
         let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
         let event = make(tail.seq, &tail.hash);
-        let mut w = AtomicWrite::new();
-        self.table.put_in(&mut w, event.seq.to_be_bytes(), &event)?;
+        let key = event.seq.to_be_bytes();
         let full = tail.pending.full_before(event.seq);
         if full {
+            let mut w = AtomicWrite::new();
+            self.table.put_in(&mut w, key, &event)?;
             for (k, entry) in tail.pending.entries() {
                 self.index.put_in(&mut w, k, &entry)?;
             }
+            w.commit()?;
+        } else {
+            // One key, written once: atomic by itself, and no journal record can hold
+            // it to write it again (see `AtomicWrite`).
+            self.table.insert(key, &event)?;
         }
-        w.commit()?;
         if full {
             tail.pending = Pending::new(event.seq, std::iter::empty());
         }
