@@ -212,12 +212,14 @@ impl Backups {
             commit: self.origin.1.clone(),
             created_at: rfc3339(now),
         };
-        let (header, sha256) = format::write(
-            source.as_ref(),
-            &origin,
-            &path,
-            progress.unwrap_or(&no_progress),
-        )?;
+        let (header, sha256) = in_background(|| {
+            format::write(
+                source.as_ref(),
+                &origin,
+                &path,
+                progress.unwrap_or(&no_progress),
+            )
+        })?;
         let size_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         Ok(Taken {
             name: path
@@ -252,7 +254,8 @@ impl Backups {
         progress: Option<Progress<'_>>,
     ) -> Result<Verified, BackupError> {
         let started = std::time::Instant::now();
-        let result = verify_file(self.target.as_ref(), path, &self.scratch_dir(), progress);
+        let scratch = self.scratch_dir();
+        let result = in_background(|| verify_file(self.target.as_ref(), path, &scratch, progress));
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -420,6 +423,33 @@ pub type Checked = (Header, String, Counts);
 
 /// Checksum, restore into a scratch store under `scratch`, compare counts; the scratch
 /// store is removed afterwards.
+/// The nice value of snapshot work: below requests, so a snapshot taken while the
+/// server is busy takes longer instead of slowing their answers.
+const BACKGROUND_NICE: i32 = 10;
+
+/// Run `f` on a thread of its own at [`BACKGROUND_NICE`] (threads it starts inherit
+/// it). A thread of its own: a nice value cannot be lowered again without privilege,
+/// so a pooled thread would keep it.
+fn in_background<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let job = std::sync::Mutex::new(Some(f));
+    let take = || job.lock().unwrap_or_else(|p| p.into_inner()).take();
+    std::thread::scope(|s| {
+        let worker = std::thread::Builder::new()
+            .name("backup".into())
+            .spawn_scoped(s, || {
+                // Linux keeps a nice value per thread; failing to set it only costs speed.
+                let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
+                take().map(|f| f())
+            });
+        let done = match worker {
+            Ok(w) => w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Err(_) => None,
+        };
+        // No thread to be had: the work runs here, at the caller's priority.
+        done.unwrap_or_else(|| take().map(|f| f()).expect("the work runs once"))
+    })
+}
+
 pub fn verify_file(
     target: &dyn SnapshotTarget,
     path: &Path,

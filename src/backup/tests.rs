@@ -108,3 +108,22 @@ fn each_failure_is_classified_for_its_status() {
     assert_eq!(other.kind(), ErrorKind::Internal);
     assert_eq!(other.public_message(), "internal error");
 }
+
+#[test]
+fn snapshot_work_runs_below_the_callers_priority_and_leaves_it_alone() {
+    let before = rustix::process::getpriority_process(None).unwrap();
+    let (inside, thread) = super::in_background(|| {
+        (
+            rustix::process::getpriority_process(None).unwrap(),
+            std::thread::current().name().map(String::from),
+        )
+    });
+    // Under an already nicer parent, the work stays at least as nice.
+    if before <= super::BACKGROUND_NICE {
+        assert_eq!(inside, super::BACKGROUND_NICE);
+    } else {
+        assert!(inside >= super::BACKGROUND_NICE);
+    }
+    assert_eq!(thread.as_deref(), Some("backup"));
+    assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
+}
