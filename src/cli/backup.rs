@@ -2,7 +2,7 @@
 //! `backup list`, `restore FILE`, `db compact`, `db check --deep` and the extra lines
 //! of `db stats`. Long work shows an indicatif bar on a terminal, plain lines otherwise.
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -318,11 +318,7 @@ fn write_audit_file(store: &Store, logs: &Path) -> anyhow::Result<u64> {
         std::fs::File::create(&path)
             .with_context(|| format!("while creating {}", path.display()))?,
     );
-    let mut n = 0;
-    for e in audit.all() {
-        writeln!(out, "{}", e?.to_json_line())?;
-        n += 1;
-    }
+    let n = audit.write_all_lines(&mut out)?;
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(n)
 }

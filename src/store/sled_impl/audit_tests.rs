@@ -194,3 +194,22 @@ fn the_deep_check_names_an_index_bit_whose_event_is_gone() {
         report.problems
     );
 }
+
+#[test]
+fn every_line_is_written_once_in_seq_order_whatever_the_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let sled = SledAudit::open(&store).unwrap();
+    fill(&sled, 1000, &mut Rng(0x11fe), 0);
+    let want: String = sled
+        .since_seq(0)
+        .map(|e| e.unwrap().to_json_line() + "\n")
+        .collect();
+    let audit = Audit::open_for_verify(Arc::new(sled), &dir.path().join("logs")).unwrap();
+    // Chunks that do not divide the seqs, one chunk, and chunks past the end.
+    for chunk in [7, 64, 999, 1000, 5000] {
+        let mut out = Vec::new();
+        assert_eq!(audit.write_lines_in_chunks(&mut out, chunk).unwrap(), 1000);
+        assert_eq!(String::from_utf8(out).unwrap(), want, "chunks of {chunk}");
+    }
+}
