@@ -114,13 +114,19 @@ fn assert_queries_match_a_scan(audit: &Audit, all: &[Event]) {
     }
 }
 
-#[test]
-fn filtered_queries_agree_with_a_scan_and_survive_a_reopen() {
+/// A fresh store with `n` events.
+fn filled(n: usize, seed: u64) -> (tempfile::TempDir, Store, SledAudit) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let sled = SledAudit::open(&store).unwrap();
+    fill(&sled, n, &mut Rng(seed), 0);
+    (dir, store, sled)
+}
+
+#[test]
+fn filtered_queries_agree_with_a_scan_and_survive_a_reopen() {
     // Not a multiple of the block size: the newest block is still pending in memory.
-    fill(&sled, 2500, &mut Rng(0xfeed), 0);
+    let (dir, store, sled) = filled(2500, 0xfeed);
     let all: Vec<Event> = sled.since_seq(0).map(Result::unwrap).collect();
     assert_eq!(all.len(), 2500);
     let audit = Audit::open_for_verify(Arc::new(sled), &dir.path().join("logs")).unwrap();
@@ -176,11 +182,8 @@ fn filtered_queries_agree_with_a_scan_and_survive_a_reopen() {
 
 #[test]
 fn the_deep_check_names_an_index_bit_whose_event_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let sled = SledAudit::open(&store).unwrap();
     // Past the first block, so it is written.
-    fill(&sled, 1100, &mut Rng(0xd00d), 0);
+    let (_dir, store, _sled) = filled(1100, 0xd00d);
     let report = super::db_maintenance::deep_check(&store).unwrap();
     assert_eq!(report.problems, Vec::<String>::new());
     let events: Table<Event> = store.table("audit").unwrap();
@@ -197,10 +200,7 @@ fn the_deep_check_names_an_index_bit_whose_event_is_gone() {
 
 #[test]
 fn every_line_is_written_once_in_seq_order_whatever_the_chunks() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let sled = SledAudit::open(&store).unwrap();
-    fill(&sled, 1000, &mut Rng(0x11fe), 0);
+    let (dir, _store, sled) = filled(1000, 0x11fe);
     let want: String = sled
         .since_seq(0)
         .map(|e| e.unwrap().to_json_line() + "\n")
