@@ -297,10 +297,21 @@ cron = "0 25 * * *"
 kind = "x"
 "#,
     );
-    let cfg = helpers::config(dir.path(), &helpers::base_env());
-    let err = match echopilot::app::AppState::open(cfg) {
-        Ok(_) => panic!("a bad schedule must stop start-up"),
-        Err(e) => format!("{e:#}"),
+    // The stopped app's last handles may still be dropping (its home lock with them).
+    let started = std::time::Instant::now();
+    let err = loop {
+        let cfg = helpers::config(dir.path(), &helpers::base_env());
+        match echopilot::app::AppState::open(cfg) {
+            Ok(_) => panic!("a bad schedule must stop start-up"),
+            Err(e) => {
+                let e = format!("{e:#}");
+                if e.contains("already running") && started.elapsed().as_secs() < 10 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                break e;
+            }
+        }
     };
     assert!(
         err.contains("broken") && err.contains("0 25 * * *"),
