@@ -126,11 +126,10 @@ fn write_inner(
     // Reading (sled and the capture) and compressing run on two threads.
     let compressed = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        // Both run at the caller's priority: `Backups::take` runs them below the
+        // requests (measured: a lower p99 beside 32 producers than with the reader at
+        // the requests' priority, though writers wait on the capture's lock it holds).
         let compressor = scope.spawn(move || -> std::io::Result<File> {
-            // Compressing is most of a snapshot's CPU time: it takes what the requests
-            // served beside it leave. The reader keeps its priority: writers wait on
-            // the capture's lock while it holds it, so it must not be preempted there.
-            lower_priority();
             let mut z =
                 ZlibEncoder::new(BufWriter::with_capacity(1 << 20, body), Compression::fast());
             for chunk in rx {
@@ -211,7 +210,7 @@ fn write_inner(
         .map_err(&perr)?;
     out.write_all(&header_json).map_err(&perr)?;
     let mut body = File::open(body_path).map_err(&werr)?;
-    std::io::copy(&mut body, &mut out).map_err(&perr)?;
+    copy_in_steps(&mut body, &mut out).map_err(&perr)?;
     let digest = out.hash.finalize();
     let mut file = out.inner.into_inner().map_err(|e| perr(e.into_error()))?;
     file.write_all(digest.as_slice()).map_err(&perr)?;
@@ -226,14 +225,29 @@ fn write_inner(
     Ok((header, hex(digest.as_slice())))
 }
 
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    // Per thread on Linux. Best effort: the snapshot is the same at any priority.
-    let _ = rustix::process::nice(10);
-}
+/// Written before each sync of the snapshot file.
+const SYNC_STEP: usize = 8 << 20;
 
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
+/// Copy `body` into the snapshot file, syncing every [`SYNC_STEP`]: the disk takes the
+/// file in short writes between the store's syncs, not in one burst at the end that
+/// the requests served meanwhile would wait behind.
+fn copy_in_steps(body: &mut File, out: &mut HashingWriter<BufWriter<File>>) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut unsynced = 0;
+    loop {
+        let n = body.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write_all(&buf[..n])?;
+        unsynced += n;
+        if unsynced >= SYNC_STEP {
+            out.flush()?;
+            out.inner.get_ref().sync_data()?;
+            unsynced = 0;
+        }
+    }
+}
 
 /// Frames are handed to the compressor in chunks of this size.
 const CHUNK: usize = 1 << 20;
