@@ -21,6 +21,7 @@
 //! process the store's only writer, and a change is a few microseconds.
 
 use std::collections::HashSet;
+use std::ops::Bound;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -228,13 +229,19 @@ impl JobStore for SledJobs {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut out = Vec::with_capacity(n);
+        // Held for the whole claim: the jobs taken are written as one change at its end,
+        // so no other claimer may read them as ready meanwhile.
+        let mut counts = lock(&self.counts);
+        let mut taken: Vec<([u8; 16], Job, Job)> = Vec::with_capacity(n);
+        // The last key taken from each range: its next head lies past it (the ready
+        // entries of the jobs taken go only with the change at the end).
+        let mut past: Vec<Option<Vec<u8>>> = vec![None; candidates.len()];
         let mut heads: Vec<Option<Vec<u8>>> = vec![None; candidates.len()];
         // Heads found not to match their record: a damaged index; that (queue, kind)
         // is passed over instead of peeked forever (`db check --deep` reports it).
         let mut stale: HashSet<Vec<u8>> = HashSet::new();
         let mut done = vec![false; candidates.len()];
-        while out.len() < n {
+        while taken.len() < n {
             // The best head among the candidate (queue, kind) ranges.
             let mut best: Option<(usize, Vec<u8>)> = None;
             for (i, prefix) in candidates.iter().enumerate() {
@@ -242,8 +249,16 @@ impl JobStore for SledJobs {
                     continue;
                 }
                 if heads[i].is_none() {
-                    heads[i] = match self.t.ready.scan_prefix(prefix).next() {
-                        Some(r) => Some(r?.0),
+                    let next = match &past[i] {
+                        None => self.t.ready.scan_prefix(prefix).next(),
+                        Some(last) => self
+                            .t
+                            .ready
+                            .range::<&[u8], _>((Bound::Excluded(last.as_slice()), Bound::Unbounded))
+                            .next(),
+                    };
+                    heads[i] = match next {
+                        Some(r) => Some(r?.0).filter(|k| k.starts_with(prefix)),
                         None => None,
                     };
                 }
@@ -265,11 +280,11 @@ impl JobStore for SledJobs {
                 break;
             };
             heads[i] = None;
+            past[i] = Some(key.clone());
             let Some(id) = tail_id(&key) else {
                 stale.insert(key);
                 continue;
             };
-            let mut counts = lock(&self.counts);
             let Some(job) = self.t.jobs.get(id)? else {
                 stale.insert(key);
                 continue;
@@ -283,15 +298,19 @@ impl JobStore for SledJobs {
                 continue;
             }
             let claimed = f(&job);
-            self.t
-                .write(&mut counts, &[(&id, Some(&job), Some(&claimed))])?;
-            out.push(claimed);
+            taken.push((id, job, claimed));
         }
-        let commit = match out.is_empty() {
-            true => Commit::done(),
-            false => self.store.pending(),
-        };
-        Ok((out, commit))
+        if taken.is_empty() {
+            return Ok((Vec::new(), Commit::done()));
+        }
+        let changes: Vec<_> = taken
+            .iter()
+            .map(|(id, old, new)| (id, Some(old), Some(new)))
+            .collect();
+        self.t.write(&mut counts, &changes)?;
+        drop(counts);
+        let out = taken.into_iter().map(|(_, _, claimed)| claimed).collect();
+        Ok((out, self.store.pending()))
     }
 
     fn list(&self, filter: &Filter, cursor: Option<&str>, limit: usize) -> Result<Page, JobError> {
