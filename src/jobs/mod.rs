@@ -22,5 +22,5 @@ pub use store::JobStore;
 pub use types::{
     ApiReporter, BUILTIN_WORKER, ClaimRequest, DEFAULT_LEASE_SECS, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE, DEFAULT_TIMEOUT_SECS, Enqueued, Filter, JobError, JobEvent, MAX_BATCH,
-    MAX_CLAIM, NewJob, Outcome, Reporter, check_name, tail, truncate,
+    MAX_CLAIM, NewJob, Outcome, Report, Reporter, check_name, tail, truncate,
 };

@@ -14,11 +14,11 @@ use tokio::sync::{Notify, broadcast};
 
 use super::executors;
 use super::model::{self, Job, Status, ms};
-use super::store::{Inserted, JobStore};
+use super::store::{Change, Inserted, JobStore};
 use super::transitions;
 use super::types::{
     BUILTIN_WORKER, ClaimRequest, Enqueued, Filter, JobError, JobEvent, MAX_BATCH, MAX_CLAIM,
-    NewJob, Outcome, Reporter, truncate,
+    NewJob, Outcome, Report, Reporter, truncate,
 };
 use crate::clock::Clock;
 use crate::store::Commit;
@@ -515,6 +515,60 @@ impl Jobs {
         self.apply(id, |j| {
             transitions::failed_by(j, by, &error, retry, now, jitter)
         })
+    }
+
+    /// A worker's batch of reports as one change under one commit: each entry as
+    /// [`Jobs::complete`] or [`Jobs::fail_with`] would, answered on its own (a refused
+    /// entry changes nothing). A store failure fails the whole batch.
+    pub fn report_batch<'a>(
+        &self,
+        by: impl Into<Reporter<'a>>,
+        reports: &[(&str, Report)],
+    ) -> Result<(Vec<Result<Job, JobError>>, Commit), JobError> {
+        let now = self.now();
+        let by = by.into();
+        // Each failure's error cut to size and its backoff's random part, drawn once:
+        // the changes may run again.
+        let prepared: Vec<(Report, u64)> = reports
+            .iter()
+            .map(|(_, r)| match r {
+                Report::Fail { error, retry } => (
+                    Report::Fail {
+                        error: truncate(error, 4096),
+                        retry: *retry,
+                    },
+                    self.jitter(),
+                ),
+                complete => (complete.clone(), 0),
+            })
+            .collect();
+        let mut fns: Vec<_> = prepared
+            .iter()
+            .map(|(r, jitter)| {
+                move |j: &Job| match r {
+                    Report::Complete(result) => transitions::completed(j, by, result.clone(), now),
+                    Report::Fail { error, retry } => {
+                        transitions::failed_by(j, by, error, *retry, now, *jitter)
+                    }
+                }
+            })
+            .collect();
+        let mut changes: Vec<(&str, Change<'_>)> = reports
+            .iter()
+            .zip(fns.iter_mut())
+            .map(|((id, _), f)| (*id, f as Change<'_>))
+            .collect();
+        let (updated, commit) = self.store.update_batch(&mut changes)?;
+        let out = updated
+            .into_iter()
+            .map(|r| {
+                r.map(|(old, new)| {
+                    self.changed(&old, &new);
+                    new
+                })
+            })
+            .collect();
+        Ok((out, commit))
     }
 
     /// Back to `queued` now: a stuck, dead, cancelled or failed (scheduled after an

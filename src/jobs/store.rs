@@ -20,6 +20,10 @@ pub type Counts = BTreeMap<(String, String, Status), u64>;
 /// it must not have side effects.
 pub type Change<'a> = &'a mut dyn FnMut(&Job) -> Result<Job, JobError>;
 
+/// Each entry's answer from [`JobStore::update_batch`]: the job before and after its
+/// change, or why it was refused.
+pub type Updated = Vec<Result<(Job, Job), JobError>>;
+
 /// The outcome of [`JobStore::insert`].
 #[derive(Debug, Clone)]
 pub enum Inserted {
@@ -51,6 +55,16 @@ pub trait JobStore: Send + Sync {
     /// Change one job in one transaction: read it (locked for the change), apply `f`,
     /// write the result. Returns the job before and after.
     fn update(&self, id: &str, f: Change<'_>) -> Result<(Job, Job, Commit), JobError>;
+
+    /// Several [`Self::update`]s as one transaction under one commit (a worker's batch of
+    /// reports). Entries are applied in order, each to the job as the ones before it left
+    /// it; an entry whose job is missing or whose change refuses gets that error and
+    /// changes nothing, the others are written all together. A store failure fails all.
+    /// (SQL: one transaction of `SELECT … FOR UPDATE` and `UPDATE` per entry.)
+    fn update_batch(
+        &self,
+        changes: &mut [(&str, Change<'_>)],
+    ) -> Result<(Updated, Commit), JobError>;
 
     /// Take up to `n` ready jobs (queued, in one of `queues` and `kinds`; empty means
     /// any), best priority first, then earliest `run_at`, then oldest. Each job goes to

@@ -99,6 +99,15 @@ pub enum Reporter<'a> {
     Api(ApiReporter<'a>),
 }
 
+/// One entry of a worker's batch of reports ([`Jobs::report_batch`](super::Jobs::report_batch)).
+#[derive(Debug, Clone)]
+pub enum Report {
+    /// A successful attempt; the result is JSON text.
+    Complete(Option<String>),
+    /// A failed attempt; `retry: false` makes it permanent.
+    Fail { error: String, retry: bool },
+}
+
 /// A worker-API caller, as the queue checks it against the claim.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiReporter<'a> {

@@ -31,11 +31,12 @@ use super::job_keys::{
 };
 use super::jobs_index::{CountMap, Trees};
 use super::jobs_list::merged;
-use crate::jobs::store::{Change, Counts, Inserted, JobStore, Page};
+use crate::jobs::store::{Change, Counts, Inserted, JobStore, Page, Updated};
 use crate::jobs::{Filter, Job, JobError, Status};
 use crate::store::{Cas, Commit, Record, Store, StoreError, Table};
 
 mod insert;
+mod update;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct UniqueHolder {
@@ -210,6 +211,13 @@ impl JobStore for SledJobs {
         self.t
             .write(&mut counts, &[(&key, Some(&old), Some(&new))])?;
         Ok((old, new, self.store.pending()))
+    }
+
+    fn update_batch(
+        &self,
+        changes: &mut [(&str, Change<'_>)],
+    ) -> Result<(Updated, Commit), JobError> {
+        self.update_many(changes)
     }
 
     fn claim(

@@ -20,7 +20,9 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::auth::{Caller, Need};
 use crate::jobs::ids::QueueName;
-use crate::jobs::{ApiReporter, ClaimRequest, DEFAULT_LEASE_SECS, Job, JobError, MAX_CLAIM};
+use crate::jobs::{
+    ApiReporter, ClaimRequest, DEFAULT_LEASE_SECS, Job, JobError, MAX_CLAIM, Report,
+};
 use crate::store::Commit;
 use crate::web::access::Origin;
 use crate::web::api::jobs::{View, answer_job, change};
@@ -442,39 +444,61 @@ fn apply_batch(
     if entries.len() > 1000 {
         return Err(AppError::bad_request("results: at most 1000 at once"));
     }
+    // Entries that name both or neither are answered here; the rest go as one change.
+    let mut answers: Vec<Option<Value>> = Vec::with_capacity(entries.len());
+    let mut reports: Vec<(&str, Report)> = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let report = match (&e.result, &e.error) {
+            (Some(_), Some(_)) => Err("give either result (complete) or error (fail), not both"),
+            (None, None) => Err("give result (complete) or error (fail)"),
+            (None, Some(err)) => Ok(Report::Fail {
+                error: err.clone(),
+                retry: e.retry.unwrap_or(true),
+            }),
+            (Some(result), None) => Ok(Report::Complete(result_text(Some(result.clone())))),
+        };
+        match report {
+            Ok(r) => {
+                reports.push((&e.id, r));
+                answers.push(None);
+            }
+            Err(why) => {
+                let err = JobError::Invalid(why.into());
+                answers.push(Some(
+                    json!({"id": e.id, "ok": false, "error": err.to_string()}),
+                ));
+            }
+        }
+    }
+    let (outcomes, commit) = state.jobs.report_batch(by, &reports)?;
     let mut t = BatchTally {
         completed: 0,
         failed: 0,
-        refused: 0,
+        refused: answers.iter().filter(|a| a.is_some()).count(),
         results: Vec::with_capacity(entries.len()),
-        commit: Commit::done(),
+        commit,
     };
-    for e in entries {
-        let r = match (e.result, e.error) {
-            (Some(_), Some(_)) => Err(JobError::Invalid(
-                "give either result (complete) or error (fail), not both".into(),
-            )),
-            (None, None) => Err(JobError::Invalid(
-                "give result (complete) or error (fail)".into(),
-            )),
-            (None, Some(err)) => state
-                .jobs
-                .fail_with(&e.id, by, &err, e.retry.unwrap_or(true))
-                .inspect(|_| t.failed += 1),
-            (Some(result), None) => state
-                .jobs
-                .complete(&e.id, by, result_text(Some(result)))
-                .inspect(|_| t.completed += 1),
-        };
-        t.results.push(match r {
-            Ok((j, commit)) => {
-                t.commit = std::mem::replace(&mut t.commit, Commit::done()).and(commit);
-                json!({"id": e.id, "ok": true, "status": j.status})
-            }
-            Err(JobError::Store(s)) => return Err(s.into()),
-            Err(err) => {
-                t.refused += 1;
-                json!({"id": e.id, "ok": false, "error": err.to_string()})
+    let mut outcomes = reports.iter().zip(outcomes);
+    for answer in answers {
+        t.results.push(match answer {
+            Some(refused) => refused,
+            None => {
+                let Some(((id, report), outcome)) = outcomes.next() else {
+                    break;
+                };
+                match outcome {
+                    Ok(j) => {
+                        match report {
+                            Report::Complete(_) => t.completed += 1,
+                            Report::Fail { .. } => t.failed += 1,
+                        }
+                        json!({"id": id, "ok": true, "status": j.status})
+                    }
+                    Err(err) => {
+                        t.refused += 1;
+                        json!({"id": id, "ok": false, "error": err.to_string()})
+                    }
+                }
             }
         });
     }
