@@ -52,6 +52,9 @@ pub struct Jobs {
 /// The window of [`Jobs::recent_failures`]: the last hour (of this process's life).
 pub const FAILED_WINDOW_SECS: u64 = 3600;
 
+/// The most of a reported error a job keeps.
+const MAX_ERROR_BYTES: usize = 4096;
+
 /// Keep going past jobs that changed under us; stop on a store failure.
 fn skip_conflicts<T>(r: Result<T, JobError>) -> Result<Option<T>, JobError> {
     match r {
@@ -510,7 +513,7 @@ impl Jobs {
     ) -> Result<(Job, Commit), JobError> {
         let now = self.now();
         let jitter = self.jitter();
-        let error = truncate(error, 4096);
+        let error = truncate(error, MAX_ERROR_BYTES);
         let by = by.into();
         self.apply(id, |j| {
             transitions::failed_by(j, by, &error, retry, now, jitter)
@@ -534,7 +537,7 @@ impl Jobs {
             .map(|(_, r)| match r {
                 Report::Fail { error, retry } => (
                     Report::Fail {
-                        error: truncate(error, 4096),
+                        error: truncate(error, MAX_ERROR_BYTES),
                         retry: *retry,
                     },
                     self.jitter(),
