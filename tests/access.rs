@@ -790,7 +790,8 @@ async fn worker_routes_have_their_own_limit() {
 #[tokio::test]
 async fn the_webhook_class_is_a_layer_of_its_own() {
     use echopilot::ratelimit::Class;
-    use echopilot::web::access::{ClassLayer, guard};
+    use echopilot::web::access::ClassLayer;
+    use echopilot::web::front;
 
     let app = TestApp::spawn_with(&[
         ("RATE_LIMIT_PER_MIN", "3"),
@@ -807,7 +808,7 @@ async fn the_webhook_class_is_a_layer_of_its_own() {
         .merge(other)
         .layer(axum::middleware::from_fn_with_state(
             app.state.clone(),
-            guard,
+            front,
         ))
         .with_state(app.state.clone());
     let call = |method: &'static str, path: &'static str| oneshot_status(&router, method, path);
@@ -846,7 +847,8 @@ async fn forwarded_for_is_trusted_only_when_configured() {
 async fn failed_logins_marked_by_a_handler_count_against_the_address() {
     use axum::response::IntoResponse;
     use echopilot::ratelimit::Class;
-    use echopilot::web::access::{ClassLayer, FailedLogin, guard};
+    use echopilot::web::access::{ClassLayer, FailedLogin};
+    use echopilot::web::front;
 
     let app = TestApp::spawn_with(&[("AUTH_FAIL_LIMIT_PER_MIN", "2")]).await;
     let login = || async {
@@ -860,7 +862,7 @@ async fn failed_logins_marked_by_a_handler_count_against_the_address() {
         .layer(ClassLayer(Class::General))
         .layer(axum::middleware::from_fn_with_state(
             app.state.clone(),
-            guard,
+            front,
         ))
         .with_state(app.state.clone());
     let call = |method: &'static str, path: &'static str| oneshot_status(&router, method, path);

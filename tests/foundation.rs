@@ -147,6 +147,21 @@ async fn oversized_bodies_get_413_in_our_shape() {
         v["error"],
         "request body too large: the limit is 1024 bytes (MAX_BODY_BYTES)"
     );
+    // The limit answers before the handler, yet the SLO and the request log outside the
+    // router know the route.
+    let (_, _, metrics) = app.metrics(None).await;
+    assert!(
+        metrics.contains(
+            "echopilot_http_requests_total{route=\"/api/status/summary\",status=\"4xx\"} 1"
+        ),
+        "{metrics}"
+    );
+    let log = app.app_log().await;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("method=POST route=/api/status/summary status=413")),
+        "{log}"
+    );
     app.stop().await;
 }
 

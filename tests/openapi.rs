@@ -68,7 +68,7 @@ async fn the_document_covers_every_route_of_the_real_router() {
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc, echopilot::web::api::document(), "served = built");
-    let router = router_routes(&echopilot::app::router(app.state.clone()));
+    let router = router_routes(&echopilot::app::routes(app.state.clone()));
     assert!(
         router.len() >= 30,
         "the Debug walk found too few: {router:?}"

@@ -9,7 +9,7 @@ mod payments;
 mod server;
 mod wiring;
 
-pub use server::{layers, router, serve, shutdown_signal};
+pub use server::{layers, router, routes, serve, shutdown_signal};
 pub use wiring::alert_job;
 
 use std::sync::Arc;

@@ -24,34 +24,25 @@ use crate::config::Config;
 use crate::ratelimit::Class;
 use crate::web;
 use crate::web::access::ClassLayer;
+use crate::web::measure::{MeasureLayer, RouteStampLayer};
 
-/// The whole HTTP application.
+/// The whole HTTP application: [`routes`] inside the layers.
 pub fn router(state: AppState) -> Router {
     let config = state.config.clone();
-    let app = Router::new()
+    stack(routes(state.clone()), &config, Some(state))
+}
+
+/// Every route, without the layers (which wrap it as one service, so a walk of the
+/// routes starts here).
+pub fn routes(state: AppState) -> Router {
+    Router::new()
         .merge(web::api::router())
         .merge(web::dashboard::router())
         .fallback(axum::handler::Handler::layer(
             web::fallback,
             ClassLayer(Class::General),
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            web::api::flags::dashboard_v2,
-        ))
-        // A mutating request is one change group: a snapshot holds all of it or none.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            web::change_group::layer,
-        ))
-        // Innermost: sees the caller's key and the handler's 401/403.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            web::access::guard,
-        ))
-        .with_state(state.clone());
-    // Outermost: the SLO counts every response, including 408/413 from the layers.
-    web::measure::layer(stack(app, &config, Some(state.clone())), &state.slo)
+        .with_state(state)
 }
 
 /// The layers every request passes through (request id, tracing, compression, our JSON
@@ -60,40 +51,53 @@ pub fn layers(app: Router, config: &Config) -> Router {
     stack(app, config, None)
 }
 
-/// The layers, with the request log when there is a state to write it.
+/// The layers; with a state, also the SLO's measure, the request log and [`web::front`]
+/// (the access guard, the legacy-dashboard redirect and the change group).
 fn stack(app: Router, config: &Config, state: Option<AppState>) -> Router {
+    // The request id alone: the request log's line for it has the method and route, and
+    // the text log formats a span's fields for every request (~2 % of a status route's
+    // CPU with three).
     let request_id_span = |req: &Request<Body>| {
         let id = req
             .extensions()
             .get::<RequestId>()
             .and_then(|id| id.header_value().to_str().ok())
             .unwrap_or("-");
-        tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+        tracing::info_span!("request", request_id = %id)
     };
-    // ServiceBuilder: the first layer is the outermost.
-    app.layer(
+    // Per route (`Router::layer`). The stamp is outermost, so the 408s and 413s of the
+    // two limits carry the route to the layers outside the router.
+    let routes = app.layer(
         ServiceBuilder::new()
-            .layer(axum::middleware::map_request(web::request_id::keep_safe))
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(TraceLayer::new_for_http().make_span_with(request_id_span))
-            // Outside the timeout and body limit, so 408 and 413 are logged too.
-            .layer(axum::middleware::from_fn_with_state(
-                state,
-                web::access::request_log,
-            ))
-            .layer(CompressionLayer::new())
-            .layer(axum::middleware::from_fn_with_state(
-                config.max_body_bytes,
-                web::json_errors,
-            ))
+            .layer(RouteStampLayer)
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 Duration::from_secs(config.request_timeout_secs),
             ))
             .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
             .layer(DefaultBodyLimit::disable()),
-    )
+    );
+    // Around the whole router, once: a layer given to `Router::layer` is boxed per route
+    // and cloned, with every layer under it, for each request. The first is outermost:
+    // the SLO counts every response, the request log sees the compressed one.
+    let service = ServiceBuilder::new()
+        .option_layer(state.as_ref().map(|s| MeasureLayer::new(&s.slo)))
+        .layer(axum::middleware::map_request(web::request_id::keep_safe))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(request_id_span))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::access::request_log,
+        ))
+        .layer(CompressionLayer::new())
+        .layer(axum::middleware::from_fn_with_state(
+            config.max_body_bytes,
+            web::json_errors,
+        ))
+        .option_layer(state.map(|s| axum::middleware::from_fn_with_state(s, web::front)))
+        .service(routes);
+    Router::new().fallback_service(service)
 }
 
 /// How long in-flight requests get to finish after a shutdown signal.

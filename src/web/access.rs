@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
@@ -28,6 +28,7 @@ use crate::clock::rfc3339;
 use crate::logfile::Appender;
 use crate::ratelimit::{Class, FAILED_KEYS, Limits, Verdict};
 use crate::web::error::{AppError, ErrorMessage};
+use crate::web::measure::RoutePattern;
 
 /// The access handle in `AppState`: the limits and the request log. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -173,12 +174,22 @@ fn identify(req: &Request, state: &AppState) -> Client {
 
 /// `METHOD /route` for audit targets: the matched route when there is one.
 fn target(req: &Request) -> String {
-    let path = req
+    let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| req.uri().path().chars().take(200).collect());
-    format!("{} {}", req.method(), path)
+        .map(MatchedPath::as_str);
+    target_of(req.method(), req.uri(), route)
+}
+
+/// [`target`] from outside the router, where the route comes with the response.
+fn target_of(method: &Method, uri: &Uri, route: Option<&str>) -> String {
+    match route {
+        Some(r) => format!("{method} {r}"),
+        None => format!(
+            "{method} {}",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    }
 }
 
 /// The 429 for `limit` (a route class or `failed_keys`), and its audit event when
@@ -353,8 +364,13 @@ where
 
 /// Who the client is, before the route runs (the route's class layer reads it); audit
 /// events for auth failures after it, and wrong keys counted against the address.
-pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let client = identify(&req, &state);
+/// `inner` runs the rest of the request.
+pub async fn guard<F, Fut>(state: &AppState, mut req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let client = identify(&req, state);
     let rid = request_id(&req);
     let limits = state.access.limits.clone();
     req.extensions_mut().insert(Gate {
@@ -362,9 +378,12 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         client: client.clone(),
         request_id: rid.clone(),
     });
-    let tgt = target(&req);
-    let mut resp = next.run(req).await;
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let mut resp = inner(req).await;
     let status = resp.status();
+    let route = resp.extensions().get::<RoutePattern>().cloned();
+    // Only the failures below need it.
+    let tgt = || target_of(&method, &uri, route.as_ref().map(|r| r.0.as_str()));
     // A keyless call that failed (a protected route's 401, a failed login) from a
     // blocked address is a further failed attempt: refused like a wrong key is. It has
     // changed nothing, so answering after the route ran is safe.
@@ -378,16 +397,20 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         } = limits.blocked(&client.ip)
     {
         let verdict = (retry_after_secs, report);
-        return refuse(
-            &state,
+        let mut refused = refuse(
+            state,
             &client,
             rid,
-            tgt,
+            tgt(),
             verdict,
             FAILED_KEYS,
             FAILED_KEYS_WHY,
         )
         .await;
+        if let Some(r) = route {
+            refused.extensions_mut().insert(r);
+        }
+        return refused;
     }
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         let action = if status == StatusCode::UNAUTHORIZED {
@@ -405,7 +428,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             actor: client.caller.clone(),
             actor_id: client.key_id.clone(),
             action: action.into(),
-            target: tgt.clone(),
+            target: tgt(),
             ip: Some(client.ip.clone()),
             ok: false,
             status: status.as_u16(),
@@ -425,7 +448,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             actor: None,
             actor_id: client.key_id.clone(),
             action: "rate_limit_exceeded".into(),
-            target: tgt,
+            target: tgt(),
             ip: Some(client.ip.clone()),
             ok: false,
             status: 429,
@@ -453,13 +476,10 @@ pub async fn request_log(
         return next.run(req).await;
     };
     let started = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
+    let method = req.method().clone();
     let rid = request_id(&req).unwrap_or_else(|| "-".into());
     let resp = next.run(req).await;
+    let route = RoutePattern::of(&resp);
     let elapsed = started.elapsed();
     let duration_ms = elapsed.as_millis() as u64;
     let (client, key) = match resp.extensions().get::<Client>() {
@@ -470,8 +490,8 @@ pub async fn request_log(
     let line = RequestLine {
         ts: &ts,
         request_id: &rid,
-        method: &method,
-        route: route.as_deref().unwrap_or("-"),
+        method: method.as_str(),
+        route: route.unwrap_or("-"),
         status: resp.status().as_u16(),
         duration_ms,
         client: &client,

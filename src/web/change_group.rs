@@ -1,7 +1,7 @@
 //! Each mutating request runs as one store change group, so a snapshot taken meanwhile
 //! holds all of its writes (a job and the audit event of its creation) or none.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -12,7 +12,7 @@ use crate::app::AppState;
 /// own group to end (the API's, and the dashboard's buttons that call it).
 const SNAPSHOT_ROUTES: [&str; 2] = ["/api/backups", "/dashboard/backups"];
 
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn run(state: &AppState, req: Request, next: Next) -> Response {
     let reads = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let path = req.uri().path();
     if reads || SNAPSHOT_ROUTES.iter().any(|r| path.starts_with(r)) {

@@ -21,7 +21,22 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::app::AppState;
 use crate::web::error::{AppError, ErrorMessage};
+
+/// What runs between the layers and the router, in this order: the access guard (who
+/// the client is; audit events for 401 and 403), the `/dashboard` redirect while
+/// `dashboard.v2` is off, and a mutating request's change group. One middleware, so a
+/// request boxes one future and clones the router once here, not three times.
+pub async fn front(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    access::guard(&state, req, |req| async {
+        match api::flags::dashboard_redirect(&state, &req) {
+            Some(redirect) => redirect,
+            None => change_group::run(&state, req, next).await,
+        }
+    })
+    .await
+}
 
 /// Unknown routes: our JSON 404 under `/api`, a plain one elsewhere.
 pub async fn fallback(req: Request) -> Response {

@@ -3,7 +3,6 @@
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -117,10 +116,9 @@ pub async fn set(
 
 /// With `dashboard.v2` off, `/dashboard` sends the browser to the legacy `/dashboard/v1`
 /// (the runbook's "failover to legacy UI"). Read on every request.
-pub async fn dashboard_v2(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub fn dashboard_redirect(state: &AppState, req: &Request) -> Option<Response> {
     let path = req.uri().path();
-    if (path == "/dashboard" || path == "/dashboard/") && !state.flags.is_enabled(DASHBOARD_V2) {
-        return Redirect::to("/dashboard/v1").into_response();
-    }
-    next.run(req).await
+    let legacy =
+        (path == "/dashboard" || path == "/dashboard/") && !state.flags.is_enabled(DASHBOARD_V2);
+    legacy.then(|| Redirect::to("/dashboard/v1").into_response())
 }
