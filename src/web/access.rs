@@ -54,9 +54,25 @@ pub struct RequestLine<'a> {
 }
 
 impl RequestLine<'_> {
-    fn fields(&self) -> String {
-        let line = format!(
-            "request_id={} method={} route={} status={} duration_ms={} client={} key={}",
+    /// The line for every request.
+    pub fn line(&self) -> String {
+        self.render("INFO request")
+    }
+
+    /// The extra line for a request at least `SLOW_REQUEST_MS` long.
+    pub fn slow_line(&self) -> String {
+        self.render("WARN Slow request")
+    }
+
+    /// Written once into one buffer (every request writes a line); the text logs' one
+    /// escape still looks at it, and only copies it if a value slipped through.
+    fn render(&self, what: &str) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(200);
+        let _ = write!(
+            out,
+            "{} {what} request_id={} method={} route={} status={} duration_ms={} client={} key={}",
+            self.ts,
             field(self.request_id),
             field(self.method),
             field(self.route),
@@ -65,17 +81,10 @@ impl RequestLine<'_> {
             field(self.client),
             field(self.key_id)
         );
-        crate::logfile::escape(&line).into_owned()
-    }
-
-    /// The line for every request.
-    pub fn line(&self) -> String {
-        format!("{} INFO request {}", self.ts, self.fields())
-    }
-
-    /// The extra line for a request at least `SLOW_REQUEST_MS` long.
-    pub fn slow_line(&self) -> String {
-        format!("{} WARN Slow request {}", self.ts, self.fields())
+        match crate::logfile::escape(&out) {
+            Cow::Borrowed(_) => out,
+            Cow::Owned(escaped) => escaped,
+        }
     }
 }
 
@@ -553,6 +562,37 @@ mod tests {
             field("x\ny\r\u{1b}\u{2028}"),
             "\"x\\u{000a}y\\u{000d}\\u{001b}\\u{2028}\""
         );
+    }
+
+    #[test]
+    fn a_request_line_is_one_line_of_plain_fields() {
+        let line = RequestLine {
+            ts: "2026-12-01T00:00:00.000Z",
+            request_id: "r-1",
+            method: "GET",
+            route: "/api/job/{id}",
+            status: 200,
+            duration_ms: 3,
+            client: "127.0.0.1",
+            key_id: "-",
+        };
+        assert_eq!(
+            line.line(),
+            "2026-12-01T00:00:00.000Z INFO request request_id=r-1 method=GET \
+             route=/api/job/{id} status=200 duration_ms=3 client=127.0.0.1 key=-"
+        );
+        let forged = RequestLine {
+            request_id: "x\n2026-12-01T00:00:00.000Z ERROR forged",
+            ..line
+        };
+        let slow = forged.slow_line();
+        assert!(
+            slow.starts_with(
+                "2026-12-01T00:00:00.000Z WARN Slow request request_id=\"x\\u{000a}2026"
+            ),
+            "{slow}"
+        );
+        assert!(!slow.chars().any(char::is_control), "{slow}");
     }
 
     #[test]
