@@ -18,11 +18,7 @@ pub fn hash_event(e: &Event) -> String {
     let mut h = Sha256::new();
     h.update(e.prev_hash.as_bytes());
     h.update(e.canonical_json().as_bytes());
-    h.finalize()
-        .as_slice()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(h.finalize())
 }
 
 /// Where the chain first breaks.

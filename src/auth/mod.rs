@@ -40,7 +40,7 @@ pub fn key_id(key: &str) -> String {
 }
 
 fn hex8(d: &[u8; 32]) -> String {
-    d[..4].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&d[..4])
 }
 
 impl Keys {

@@ -69,10 +69,6 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
     move |e| BackupError::io(path, e)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A sibling of `dest` that `ls` does not show: `.name.suffix`.
 fn hidden(dest: &Path, suffix: &str) -> PathBuf {
     let name = dest
@@ -222,7 +218,7 @@ fn write_inner(
     {
         let _ = d.sync_all();
     }
-    Ok((header, hex(digest.as_slice())))
+    Ok((header, hex::encode(digest)))
 }
 
 /// Written before each sync of the snapshot file.
@@ -371,11 +367,11 @@ pub fn check(path: &Path) -> Result<(Header, u64, String), BackupError> {
             "{}: checksum mismatch: the file was changed or damaged after it was written \
              (SHA-256 {} expected, {} found)",
             path.display(),
-            hex(&stored),
-            hex(digest.as_slice())
+            hex::encode(stored),
+            hex::encode(digest)
         )));
     }
-    Ok((header, body_at, hex(digest.as_slice())))
+    Ok((header, body_at, hex::encode(digest)))
 }
 
 /// Decompress the body into `sink` and compare what it holds with the header. Call

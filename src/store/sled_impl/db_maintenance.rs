@@ -128,7 +128,7 @@ fn hex(k: &[u8]) -> String {
     if k.iter().all(|b| b.is_ascii_graphic()) {
         return String::from_utf8_lossy(k).to_string();
     }
-    k.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(k)
 }
 
 fn parse(ts: &str) -> Option<DateTime<Utc>> {

@@ -22,7 +22,7 @@ pub(super) fn router() -> Router<AppState> {
 fn hash_of(name: &str) -> Option<String> {
     let f = Static::get(name)?;
     let h = f.metadata.sha256_hash();
-    Some(h[..8].iter().map(|b| format!("{b:02x}")).collect())
+    Some(hex::encode(&h[..8]))
 }
 
 /// The URL of an asset, with its hash for caching.
