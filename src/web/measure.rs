@@ -23,10 +23,15 @@ use tower::{Layer, Service};
 
 use crate::slo::{Slo, UNMATCHED};
 
-/// Wrap `app` (already carrying [`crate::app::layers`]) so every response is counted. As
-/// the outermost layer it sees the final status, including 408s and 413s from the layers.
+/// Wrap `app` so every response is counted. As the outermost layer it sees the final
+/// status, including 408s and 413s from the layers. Each route is stamped under it, so
+/// the route is known whether or not `app` carries [`crate::app::layers`].
 pub fn layer(app: Router, slo: &Slo) -> Router {
-    app.layer(MeasureLayer::new(slo))
+    app.layer(
+        tower::ServiceBuilder::new()
+            .layer(MeasureLayer::new(slo))
+            .layer(RouteStampLayer),
+    )
 }
 
 /// The layer: gives its inner service a [`Measure`].
@@ -148,13 +153,10 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let start = Instant::now();
-        let route = req.extensions().get::<MatchedPath>().cloned();
         MeasureFuture {
+            start: Instant::now(),
             inner: self.inner.call(req),
             slo: self.slo.clone(),
-            route,
-            start,
         }
     }
 }
@@ -165,7 +167,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         slo: Slo,
-        route: Option<MatchedPath>,
         start: Instant,
     }
 }
@@ -180,13 +181,7 @@ where
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
         if let Ok(resp) = &out {
-            // Per route, the request knows its pattern; outside the router, the response.
-            let route = this
-                .route
-                .as_ref()
-                .map(MatchedPath::as_str)
-                .or_else(|| RoutePattern::of(resp))
-                .unwrap_or(UNMATCHED);
+            let route = RoutePattern::of(resp).unwrap_or(UNMATCHED);
             this.slo
                 .record_request(route, resp.status().as_u16(), this.start.elapsed());
         }
