@@ -3,6 +3,11 @@
 //! process, so its RSS is its own); the baseline is one axum route with no layers,
 //! served by this process. Load comes from `wrk` when it is on PATH (a C client that
 //! keeps up with a fast server on 2 cores), else from an in-process client loop.
+//!
+//! Beside each rate: the CPU the serving process spent per request (its user + system
+//! time from `/proc`, across the load). With `wrk` the server and the baseline run alone
+//! in their processes, so this figure is theirs; it moves far less from run to run than
+//! the rate does when other work shares the two cores.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -34,11 +39,21 @@ pub(super) struct Load {
     pub secs: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// CPU seconds the serving process spent during the load (`None`: no `/proc`, or
+    /// the in-process client, whose own work would be counted too).
+    pub cpu_secs: Option<f64>,
 }
 
 impl Load {
     fn rate(&self) -> f64 {
         self.requests as f64 / self.secs.max(1e-9)
+    }
+
+    /// Server CPU per request, in µs.
+    fn cpu_us(&self) -> Option<f64> {
+        self.cpu_secs
+            .filter(|_| self.requests > 0)
+            .map(|c| c * 1e6 / self.requests as f64)
     }
 }
 
@@ -59,8 +74,11 @@ impl StatusFigures {
                 }
                 _ => String::new(),
             };
+            let cpu = l
+                .cpu_us()
+                .map_or(String::new(), |c| format!("{c:>6.1} µs CPU/req  "));
             println!(
-                "GET {:<38} -c{:<4} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {} errors  {vs}  ({})",
+                "GET {:<38} -c{:<4} {:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  {} errors  {cpu}{vs}  ({})",
                 l.route,
                 l.connections,
                 l.rate(),
@@ -97,6 +115,7 @@ impl StatusFigures {
                     "req_per_s": l.rate().round(),
                     "p50_ms": l.p50_ms,
                     "p99_ms": l.p99_ms,
+                    "cpu_us_per_request": l.cpu_us(),
                     "share_of_hello": self.hello(l.connections).map(|h| l.rate() / h.rate().max(1e-9)),
                 })
             })
@@ -178,6 +197,22 @@ fn rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// User + system CPU seconds process `pid` has used, from `/proc/<pid>/stat` (fields 14
+/// and 15, counted in clock ticks, after the command name, which may hold spaces and
+/// parentheses itself).
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_cpu_ticks(&stat).map(|t| t as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace().skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// The baseline: one JSON route, no layers, on this process's runtime.
 async fn start_hello() -> anyhow::Result<String> {
     let app = axum::Router::new().route(
@@ -224,6 +259,7 @@ fn parse_wrk(out: &str, route: &str, connections: usize, secs: f64) -> Load {
         secs,
         p50_ms: 0.0,
         p99_ms: 0.0,
+        cpu_secs: None,
     };
     for line in out.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -312,6 +348,7 @@ async fn with_loop(url: &str, route: &str, connections: usize, secs: u64) -> any
         secs: start.elapsed().as_secs_f64(),
         p50_ms: lat.pct(0.50),
         p99_ms: lat.pct(0.99),
+        cpu_secs: None,
     })
 }
 
@@ -327,16 +364,28 @@ pub(super) async fn run(parent: &Path, secs: u64) -> anyhow::Result<StatusFigure
     if !wrk {
         println!("(wrk is not on PATH: an in-process client loop makes the load)");
     }
-    let mut plan: Vec<(String, &str, usize)> = vec![(hello.clone(), "hello", 64)];
+    // Each load with the process that serves it: the baseline is served by this one.
+    let (child, this) = (server.proc.id(), std::process::id());
+    let mut plan: Vec<(String, &str, usize, u32)> = vec![(hello.clone(), "hello", 64, this)];
     for r in ROUTES {
-        plan.push((format!("{}{r}", server.base), r, 64));
+        plan.push((format!("{}{r}", server.base), r, 64, child));
     }
-    plan.push((hello.clone(), "hello", 256));
-    plan.push((format!("{}{}", server.base, ROUTES[0]), ROUTES[0], 256));
+    plan.push((hello.clone(), "hello", 256, this));
+    plan.push((
+        format!("{}{}", server.base, ROUTES[0]),
+        ROUTES[0],
+        256,
+        child,
+    ));
     let mut loads = Vec::new();
-    for (url, route, c) in plan {
+    for (url, route, c, pid) in plan {
         loads.push(match wrk {
-            true => with_wrk(&url, route, c, secs).await?,
+            true => {
+                let before = cpu_secs(pid);
+                let mut load = with_wrk(&url, route, c, secs).await?;
+                load.cpu_secs = before.zip(cpu_secs(pid)).map(|(a, b)| b - a);
+                load
+            }
             false => with_loop(&url, route, c, secs).await?,
         });
     }
@@ -372,5 +421,22 @@ Requests/sec: 102264.37
         assert!((l.p99_ms - 12.34).abs() < 1e-9);
         assert_eq!(l.errors, 7);
         assert_eq!(wrk_ms("1.02s"), Some(1020.0));
+    }
+
+    #[test]
+    fn cpu_ticks_are_read_after_any_command_name() {
+        // Fields 14 and 15 (utime 417, stime 83) behind a name with spaces and a `)`.
+        let stat = "4242 (ep (x) y) S 1 4242 4242 0 -1 4194560 9000 0 0 0 417 83 0 0 20 0 9 0 \
+                    100 1000000 300 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(500));
+        assert_eq!(parse_cpu_ticks("4242 (ep) S 1"), None);
+        // This process's own figure grows while it works.
+        let before = cpu_secs(std::process::id()).expect("a stat file for this process");
+        let start = Instant::now();
+        let mut spin = 0u64;
+        while cpu_secs(std::process::id()).unwrap() <= before && start.elapsed().as_secs() < 10 {
+            spin = std::hint::black_box(spin.wrapping_mul(31).wrapping_add(7));
+        }
+        assert!(cpu_secs(std::process::id()).unwrap() > before);
     }
 }
