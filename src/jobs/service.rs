@@ -55,6 +55,9 @@ pub const FAILED_WINDOW_SECS: u64 = 3600;
 /// The most of a reported error a job keeps.
 const MAX_ERROR_BYTES: usize = 4096;
 
+/// Running jobs read at a time when [`Jobs::open`] looks for the built-in worker's.
+const OPEN_PAGE: usize = 500;
+
 /// Keep going past jobs that changed under us; stop on a store failure.
 fn skip_conflicts<T>(r: Result<T, JobError>) -> Result<Option<T>, JobError> {
     match r {
@@ -87,17 +90,31 @@ impl Jobs {
         let mut commit = Commit::done();
         // Only the built-in worker's jobs were ours: external workers keep their leases.
         // Picked from one read of the running jobs, so a home with many external
-        // leases reads each once at start-up.
-        let (running, _) = jobs
-            .store
-            .list(&Filter::status(Status::Running), None, usize::MAX)?;
-        let ours = running.into_iter().filter(|j| {
-            j.worker
-                .as_deref()
-                .is_some_and(|w| w.starts_with(BUILTIN_WORKER))
-        });
+        // leases reads each once at start-up; a page at a time, so a home with tens of
+        // thousands of them never holds them all in memory at once.
+        let running = Filter::status(Status::Running);
+        let mut cursor = None;
+        loop {
+            let (page, next) = jobs.store.list(&running, cursor.as_deref(), OPEN_PAGE)?;
+            let ours = page.into_iter().filter(|j| {
+                j.worker
+                    .as_deref()
+                    .is_some_and(|w| w.starts_with(BUILTIN_WORKER))
+            });
+            commit = commit.and(jobs.orphan_all(ours, now)?);
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        Ok((jobs, commit))
+    }
+
+    /// Mark stuck each of `ours` still held by the built-in worker (`Jobs::open`).
+    fn orphan_all(&self, ours: impl Iterator<Item = Job>, now: i64) -> Result<Commit, JobError> {
+        let mut commit = Commit::done();
         for job in ours {
-            let r = jobs.store.update(&job.id, &mut |j| {
+            let r = self.store.update(&job.id, &mut |j| {
                 if !j
                     .worker
                     .as_deref()
@@ -111,7 +128,7 @@ impl Jobs {
                 commit = commit.and(c);
             }
         }
-        Ok((jobs, commit))
+        Ok(commit)
     }
 
     /// Outcomes as they happen (succeeded, failed, dead, stuck, cancelled).

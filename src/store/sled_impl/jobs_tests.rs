@@ -280,3 +280,48 @@ fn api_claims_never_take_the_kinds_the_server_runs() {
     let (own, _) = jobs.claim(&named).unwrap();
     assert_eq!(own.len(), 2);
 }
+
+#[test]
+fn a_restart_marks_stuck_every_builtin_running_job_across_pages_and_keeps_external_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, sled) = open(dir.path());
+    let clock = Clock::manual(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    // More running jobs than `Jobs::open` reads at a time, the two kinds of worker
+    // interleaved by id.
+    let n = 1_300;
+    for _ in 0..n {
+        let _ = jobs.enqueue(NewJob {
+            kind: "email".into(),
+            ..NewJob::default()
+        });
+    }
+    for i in 0..n {
+        let worker = if i % 2 == 0 { "builtin:exec" } else { "ext-1" };
+        let (got, _) = jobs
+            .claim(&ClaimRequest {
+                worker: worker.into(),
+                count: 1,
+                lease_secs: 600,
+                ..ClaimRequest::default()
+            })
+            .unwrap();
+        assert_eq!(got.len(), 1);
+    }
+    drop(jobs);
+    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    let all = records(&store);
+    assert_eq!(all.len(), n);
+    for j in &all {
+        let builtin = j.worker.as_deref().unwrap().starts_with("builtin:");
+        let want = if builtin {
+            Status::Stuck
+        } else {
+            Status::Running
+        };
+        assert_eq!(j.status, want, "{} by {:?}", j.id, j.worker);
+    }
+    assert_eq!(jobs.count(Status::Stuck), (n / 2) as u64);
+    assert_eq!(jobs.count(Status::Running), (n / 2) as u64);
+    assert_eq!(sled.disagreements(), Vec::<String>::new());
+}
