@@ -260,9 +260,12 @@ impl Store {
         let lock = Self::lock_home(home)?;
         let path = home.join("data").join("echopilot.sled");
         let config = tune(
+            // 32 MiB: at a million jobs and a million audit events the list and audit
+            // routes answered as fast as with 64 (p95 under 6 ms), and the server took
+            // 166 MiB instead of 195.
             sled::Config::new()
                 .path(&path)
-                .cache_capacity(64 * 1024 * 1024),
+                .cache_capacity(32 * 1024 * 1024),
         );
         let db = open_sled(&config)?;
         let (journal, replayed) = journal::Journal::open(&db)?;
