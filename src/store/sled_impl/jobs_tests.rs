@@ -31,6 +31,14 @@ fn open(dir: &std::path::Path) -> (Store, Arc<SledJobs>) {
     (store, jobs)
 }
 
+/// [`open`], with the queue over it on a manual clock at 2026-03-01.
+fn open_queue(dir: &std::path::Path) -> (Store, Arc<SledJobs>, Clock, Jobs) {
+    let (store, sled) = open(dir);
+    let clock = Clock::manual(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
+    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    (store, sled, clock, jobs)
+}
+
 /// Every job record, oldest id first.
 fn records(store: &Store) -> Vec<Job> {
     let t: Table<Job> = store.table("jobs").unwrap();
@@ -166,9 +174,7 @@ fn assert_filters_match_a_scan(store: &Store, jobs: &SledJobs) {
 #[test]
 fn indexes_and_filters_agree_with_the_records_after_a_random_walk_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, sled) = open(dir.path());
-    let clock = Clock::manual(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
-    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    let (store, sled, clock, jobs) = open_queue(dir.path());
     jobs.set_jitter(Some(0));
     walk(&jobs, &clock, 3000, &mut Rng(0x1234_5678));
 
@@ -193,9 +199,7 @@ fn indexes_and_filters_agree_with_the_records_after_a_random_walk_and_a_restart(
 #[test]
 fn pruning_removes_exactly_the_finished_jobs_that_are_due() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, sled) = open(dir.path());
-    let clock = Clock::manual(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
-    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    let (store, sled, clock, jobs) = open_queue(dir.path());
     walk(&jobs, &clock, 400, &mut Rng(99));
     let all = records(&store);
     // Half of the finished jobs finished before this.
@@ -223,9 +227,7 @@ fn pruning_removes_exactly_the_finished_jobs_that_are_due() {
 #[test]
 fn a_home_from_before_the_indexes_is_rebuilt_once_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, sled) = open(dir.path());
-    let clock = Clock::manual(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
-    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    let (store, sled, clock, jobs) = open_queue(dir.path());
     walk(&jobs, &clock, 300, &mut Rng(7));
     let counts = sled.counts();
     drop((jobs, sled));
@@ -250,9 +252,7 @@ fn a_home_from_before_the_indexes_is_rebuilt_once_at_open() {
 #[test]
 fn api_claims_never_take_the_kinds_the_server_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let (_store, sled) = open(dir.path());
-    let clock = Clock::manual(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
-    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    let (_store, _sled, _clock, jobs) = open_queue(dir.path());
     jobs.run_here("payments.reconcile");
     for kind in ["http", "payments.reconcile", "email"] {
         let new = NewJob {
@@ -284,9 +284,7 @@ fn api_claims_never_take_the_kinds_the_server_runs() {
 #[test]
 fn a_restart_marks_stuck_every_builtin_running_job_across_pages_and_keeps_external_leases() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, sled) = open(dir.path());
-    let clock = Clock::manual(Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap());
-    let (jobs, _) = Jobs::open(sled.clone(), clock.clone()).unwrap();
+    let (store, sled, clock, jobs) = open_queue(dir.path());
     // More running jobs than `Jobs::open` reads at a time, the two kinds of worker
     // interleaved by id.
     let n = 1_300;
