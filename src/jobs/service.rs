@@ -96,12 +96,7 @@ impl Jobs {
         let mut cursor = None;
         loop {
             let (page, next) = jobs.store.list(&running, cursor.as_deref(), OPEN_PAGE)?;
-            let ours = page.into_iter().filter(|j| {
-                j.worker
-                    .as_deref()
-                    .is_some_and(|w| w.starts_with(BUILTIN_WORKER))
-            });
-            commit = commit.and(jobs.orphan_all(ours, now)?);
+            commit = commit.and(jobs.orphan_ours(page, now)?);
             match next {
                 Some(n) => cursor = Some(n),
                 None => break,
@@ -110,16 +105,18 @@ impl Jobs {
         Ok((jobs, commit))
     }
 
-    /// Mark stuck each of `ours` still held by the built-in worker (`Jobs::open`).
-    fn orphan_all(&self, ours: impl Iterator<Item = Job>, now: i64) -> Result<Commit, JobError> {
+    /// Mark stuck each job of `running` the built-in worker holds, checked again as each
+    /// is written (`Jobs::open`).
+    fn orphan_ours(&self, running: Vec<Job>, now: i64) -> Result<Commit, JobError> {
+        let builtin = |j: &Job| {
+            j.worker
+                .as_deref()
+                .is_some_and(|w| w.starts_with(BUILTIN_WORKER))
+        };
         let mut commit = Commit::done();
-        for job in ours {
+        for job in running.into_iter().filter(|j| builtin(j)) {
             let r = self.store.update(&job.id, &mut |j| {
-                if !j
-                    .worker
-                    .as_deref()
-                    .is_some_and(|w| w.starts_with(BUILTIN_WORKER))
-                {
+                if !builtin(j) {
                     return Err(JobError::Conflict("an external worker's".into()));
                 }
                 transitions::orphaned(j, now)
